@@ -1,0 +1,26 @@
+// The Python module chatai._chatai: bindings of the C++ API (one file per bound class as
+// the module grows; blocking calls release the GIL).
+#include <pybind11/pybind11.h>
+
+#include "chatai_version.h"
+#include "common.hpp"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_chatai, m) {
+  m.doc() = "chatai: a Slurm-native, OpenAI-compatible LLM service";
+  m.attr("__version__") = CHATAI_VERSION_STRING;
+  m.def("version", [] { return std::string(CHATAI_VERSION_STRING); }, "The library version.");
+
+  // Failures of chatai calls raise chatai.Error; its `code` names the category.
+  static py::exception<chatai::python::python_error> error_type(m, "Error", PyExc_RuntimeError);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const chatai::python::python_error& e) {
+      py::object instance = py::reinterpret_borrow<py::object>(error_type.ptr())(e.what());
+      instance.attr("code") = e.code();
+      PyErr_SetObject(error_type.ptr(), instance.ptr());
+    }
+  });
+}

@@ -1,0 +1,42 @@
+// Helpers shared by the C ABI's translation units: the thread-local last error and the
+// guard that turns C++ errors and exceptions into chatai_status codes.
+#pragma once
+
+#include <exception>
+#include <type_traits>
+#include <new>
+#include <string>
+#include <utility>
+
+#include "chatai.h"
+#include "chatai/core/status.hpp"
+
+namespace chatai::capi {
+
+chatai_status to_status(errc code) noexcept;
+
+// Records `err` as this thread's last error and returns its status code.
+chatai_status fail(const error& err) noexcept;
+chatai_status fail(chatai_status code, const char* message) noexcept;
+
+// Runs `fn` (returning chatai_status or status) and converts any exception.
+template <class Fn>
+chatai_status guard(Fn&& fn) noexcept {
+  try {
+    chatai_clear_error();
+    if constexpr (std::is_same_v<decltype(fn()), status>) {
+      auto st = fn();
+      return st ? CHATAI_OK : fail(st.err());
+    } else {
+      return fn();
+    }
+  } catch (const std::bad_alloc&) {
+    return fail(CHATAI_ERROR_RESOURCE_EXHAUSTED, "out of memory");
+  } catch (const std::exception& e) {
+    return fail(CHATAI_ERROR_INTERNAL, e.what());
+  } catch (...) {
+    return fail(CHATAI_ERROR_INTERNAL, "unknown exception");
+  }
+}
+
+}  // namespace chatai::capi
