@@ -11,4 +11,7 @@ struct global_options {
   bool log_json = false;
 };
 
+// Each subcommand file defines one add_<name>_command that registers its subcommand on `app`;
+// the subcommand's callback stores its process exit code in `exit_code`.
+
 }  // namespace chatai::cli
