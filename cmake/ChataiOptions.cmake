@@ -16,6 +16,13 @@ if(CHATAI_SANITIZE)
   add_link_options(-fsanitize=${CHATAI_SANITIZE})
 endif()
 
+# Consumers of a sanitized build (installed or not) must link the sanitizer runtime too.
+function(chatai_export_sanitizer target)
+  if(CHATAI_SANITIZE)
+    target_link_options(${target} INTERFACE -fsanitize=${CHATAI_SANITIZE})
+  endif()
+endfunction()
+
 # chatai_add_component(NAME SOURCES... [DEPENDS targets...])
 # Declares the static library chatai_NAME (exported as chatai::NAME).
 function(chatai_add_component name)
@@ -28,6 +35,7 @@ function(chatai_add_component name)
     $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
   target_compile_options(chatai_${name} PRIVATE ${CHATAI_WARNING_FLAGS})
   target_link_libraries(chatai_${name} PUBLIC ${ARG_DEPENDS} PRIVATE ${ARG_PRIVATE_DEPENDS})
+  chatai_export_sanitizer(chatai_${name})
   install(TARGETS chatai_${name} EXPORT chataiTargets
     ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
   set_property(GLOBAL APPEND PROPERTY CHATAI_COMPONENTS chatai_${name})
