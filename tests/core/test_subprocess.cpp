@@ -1,0 +1,70 @@
+// Tests of run_subprocess: argv without a shell, stdin, output capture, exit codes, deadlines.
+#include <doctest/doctest.h>
+
+#include <csignal>
+
+#include "chatai/core/subprocess.hpp"
+
+using namespace chatai;
+
+TEST_CASE("a program's output and exit code are captured") {
+  subprocess_options o;
+  o.argv = {"sh", "-c", "echo out; echo err >&2; exit 3"};
+  auto r = run_subprocess(o);
+  REQUIRE(r);
+  CHECK(r->exit_code == 3);
+  CHECK(r->out == "out\n");
+  CHECK(r->err == "err\n");
+  CHECK_FALSE(r->timed_out);
+}
+
+TEST_CASE("arguments are passed as they are, never through a shell") {
+  subprocess_options o;
+  o.argv = {"printf", "%s|", "a b", "$(id)", "; rm -rf /"};
+  auto r = run_subprocess(o);
+  REQUIRE(r);
+  CHECK(r->out == "a b|$(id)|; rm -rf /|");
+}
+
+TEST_CASE("stdin is delivered, environment is set") {
+  subprocess_options o;
+  o.argv = {"sh", "-c", "cat; printf %s \"$CHATAI_TEST_VAR\""};
+  o.stdin_data = std::string(200000, 'x');
+  o.env_set = {{"CHATAI_TEST_VAR", "set"}};
+  auto r = run_subprocess(o);
+  REQUIRE(r);
+  CHECK(r->out.size() == 200003);
+  CHECK(r->out.substr(200000) == "set");
+}
+
+TEST_CASE("a child that ignores its stdin does not kill the caller") {
+  subprocess_options o;
+  o.argv = {"true"};
+  o.stdin_data = std::string(1 << 20, 'x');
+  auto r = run_subprocess(o);
+  REQUIRE(r);
+  CHECK(r->exit_code == 0);
+}
+
+TEST_CASE("the deadline kills a child that runs too long, even with its pipes closed") {
+  subprocess_options o;
+  o.argv = {"sleep", "30"};
+  o.timeout = std::chrono::milliseconds(200);
+  auto r = run_subprocess(o);
+  REQUIRE(r);
+  CHECK(r->timed_out);
+  CHECK(r->signal == SIGKILL);
+
+  o.argv = {"sh", "-c", "exec >/dev/null 2>&1; sleep 30"};
+  auto closed = run_subprocess(o);
+  REQUIRE(closed);
+  CHECK(closed->timed_out);
+}
+
+TEST_CASE("a missing program is not_found") {
+  subprocess_options o;
+  o.argv = {"/nonexistent/program"};
+  auto r = run_subprocess(o);
+  REQUIRE_FALSE(r);
+  CHECK(r.err().code() == errc::not_found);
+}
