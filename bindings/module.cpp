@@ -7,6 +7,11 @@
 
 namespace py = pybind11;
 
+namespace chatai::python {
+void bind_gguf(py::module_& m);  // gguf.cpp
+void bind_gate(py::module_& m);  // gate.cpp
+}  // namespace chatai::python
+
 PYBIND11_MODULE(_chatai, m) {
   m.doc() = "chatai: a Slurm-native, OpenAI-compatible LLM service";
   m.attr("__version__") = CHATAI_VERSION_STRING;
@@ -23,4 +28,7 @@ PYBIND11_MODULE(_chatai, m) {
       PyErr_SetObject(error_type.ptr(), instance.ptr());
     }
   });
+
+  chatai::python::bind_gguf(m);
+  chatai::python::bind_gate(m);
 }

@@ -1,5 +1,7 @@
 """chatai: a Slurm-native, OpenAI-compatible LLM service (Python bindings)."""
 
-from ._chatai import Error, __version__, version
+from ._chatai import Error, GGUFFile, GGUFTensor, GGUFWriter, __version__, version
 
-__all__ = ["Error", "__version__", "version"]
+from . import gate
+
+__all__ = ["Error", "gate", "GGUFFile", "GGUFTensor", "GGUFWriter", "__version__", "version"]

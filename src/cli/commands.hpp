@@ -14,4 +14,22 @@ struct global_options {
 // Each subcommand file defines one add_<name>_command that registers its subcommand on `app`;
 // the subcommand's callback stores its process exit code in `exit_code`.
 
+// `chatai inspect FILE [--json]`: the contents of a GGUF model file.
+void add_inspect_command(CLI::App& app, int& exit_code);
+
+// `chatai generate --model FILE --prompt TEXT`: the continuation of a prompt.
+void add_generate_command(CLI::App& app, int& exit_code);
+// `chatai chat --model FILE`: an interactive terminal chat.
+void add_chat_command(CLI::App& app, int& exit_code);
+// `chatai perplexity --model FILE --file TEXT [--ctx N]`: perplexity as llama-perplexity computes it.
+void add_perplexity_command(CLI::App& app, int& exit_code);
+// `chatai bench --model FILE [-p N] [-n N] [--batch N] [--json]`: prefill and decode speed.
+void add_bench_command(CLI::App& app, int& exit_code);
+// `chatai tokenize --model FILE [--bos] [--special] [--decode]`: token ids of standard input.
+void add_tokenize_command(CLI::App& app, int& exit_code);
+
+// `chatai template (--template FILE | --model FILE)`: a chat template rendered for the JSON
+// context on stdin.
+void add_template_command(CLI::App& app, int& exit_code);
+
 }  // namespace chatai::cli

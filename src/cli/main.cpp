@@ -22,6 +22,13 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   auto* version = app.add_subcommand("version", "print the version");
   version->callback([] { std::printf("chatai %s\n", CHATAI_VERSION_STRING); });
+  chatai::cli::add_inspect_command(app, exit_code);
+  chatai::cli::add_generate_command(app, exit_code);
+  chatai::cli::add_chat_command(app, exit_code);
+  chatai::cli::add_perplexity_command(app, exit_code);
+  chatai::cli::add_bench_command(app, exit_code);
+  chatai::cli::add_tokenize_command(app, exit_code);
+  chatai::cli::add_template_command(app, exit_code);
 
   try {
     app.parse(argc, argv);

@@ -5,7 +5,7 @@ Reads the weights with the `gguf` package (dequantized to float32), runs the pla
 transformer (RMSNorm, RoPE, grouped-query attention, SwiGLU; qwen2 biases and NEOX rotary),
 and writes golden files of the top logits at every position, or prints a perplexity computed
 the way llama.cpp's llama-perplexity does. Token ids come from `chatai tokenize` so the
-reference and the engine see the same input.
+reference and the engine see the same input, or for golden files from --ids.
 """
 
 from __future__ import annotations
@@ -135,22 +135,30 @@ def perplexity(model: Model, tokens: list[int], n_ctx: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", required=True, type=pathlib.Path)
-    ap.add_argument("--chatai", required=True, help="path of the chatai program (for tokenize)")
+    ap.add_argument("--chatai", help="path of the chatai program (for tokenize)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("golden", help="write top logits at every position for fixed texts")
     g.add_argument("--texts", required=True, type=pathlib.Path, help="JSON list of texts")
+    g.add_argument("--ids", type=pathlib.Path,
+                   help="JSON list of token id lists, one per text, used instead of `chatai tokenize`")
     g.add_argument("--top", type=int, default=10)
     g.add_argument("-o", "--output", required=True, type=pathlib.Path)
     pp = sub.add_parser("perplexity", help="print the perplexity of a text file")
     pp.add_argument("--file", required=True, type=pathlib.Path)
     pp.add_argument("--ctx", type=int, default=128)
     args = ap.parse_args()
+    if args.chatai is None and not (args.cmd == "golden" and args.ids):
+        ap.error("--chatai is required to tokenize (golden files may give --ids instead)")
 
     model = Model(args.model)
     if args.cmd == "golden":
         cases = []
-        for text in json.loads(args.texts.read_text()):
-            tokens = tokenize(args.chatai, args.model, text)
+        texts = json.loads(args.texts.read_text())
+        ids = json.loads(args.ids.read_text()) if args.ids else [None] * len(texts)
+        if len(ids) != len(texts):
+            raise SystemExit(f"--ids has {len(ids)} lists for {len(texts)} texts")
+        for text, given in zip(texts, ids):
+            tokens = [int(t) for t in given] if given is not None else tokenize(args.chatai, args.model, text)
             logits = model.forward(tokens)
             top = np.argsort(-logits, axis=-1)[:, : args.top]
             cases.append({

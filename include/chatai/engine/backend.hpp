@@ -1,0 +1,90 @@
+// The boundary between the model-agnostic serving code and a compute backend (CPU, CUDA):
+// per-sequence KV caches, batched forward steps over several sequences, logits out.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "chatai/core/status.hpp"
+#include "chatai/engine/model.hpp"
+
+namespace chatai::engine {
+
+using token_id = std::int32_t;
+
+// A sequence's handle: its KV cache inside one backend. Handles are never reused, so a freed
+// handle is reported as unknown rather than reaching another sequence.
+using sequence_id = std::uint64_t;
+
+enum class logits_mode {
+  none,  // only fill the KV cache (a prompt chunk that is not the last)
+  last,  // the logits after the entry's last token (generation)
+  all,   // the logits after every token of the entry (perplexity, scoring)
+};
+
+// One sequence's part of a step: its new tokens, which take the positions
+// sequence_length(sequence) .. sequence_length(sequence) + tokens.size() - 1.
+struct batch_entry {
+  sequence_id sequence = 0;
+  std::span<const token_id> tokens;  // at least one; borrowed for the duration of forward()
+  logits_mode logits = logits_mode::last;
+};
+
+// A forward step. Sequences join and leave between steps: any set of live sequences, each
+// at most once, may form a batch.
+struct batch {
+  std::vector<batch_entry> entries;
+};
+
+// The logits of one step, in batch order: entry i owns rows [entry_rows[i], entry_rows[i + 1]),
+// one per token for logits_mode::all, one for last, none for none.
+// Thread safety: a value type.
+struct logits_out {
+  std::int64_t n_vocab = 0;
+  std::vector<float> values;             // [n_rows × n_vocab]
+  std::vector<std::int64_t> entry_rows;  // [n_entries + 1]
+
+  std::int64_t n_rows() const noexcept { return n_vocab ? static_cast<std::int64_t>(values.size()) / n_vocab : 0; }
+  std::span<const float> row(std::int64_t r) const noexcept {
+    return {values.data() + r * n_vocab, static_cast<std::size_t>(n_vocab)};
+  }
+  // The last row of entry i: the logits that predict the token after its last one.
+  std::span<const float> last_row(std::size_t entry) const noexcept { return row(entry_rows[entry + 1] - 1); }
+};
+
+// A backend holds the model's weights in the form it computes with (mapped or uploaded
+// once, at creation) and the KV caches of its sequences.
+// Thread safety: not thread-safe; one caller drives a backend (its scheduler).
+class backend {
+ public:
+  virtual ~backend() = default;
+
+  // For logs: "cpu avx512, 2 threads".
+  virtual std::string description() const = 0;
+  virtual const model_hparams& hparams() const noexcept = 0;
+
+  // A new, empty sequence that can hold max_tokens tokens (0: the model's training context).
+  // Errors: invalid_argument for a negative size; resource_exhausted when its cache cannot
+  // be allocated.
+  virtual result<sequence_id> create_sequence(std::int64_t max_tokens) = 0;
+  // Releases a sequence's cache. Errors: not_found for an unknown handle.
+  virtual status free_sequence(sequence_id sequence) = 0;
+  // Tokens held, and the most it can hold. Errors: not_found.
+  virtual result<std::int64_t> sequence_length(sequence_id sequence) const = 0;
+  virtual result<std::int64_t> sequence_capacity(sequence_id sequence) const = 0;
+  // Forgets the tokens from `length` on (to reuse a common prefix). Errors: not_found;
+  // out_of_range when length exceeds the current length.
+  virtual status truncate_sequence(sequence_id sequence, std::int64_t length) = 0;
+
+  // Appends each entry's tokens to its sequence and computes the requested logits into
+  // `out` (its storage is reused between steps). Errors, checked before anything changes:
+  // invalid_argument for an empty batch, an entry without tokens, a sequence twice, or a
+  // token outside the vocabulary; not_found for an unknown sequence; resource_exhausted when
+  // an entry would exceed its sequence's capacity. On error no sequence changes.
+  virtual status forward(const batch& step, logits_out& out) = 0;
+};
+
+}  // namespace chatai::engine

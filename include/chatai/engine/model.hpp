@@ -1,0 +1,117 @@
+// A llama-family model: hyperparameters read from GGUF metadata and views of its weights in
+// the memory-mapped file, validated once at load so that backends can trust every shape.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "chatai/core/status.hpp"
+#include "chatai/engine/gguf.hpp"
+#include "chatai/engine/tensor_type.hpp"
+
+namespace chatai::engine {
+
+enum class model_arch {
+  llama,  // Llama 2 and 3.x, Mistral, SmolLM2, TinyLlama
+  qwen2,  // biases on Q, K and V; NEOX rotary pairs
+};
+
+std::string_view to_string(model_arch arch) noexcept;
+
+// Which elements of a head rotary embedding rotates together.
+enum class rope_pairing {
+  adjacent,  // (2i, 2i + 1): llama
+  neox,      // (i, i + rope_dim / 2): qwen2
+};
+
+struct model_hparams {
+  model_arch arch = model_arch::llama;
+  std::int64_t n_vocab = 0;
+  std::int64_t n_ctx_train = 0;  // the context length the model was trained for
+  std::int64_t n_embd = 0;
+  std::int64_t n_layer = 0;
+  std::int64_t n_head = 0;
+  std::int64_t n_head_kv = 0;    // fewer than n_head: grouped-query attention
+  std::int64_t head_dim = 0;
+  std::int64_t n_ff = 0;
+  float rms_eps = 0.0f;
+  float rope_freq_base = 10000.0f;
+  float rope_freq_scale = 1.0f;  // linear scaling: positions are multiplied by this
+  std::int64_t rope_dim = 0;     // leading elements of each head that rotate (even, <= head_dim)
+  rope_pairing rope_pairs = rope_pairing::adjacent;
+  bool tied_output = false;      // the output projection is token_embd.weight
+
+  std::int64_t q_dim() const noexcept { return n_head * head_dim; }
+  std::int64_t kv_dim() const noexcept { return n_head_kv * head_dim; }
+};
+
+// A matrix in the file: `rows` rows of `cols` elements of `type`, each row `row_bytes` long.
+// Thread safety: a view into immutable mapped memory.
+struct weight_matrix {
+  std::string_view name;
+  ggml_type type = ggml_type::f32;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  std::size_t row_bytes = 0;
+  const std::byte* data = nullptr;
+
+  const std::byte* row(std::int64_t r) const noexcept { return data + static_cast<std::size_t>(r) * row_bytes; }
+};
+
+struct layer_weights {
+  std::vector<float> attn_norm;  // [n_embd]
+  weight_matrix wq;              // [q_dim × n_embd]
+  weight_matrix wk;              // [kv_dim × n_embd]
+  weight_matrix wv;              // [kv_dim × n_embd]
+  std::vector<float> bq;         // [q_dim], or empty when the model has no bias
+  std::vector<float> bk;         // [kv_dim], or empty
+  std::vector<float> bv;         // [kv_dim], or empty
+  weight_matrix wo;              // [n_embd × q_dim]
+  std::vector<float> ffn_norm;   // [n_embd]
+  weight_matrix w_gate;          // [n_ff × n_embd]
+  weight_matrix w_up;            // [n_ff × n_embd]
+  weight_matrix w_down;          // [n_embd × n_ff]
+};
+
+// Thread safety: immutable after load; safe to share between backends and threads.
+class model {
+ public:
+  // Maps and validates a GGUF file. Errors: those of gguf_file::open; unsupported for other
+  // architectures, weight types the backends do not compute with, or RoPE scaling other than
+  // none, linear and llama3; invalid_argument for a missing or inconsistent key or tensor,
+  // with its name and, for tensors, the expected shape.
+  static result<std::shared_ptr<const model>> load(const std::filesystem::path& path);
+  // The same, over an opened file.
+  static result<std::shared_ptr<const model>> from_file(gguf_file file);
+
+  const model_hparams& hparams() const noexcept { return hparams_; }
+  const gguf_file& file() const noexcept { return file_; }
+
+  const weight_matrix& token_embedding() const noexcept { return token_embd_; }  // [n_vocab × n_embd]
+  std::span<const layer_weights> layers() const noexcept { return layers_; }
+  std::span<const float> output_norm() const noexcept { return output_norm_; }   // [n_embd]
+  const weight_matrix& output() const noexcept { return output_; }               // [n_vocab × n_embd]
+  // Rotary frequency i (of rope_dim / 2) is theta_i = pos * base^(-2i / rope_dim) / factor_i.
+  std::span<const float> rope_freq_factors() const noexcept { return rope_freq_factors_; }  // [rope_dim / 2]
+
+  model(gguf_file file, model_hparams hparams);  // use load(); public for make_shared
+
+ private:
+  status bind_weights();
+
+  gguf_file file_;
+  model_hparams hparams_;
+  weight_matrix token_embd_;
+  std::vector<layer_weights> layers_;
+  std::vector<float> output_norm_;
+  weight_matrix output_;
+  std::vector<float> rope_freq_factors_;
+};
+
+}  // namespace chatai::engine

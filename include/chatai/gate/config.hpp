@@ -1,0 +1,72 @@
+// The gate's configuration file: state directory, allowed routes and headers, size limits,
+// timeouts, circuit breaker settings and the scheduler tick run on keep-alive.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "chatai/core/status.hpp"
+
+namespace chatai::gate {
+
+// One allowed route: a method and an exact path ("POST", "/v1/chat/completions").
+struct route {
+  std::string method;
+  std::string path;
+};
+
+struct breaker_settings {
+  std::int64_t failure_threshold = 3;              // consecutive failures that open it
+  std::chrono::milliseconds cooldown{30000};       // open this long before one probe is let through
+};
+
+// keep-alive runs the scheduler tick when the last one is older than `interval`. The tick is
+// the fixed argv of the config file (never anything from a request); empty runs nothing.
+struct tick_settings {
+  std::chrono::seconds interval{10};
+  std::vector<std::string> command;
+  std::chrono::milliseconds timeout{60000};
+};
+
+// Everything the gate reads from its config file. Defaults are those of the protocol.
+// Thread safety: a value type.
+struct gate_config {
+  std::filesystem::path state_dir;
+  std::vector<route> routes = {{"POST", "/v1/chat/completions"},
+                               {"POST", "/v1/completions"},
+                               {"POST", "/v1/embeddings"},
+                               {"GET", "/v1/models"}};
+  // Header names (lower case) the client may send, each with the exact values allowed
+  // (compared without regard to case). Nothing else is passed to a backend.
+  std::map<std::string, std::vector<std::string>> headers = {
+      {"content-type", {"application/json", "application/json; charset=utf-8"}},
+      {"accept", {"application/json", "text/event-stream", "*/*"}},
+  };
+  std::int64_t max_header_bytes = 16 * 1024;  // the JSON header line with its newline
+  std::int64_t max_body_bytes = 4 * 1024 * 1024;
+  std::chrono::milliseconds read_timeout{30000};   // the whole request from stdin
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds first_byte_timeout{300000};  // prompt processing can be slow
+  std::chrono::milliseconds idle_timeout{120000};        // between two chunks of a response
+  std::int64_t max_attempts = 2;                         // backends tried per request
+  std::chrono::seconds retry_after{15};                  // told to clients with a 503
+  breaker_settings breaker;
+  tick_settings tick;
+};
+
+// Hard bounds no config file can lift.
+inline constexpr std::int64_t max_header_bytes_limit = 16 * 1024;
+inline constexpr std::int64_t max_body_bytes_limit = 64 * 1024 * 1024;
+
+// Reads a config file. Unknown keys, duplicate keys, wrong types, values out of range, a
+// route outside the allowed shape, a header name the gate owns (host, authorization,
+// content-length, transfer-encoding, connection, ...) and a relative path are all errors.
+result<gate_config> load_config(const std::filesystem::path& path);
+result<gate_config> parse_config(std::string_view text, std::string name);
+
+}  // namespace chatai::gate

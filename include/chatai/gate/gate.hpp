@@ -1,0 +1,63 @@
+// The gate program's logic as a library: the verbs of gate protocol version 1 (keep-alive,
+// status, request) run over two file descriptors, so that a site can build its own gate
+// program, or run the gate in-process, with the same code as chatai-gate.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "chatai/core/status.hpp"
+#include "chatai/gate/config.hpp"
+#include "chatai/slurm/registry.hpp"
+
+namespace chatai::gate {
+
+enum class verb { keep_alive, status, request };
+
+// The verb of SSH_ORIGINAL_COMMAND, matched exactly ("keep-alive", "status", "request"):
+// no arguments, no whitespace. nullptr (no command at all) and anything else are errors.
+result<verb> parse_verb(const char* original_command);
+
+// Exit statuses of the gate program and of run().
+inline constexpr int exit_ok = 0;          // the verb's answer was written whole
+inline constexpr int exit_incomplete = 1;  // the answer was cut short or could not be written
+inline constexpr int exit_usage = 2;       // no verb, an unknown verb or a bad config: nothing done
+
+// Runs one verb: reads the request (if any) from `in_fd`, writes the answer to `out_fd`.
+//
+// keep-alive writes "OK\n", then runs the tick command of the config when the last tick is
+// older than tick.interval: the time is kept in tick.stamp, flock'ed without waiting, so two
+// ticks never run at once and a caller that finds one running does not wait for it.
+// status writes one JSON document: services, models, backends by state, open breakers, and
+// requests in flight.
+// request reads one request (see request.hpp) and writes an HTTP/1.1 response. Refused
+// requests get an OpenAI-style error response (400, 404, 408, 413; 503 with Retry-After when
+// no backend is ready, after asking for a start when the service scales from zero; 502 when
+// every backend tried failed). The backend's response is copied as it arrives, re-framed with
+// chunked encoding so that a cut-off body shows. The client must keep `in_fd` open until the
+// response ends: end-of-file or any byte on it, or a failed write to `out_fd`, means the client
+// has gone away, and the backend request is closed. The call then returns at once; in a
+// process that goes on running, the backend connection is closed when its next bytes arrive
+// or its deadline passes.
+//
+// Writes to a closed `out_fd` fail with EPIPE instead of raising SIGPIPE.
+// Thread safety: safe to call from several threads at once with distinct descriptors.
+int run(const gate_config& config, verb v, int in_fd, int out_fd);
+
+// An HTTP/1.1 response with an OpenAI-style error body ({"error":{"message","type","code"}})
+// and Content-Length; 503 responses carry Retry-After.
+std::string error_response(int http_status, std::string_view message, int retry_after_s = 0);
+
+// The status document (what `status` writes, without its newline).
+result<std::string> status_json(const gate_config& config);
+
+// The ready backend of `service` to try next: its breaker lets a request through, it is not in
+// `tried`, and it has the fewest requests in flight (ties go to the first in the registry).
+// nullptr when there is none. Asking a breaker may turn it half-open (one probe).
+result<const slurm::backend_entry*> pick_backend(const gate_config& config, const slurm::registry& reg,
+                                                 std::string_view service, const slurm::inflight_counts& counts,
+                                                 const std::vector<std::string>& tried);
+
+}  // namespace chatai::gate

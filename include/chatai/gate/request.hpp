@@ -1,0 +1,71 @@
+// The request of gate protocol version 1: a JSON header line, then exactly body_length bytes.
+// Every field is checked against an anchored allowlist before anything uses it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "chatai/core/status.hpp"
+#include "chatai/gate/config.hpp"
+
+namespace chatai::gate {
+
+// A request header line that passed every check. Header names are lower case.
+// Thread safety: value types, like every type of this header; the functions may run on any thread.
+struct request_head {
+  std::string id;       // [A-Za-z0-9._:-]{1,128}
+  std::string user;     // a tag of the web user, [A-Za-z0-9._:@+=-]{0,128}; may be empty
+  std::string service;  // a service id (whether the registry knows it is checked later)
+  std::string method;
+  std::string path;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::int64_t body_length = 0;
+};
+
+struct gate_request {
+  request_head head;
+  std::string body;
+  std::string model;  // the body's "model"; empty when it has none
+};
+
+// The HTTP status the gate answers a refused request with: 413 for errc::out_of_range,
+// 404 for errc::not_found, 408 for errc::timeout, 400 for anything else.
+int http_status_for(errc code) noexcept;
+
+// Checks one header line (without its newline) against the protocol and the config: strict
+// JSON (valid UTF-8, no control characters, unknown or duplicate keys refused, types exact),
+// v == 1, anchored allowlists for ids, routes, methods and headers, body_length within
+// config.max_body_bytes (above it: errc::out_of_range).
+result<request_head> parse_head(std::string_view line, const gate_config& config);
+
+// Checks a body against its head: for POST it must be a JSON object without a key given
+// twice; its "model", when
+// given, must be a non-empty printable string. Returns the model name ("" when absent).
+result<std::string> check_body(const request_head& head, std::string_view body);
+
+// Reads one request from `fd`: the header line (at most config.max_header_bytes), then exactly
+// body_length bytes; anything sent after the body is refused. Fewer bytes before EOF or the
+// deadline are errors (errc::invalid_argument, errc::timeout), nothing is read past a limit.
+result<gate_request> read_request(int fd, const gate_config& config);
+
+// The same over bytes already in memory (the fuzz target and tests use it): `input` must hold
+// the whole request and nothing after it.
+result<gate_request> parse_request(std::string_view input, const gate_config& config);
+
+// The body as it goes to the backend.
+struct prepared_body {
+  std::string body;
+  bool stream = false;  // the request asked for a stream
+};
+
+// For a streaming request ("stream": true), sets stream_options.include_usage so that every
+// request is counted (one include_usage member, true); any other body is passed unchanged,
+// byte for byte. A stream_options that is not an object, or an include_usage that is not a
+// boolean, is an error.
+result<prepared_body> prepare_body(std::string_view body);
+
+}  // namespace chatai::gate

@@ -1,0 +1,191 @@
+// The blocking HTTP client: one connection per request, each step run under its own deadline.
+#include "chatai/core/http_client.hpp"
+
+#include <array>
+#include <optional>
+
+#include <asio.hpp>
+
+namespace chatai::http {
+
+using asio::ip::tcp;
+
+namespace {
+
+bool has_line_break(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
+
+// Runs asynchronous steps of one connection on a private io_context, each under a deadline.
+class session {
+ public:
+  tcp::socket& socket() noexcept { return socket_; }
+
+  // Starts an operation with `start(handler)` and runs until it completes or `timeout` passes;
+  // then the socket is closed so the operation ends with operation_aborted, and timed_out is
+  // returned.
+  template <class Start>
+  std::error_code run(std::chrono::milliseconds timeout, Start&& start, std::size_t* transferred = nullptr) {
+    std::optional<std::error_code> outcome;
+    std::size_t bytes = 0;
+    start([&](std::error_code ec, std::size_t n) {
+      outcome = ec;
+      bytes = n;
+    });
+    io_.restart();
+    io_.run_for(timeout);
+    if (!outcome) {
+      std::error_code ignored;
+      socket_.close(ignored);
+      io_.restart();
+      io_.run();
+      return asio::error::timed_out;
+    }
+    if (transferred) *transferred = bytes;
+    return *outcome;
+  }
+
+ private:
+  asio::io_context io_;
+  tcp::socket socket_{io_};
+};
+
+error socket_error(std::string_view what, const client_request& req, std::error_code ec) {
+  const auto where = "http " + req.method + " " + req.host + ":" + std::to_string(req.port) + req.target + ": ";
+  if (ec == asio::error::timed_out) return error(errc::timeout, where + std::string(what) + " timed out");
+  if (ec == asio::error::connection_refused || ec == asio::error::connection_reset ||
+      ec == asio::error::connection_aborted || ec == asio::error::broken_pipe || ec == asio::error::eof ||
+      ec == asio::error::host_unreachable || ec == asio::error::network_unreachable) {
+    return error(errc::unavailable, where + std::string(what) + ": " + ec.message());
+  }
+  return error(errc::io_error, where + std::string(what) + ": " + ec.message());
+}
+
+result<std::string> serialize(const client_request& req, const std::string& host_literal) {
+  if (req.method.empty() || req.method.find_first_of(" \r\n") != std::string::npos) {
+    return error(errc::invalid_argument, "http request: invalid method");
+  }
+  if (req.target.empty() || req.target.front() != '/' || req.target.find_first_of(" \r\n") != std::string::npos) {
+    return error(errc::invalid_argument, "http request: the target must be a path without spaces");
+  }
+  std::string out;
+  out.reserve(256 + req.body.size());
+  out += req.method;
+  out += ' ';
+  out += req.target;
+  out += " HTTP/1.1\r\n";
+  for (const auto& f : req.headers) {
+    if (f.name.empty() || f.name.find_first_of(": \t") != std::string::npos || has_line_break(f.name) ||
+        has_line_break(f.value)) {
+      return error(errc::invalid_argument, "http request: invalid header field '" + f.name + "'");
+    }
+    out += f.name;
+    out += ": ";
+    out += f.value;
+    out += "\r\n";
+  }
+  if (!req.headers.find("host")) {
+    out += "Host: ";
+    out += host_literal;
+    out += ':';
+    out += std::to_string(req.port);
+    out += "\r\n";
+  }
+  const bool needs_length = !req.body.empty() || req.method == "POST" || req.method == "PUT" || req.method == "PATCH";
+  if (needs_length && !req.headers.find("content-length") && !req.headers.find("transfer-encoding")) {
+    out += "Content-Length: ";
+    out += std::to_string(req.body.size());
+    out += "\r\n";
+  }
+  if (!req.headers.find("connection")) out += "Connection: close\r\n";
+  out += "\r\n";
+  out += req.body;
+  return out;
+}
+
+}  // namespace
+
+result<response_head> fetch_streaming(const client_request& req, const response_handlers& handlers,
+                                      const client_options& options) {
+  std::string host = req.host;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  std::error_code ec;
+  const auto address = asio::ip::make_address(host, ec);
+  if (ec) return error(errc::invalid_argument, "http request: '" + req.host + "' is not an IP address");
+  auto wire = serialize(req, address.is_v6() ? "[" + host + "]" : host);
+  if (!wire) return std::move(wire).err();
+
+  session s;
+  const tcp::endpoint endpoint(address, req.port);
+  ec = s.run(options.connect_timeout, [&](auto handler) {
+    s.socket().async_connect(endpoint, [handler](std::error_code e) mutable { handler(e, 0); });
+  });
+  if (ec) return socket_error("connect", req, ec);
+  s.socket().set_option(tcp::no_delay(true), ec);
+
+  ec = s.run(options.idle_timeout, [&](auto handler) { asio::async_write(s.socket(), asio::buffer(*wire), handler); });
+  if (ec) return socket_error("sending the request", req, ec);
+
+  response_parser parser(req.method == "HEAD", options.max_header_bytes);
+  bool head_delivered = false;
+  bool stopped_by_handler = false;
+  const auto deliver_head = [&] {
+    if (head_delivered || !parser.head_complete()) return true;
+    head_delivered = true;
+    if (handlers.on_head && !handlers.on_head(parser.head())) {
+      stopped_by_handler = true;
+      return false;
+    }
+    return true;
+  };
+  const auto sink = [&](std::string_view bytes) {
+    if (!deliver_head()) return false;
+    if (handlers.on_body && !handlers.on_body(bytes)) {
+      stopped_by_handler = true;
+      return false;
+    }
+    return true;
+  };
+
+  std::array<char, 16 * 1024> buffer;
+  bool first_read = true;
+  bool received_any = false;
+  while (true) {
+    std::size_t n = 0;
+    ec = s.run(
+        first_read ? options.first_byte_timeout : options.idle_timeout,
+        [&](auto handler) { s.socket().async_read_some(asio::buffer(buffer), handler); }, &n);
+    const char* step = first_read ? "waiting for the response" : "reading the response";
+    first_read = false;
+    parse_state st;
+    if (ec == asio::error::eof && received_any) {
+      st = parser.finish_at_eof();
+    } else if (ec) {
+      return socket_error(step, req, ec);
+    } else {
+      received_any = true;
+      st = parser.feed(std::string_view(buffer.data(), n), sink);
+    }
+    if (st != parse_state::failed && !deliver_head()) st = parse_state::failed;
+    if (stopped_by_handler) return error(errc::cancelled, "http response: the receiver stopped the transfer");
+    if (st == parse_state::failed) return error(errc::parse_error, "http response: " + parser.error_message());
+    if (st == parse_state::complete) break;
+  }
+  std::error_code ignored;
+  s.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  return parser.head();
+}
+
+result<client_response> fetch(const client_request& req, const client_options& options) {
+  client_response out;
+  response_handlers handlers;
+  handlers.on_body = [&](std::string_view bytes) {
+    out.body.append(bytes);
+    return true;
+  };
+  auto head = fetch_streaming(req, handlers, options);
+  if (!head) return std::move(head).err();
+  out.status = head->status;
+  out.headers = std::move(head->headers);
+  return out;
+}
+
+}  // namespace chatai::http

@@ -1,0 +1,482 @@
+// The CPU backend's forward pass: one thread-pool job per step, its phases separated by
+// barriers; matrix products split by weight rows, each row applied to every token of the
+// step while it is in cache, so a step reads the weights once whatever its batch size.
+#include "chatai/engine/cpu_backend.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "chatai/engine/thread_pool.hpp"
+#include "kernels.hpp"
+#include "quant_blocks.hpp"
+#include "quant_reference.hpp"
+
+namespace chatai::engine {
+namespace {
+
+using cpu::activation_kind;
+using cpu::kernel_table;
+using cpu::weight_kernel;
+
+// Weight bytes a thread applies to every token before moving on: they stay in L1/L2.
+constexpr std::size_t chunk_bytes = 32 * 1024;
+
+struct sequence_state {
+  std::int64_t capacity = 0;
+  std::int64_t length = 0;
+  std::unique_ptr<float[]> keys;    // [n_layer × capacity × kv_dim], pages touched only when used
+  std::unique_ptr<float[]> values;  // [n_layer × capacity × kv_dim]
+};
+
+// Where one token of the step goes.
+struct token_slot {
+  sequence_state* sequence = nullptr;
+  std::int64_t position = 0;
+};
+
+// An activation matrix in both forms the kernels take: f32 rows, and q8 rows when some
+// weight needs them.
+struct activations {
+  const float* f32 = nullptr;      // [n_tokens × n]
+  const std::byte* q8 = nullptr;   // [n_tokens × q8_row_layout::bytes(n)]
+  std::size_t f32_stride = 0;      // bytes
+  std::size_t q8_stride = 0;       // bytes
+};
+
+// One matrix product of a phase: y[t * y_stride + r] = w.row(r) · x[t].
+struct product {
+  const weight_matrix* w = nullptr;
+  weight_kernel kernel;
+  activations x;
+  float* y = nullptr;
+  std::size_t y_stride = 0;  // floats
+};
+
+std::pair<std::int64_t, std::int64_t> share(std::int64_t n, int index, int count) {
+  return {n * index / count, n * (index + 1) / count};
+}
+
+class cpu_backend final : public backend {
+ public:
+  cpu_backend(std::shared_ptr<const model> m, const kernel_table& kernels, int n_threads)
+      : model_(std::move(m)), hp_(model_->hparams()), kernels_(kernels), pool_(n_threads) {
+    inv_freq_.resize(static_cast<std::size_t>(hp_.rope_dim / 2));
+    const auto factors = model_->rope_freq_factors();
+    for (std::size_t i = 0; i < inv_freq_.size(); ++i) {
+      inv_freq_[i] = std::pow(static_cast<double>(hp_.rope_freq_base),
+                              -2.0 * static_cast<double>(i) / static_cast<double>(hp_.rope_dim)) /
+                     factors[i] * hp_.rope_freq_scale;
+    }
+  }
+
+  std::string description() const override {
+    return "cpu " + std::string(to_string(kernels_.isa)) + ", " + std::to_string(pool_.size()) + " threads";
+  }
+
+  const model_hparams& hparams() const noexcept override { return hp_; }
+
+  result<sequence_id> create_sequence(std::int64_t max_tokens) override {
+    if (max_tokens < 0) return error(errc::invalid_argument, "a sequence cannot hold a negative number of tokens");
+    const std::int64_t capacity = max_tokens == 0 ? hp_.n_ctx_train : max_tokens;
+    const auto floats = static_cast<std::size_t>(hp_.n_layer * capacity * hp_.kv_dim());
+    sequence_state s;
+    s.capacity = capacity;
+    s.keys.reset(new (std::nothrow) float[floats]);
+    s.values.reset(new (std::nothrow) float[floats]);
+    if (!s.keys || !s.values) {
+      return error(errc::resource_exhausted, "no memory for the KV cache of " + std::to_string(capacity) + " tokens (" +
+                                                 std::to_string(2 * floats * sizeof(float) >> 20) + " MiB)");
+    }
+    const sequence_id id = next_id_++;
+    sequences_.emplace(id, std::move(s));
+    return id;
+  }
+
+  status free_sequence(sequence_id sequence) override {
+    if (sequences_.erase(sequence) == 0) return unknown(sequence);
+    return {};
+  }
+
+  result<std::int64_t> sequence_length(sequence_id sequence) const override {
+    auto it = sequences_.find(sequence);
+    if (it == sequences_.end()) return unknown(sequence);
+    return it->second.length;
+  }
+
+  result<std::int64_t> sequence_capacity(sequence_id sequence) const override {
+    auto it = sequences_.find(sequence);
+    if (it == sequences_.end()) return unknown(sequence);
+    return it->second.capacity;
+  }
+
+  status truncate_sequence(sequence_id sequence, std::int64_t length) override {
+    auto it = sequences_.find(sequence);
+    if (it == sequences_.end()) return unknown(sequence);
+    if (length < 0 || length > it->second.length) {
+      return error(errc::out_of_range, "sequence " + std::to_string(sequence) + " holds " +
+                                           std::to_string(it->second.length) + " tokens; cannot truncate to " +
+                                           std::to_string(length));
+    }
+    it->second.length = length;
+    return {};
+  }
+
+  status forward(const batch& step, logits_out& out) override {
+    CHATAI_RETURN_IF_ERROR(validate(step));
+    try {
+      prepare(step, out);
+    } catch (const std::bad_alloc&) {
+      return error(errc::resource_exhausted, "no memory for the buffers of a step of " + std::to_string(slots_.size()) + " tokens");
+    }
+    pool_.run([this, &out](int thread, int n_threads) { run_step(thread, n_threads, out); });
+    for (const batch_entry& e : step.entries) sequences_.at(e.sequence).length += static_cast<std::int64_t>(e.tokens.size());
+    return {};
+  }
+
+ private:
+  static error unknown(sequence_id sequence) {
+    return error(errc::not_found, "sequence " + std::to_string(sequence) + " does not exist");
+  }
+
+  status validate(const batch& step) const {
+    if (step.entries.empty()) return error(errc::invalid_argument, "the batch has no entries");
+    std::unordered_set<sequence_id> seen;
+    for (const batch_entry& e : step.entries) {
+      auto it = sequences_.find(e.sequence);
+      if (it == sequences_.end()) return unknown(e.sequence);
+      if (!seen.insert(e.sequence).second) {
+        return error(errc::invalid_argument, "sequence " + std::to_string(e.sequence) + " appears twice in the batch");
+      }
+      if (e.tokens.empty()) {
+        return error(errc::invalid_argument, "the entry of sequence " + std::to_string(e.sequence) + " has no tokens");
+      }
+      for (token_id t : e.tokens) {
+        if (t < 0 || t >= hp_.n_vocab) {
+          return error(errc::invalid_argument, "token " + std::to_string(t) + " is outside the vocabulary of " +
+                                                   std::to_string(hp_.n_vocab));
+        }
+      }
+      const sequence_state& s = it->second;
+      const auto n = static_cast<std::int64_t>(e.tokens.size());
+      if (s.length + n > s.capacity) {
+        return error(errc::resource_exhausted, "sequence " + std::to_string(e.sequence) + " holds " +
+                                                   std::to_string(s.length) + " tokens; " + std::to_string(n) +
+                                                   " more exceed its context of " + std::to_string(s.capacity) + " tokens");
+      }
+    }
+    return {};
+  }
+
+  // Lays out the step's tokens and sizes the buffers (reused between steps).
+  void prepare(const batch& step, logits_out& out) {
+    slots_.clear();
+    tokens_.clear();
+    logit_tokens_.clear();
+    out.entry_rows.assign(1, 0);
+    std::int64_t max_length = 0;
+    for (const batch_entry& e : step.entries) {
+      sequence_state& s = sequences_.at(e.sequence);
+      const auto n = static_cast<std::int64_t>(e.tokens.size());
+      for (std::int64_t i = 0; i < n; ++i) {
+        const auto t = static_cast<std::int64_t>(slots_.size());
+        slots_.push_back({&s, s.length + i});
+        tokens_.push_back(e.tokens[static_cast<std::size_t>(i)]);
+        if (e.logits == logits_mode::all || (e.logits == logits_mode::last && i == n - 1)) logit_tokens_.push_back(t);
+      }
+      out.entry_rows.push_back(static_cast<std::int64_t>(logit_tokens_.size()));
+      max_length = std::max(max_length, s.length + n);
+    }
+    const auto n_tokens = static_cast<std::size_t>(slots_.size());
+    const auto n_logits = logit_tokens_.size();
+    const auto q8 = [](std::int64_t n) { return cpu::q8_row_layout::bytes(n); };
+    x_.resize(n_tokens * hp_.n_embd);
+    h_.resize(n_tokens * hp_.n_embd);
+    hq_.resize(n_tokens * q8(hp_.n_embd));
+    q_.resize(n_tokens * hp_.q_dim());
+    k_.resize(n_tokens * hp_.kv_dim());
+    v_.resize(n_tokens * hp_.kv_dim());
+    attn_.resize(n_tokens * hp_.q_dim());
+    attnq_.resize(n_tokens * q8(hp_.q_dim()));
+    proj_.resize(n_tokens * hp_.n_embd);
+    gate_.resize(n_tokens * hp_.n_ff);
+    up_.resize(n_tokens * hp_.n_ff);
+    ffq_.resize(n_tokens * q8(hp_.n_ff));
+    final_.resize(n_logits * hp_.n_embd);
+    finalq_.resize(n_logits * q8(hp_.n_embd));
+    scores_.resize(static_cast<std::size_t>(pool_.size()) * static_cast<std::size_t>(max_length));
+    rope_scratch_.resize(static_cast<std::size_t>(pool_.size() * hp_.rope_dim));
+    out.n_vocab = hp_.n_vocab;
+    out.values.resize(n_logits * hp_.n_vocab);
+  }
+
+  weight_kernel kernel(const weight_matrix& w) const { return kernels_.for_type(w.type); }
+
+  // Normalizes rows [begin, end) of x into h (and its q8 form when `quantize`).
+  void rms_norm_rows(const float* x, std::span<const float> weight, float* h, std::byte* hq, bool quantize,
+                     std::int64_t n, std::int64_t begin, std::int64_t end) const {
+    for (std::int64_t t = begin; t < end; ++t) {
+      const float* xr = x + t * n;
+      float* hr = h + t * n;
+      double sum = 0.0;
+      for (std::int64_t i = 0; i < n; ++i) sum += static_cast<double>(xr[i]) * xr[i];
+      const auto scale = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + hp_.rms_eps));
+      for (std::int64_t i = 0; i < n; ++i) hr[i] = xr[i] * scale * weight[static_cast<std::size_t>(i)];
+      if (quantize) kernels_.quantize_q8(hr, hq + t * cpu::q8_row_layout::bytes(n), n);
+    }
+  }
+
+  // This thread's share of the rows of every product, each row applied to all tokens.
+  void multiply(std::span<const product> products, std::int64_t n_tokens, int thread, int n_threads) const {
+    std::int64_t total = 0;
+    for (const product& p : products) total += p.w->rows;
+    auto [begin, end] = share(total, thread, n_threads);
+    std::int64_t offset = 0;
+    for (const product& p : products) {
+      const std::int64_t lo = std::max<std::int64_t>(begin - offset, 0);
+      const std::int64_t hi = std::min<std::int64_t>(end - offset, p.w->rows);
+      offset += p.w->rows;
+      if (lo >= hi) continue;
+      const bool q8 = p.kernel.activations == activation_kind::q8;
+      const std::byte* x = q8 ? p.x.q8 : reinterpret_cast<const std::byte*>(p.x.f32);
+      const std::size_t x_stride = q8 ? p.x.q8_stride : p.x.f32_stride;
+      const std::int64_t chunk = std::max<std::int64_t>(1, static_cast<std::int64_t>(chunk_bytes / p.w->row_bytes));
+      for (std::int64_t r0 = lo; r0 < hi; r0 += chunk) {
+        const std::int64_t r1 = std::min(hi, r0 + chunk);
+        for (std::int64_t t = 0; t < n_tokens; t += cpu::max_dot_columns) {
+          const int columns = static_cast<int>(std::min<std::int64_t>(cpu::max_dot_columns, n_tokens - t));
+          for (std::int64_t r = r0; r < r1; ++r) {
+            p.kernel.dot(p.w->cols, p.w->row(r), x + t * x_stride, x_stride, columns, p.y + t * p.y_stride + r, p.y_stride);
+          }
+        }
+      }
+    }
+  }
+
+  activations act(const float* f32, const std::byte* q8, std::int64_t n) const {
+    return {f32, q8, static_cast<std::size_t>(n) * sizeof(float), cpu::q8_row_layout::bytes(n)};
+  }
+
+  void rope(float* v, std::int64_t n_heads, const double* cos_sin) const {
+    const std::int64_t half = hp_.rope_dim / 2;
+    for (std::int64_t h = 0; h < n_heads; ++h) {
+      float* x = v + h * hp_.head_dim;
+      for (std::int64_t i = 0; i < half; ++i) {
+        const std::int64_t a = hp_.rope_pairs == rope_pairing::neox ? i : 2 * i;
+        const std::int64_t b = hp_.rope_pairs == rope_pairing::neox ? i + half : 2 * i + 1;
+        const auto c = static_cast<float>(cos_sin[2 * i]);
+        const auto s = static_cast<float>(cos_sin[2 * i + 1]);
+        const float xa = x[a], xb = x[b];
+        x[a] = xa * c - xb * s;
+        x[b] = xa * s + xb * c;
+      }
+    }
+  }
+
+  // Attention of token t's head h over its sequence's cache up to its own position.
+  void attend(std::int64_t layer, std::int64_t t, std::int64_t h, float* scores) {
+    const token_slot& slot = slots_[static_cast<std::size_t>(t)];
+    const std::int64_t hd = hp_.head_dim, kv_dim = hp_.kv_dim();
+    const std::int64_t g = h / (hp_.n_head / hp_.n_head_kv);
+    const std::int64_t n = slot.position + 1;
+    const std::size_t base = static_cast<std::size_t>((layer * slot.sequence->capacity) * kv_dim + g * hd);
+    const float* keys = slot.sequence->keys.get() + base;      // [n × kv_dim], this head's hd columns
+    const float* values = slot.sequence->values.get() + base;  // [n × kv_dim]
+    const float* q = q_.data() + t * hp_.q_dim() + h * hd;     // [hd]
+    const auto stride = static_cast<std::size_t>(kv_dim) * sizeof(float);
+    for (std::int64_t j = 0; j < n; j += cpu::max_dot_columns) {
+      const int columns = static_cast<int>(std::min<std::int64_t>(cpu::max_dot_columns, n - j));
+      kernels_.dot_f32(hd, q, reinterpret_cast<const std::byte*>(keys + j * kv_dim), stride, columns, scores + j, 1);
+    }
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    float max = -INFINITY;
+    for (std::int64_t j = 0; j < n; ++j) max = std::max(max, scores[j] * scale);
+    float sum = 0.0f;
+    for (std::int64_t j = 0; j < n; ++j) {
+      scores[j] = std::exp(scores[j] * scale - max);
+      sum += scores[j];
+    }
+    float* o = attn_.data() + t * hp_.q_dim() + h * hd;  // [hd]
+    std::fill(o, o + hd, 0.0f);
+    for (std::int64_t j = 0; j < n; ++j) {
+      const float p = scores[j] / sum;
+      const float* v = values + j * kv_dim;
+      for (std::int64_t i = 0; i < hd; ++i) o[i] += p * v[i];
+    }
+  }
+
+  // The whole step; every thread runs it, phases separated by barriers.
+  void run_step(int thread, int n_threads, logits_out& out) {
+    const auto n_tokens = static_cast<std::int64_t>(slots_.size());
+    const std::int64_t n_embd = hp_.n_embd, q_dim = hp_.q_dim(), kv_dim = hp_.kv_dim(), n_ff = hp_.n_ff;
+    const auto [t_begin, t_end] = share(n_tokens, thread, n_threads);
+
+    for (std::int64_t t = t_begin; t < t_end; ++t) {
+      const weight_matrix& e = model_->token_embedding();
+      cpu::dequantize_row(e.type, e.row(tokens_[static_cast<std::size_t>(t)]), x_.data() + t * n_embd, n_embd);
+    }
+    double* cos_sin = rope_scratch_.data() + static_cast<std::size_t>(thread * hp_.rope_dim);
+    float* scores = scores_.data() + static_cast<std::size_t>(thread) * (scores_.size() / static_cast<std::size_t>(n_threads));
+
+    const auto layers = model_->layers();
+    for (std::int64_t li = 0; li < hp_.n_layer; ++li) {
+      const layer_weights& l = layers[static_cast<std::size_t>(li)];
+      const bool qkv_q8 = kernel(l.wq).activations == activation_kind::q8 || kernel(l.wk).activations == activation_kind::q8 ||
+                          kernel(l.wv).activations == activation_kind::q8;
+      // x += the previous layer's down projection; h = norm(x).
+      for (std::int64_t t = t_begin; t < t_end; ++t) {
+        if (li > 0) {
+          for (std::int64_t i = 0; i < n_embd; ++i) x_[t * n_embd + i] += proj_[t * n_embd + i];
+        }
+      }
+      rms_norm_rows(x_.data(), l.attn_norm, h_.data(), hq_.data(), qkv_q8, n_embd, t_begin, t_end);
+      pool_.barrier();
+
+      const activations hx = act(h_.data(), hq_.data(), n_embd);
+      const product qkv[3] = {
+          {&l.wq, kernel(l.wq), hx, q_.data(), static_cast<std::size_t>(q_dim)},
+          {&l.wk, kernel(l.wk), hx, k_.data(), static_cast<std::size_t>(kv_dim)},
+          {&l.wv, kernel(l.wv), hx, v_.data(), static_cast<std::size_t>(kv_dim)},
+      };
+      multiply(qkv, n_tokens, thread, n_threads);
+      pool_.barrier();
+
+      // Biases, rotary embedding, and the new keys and values into the caches.
+      for (std::int64_t t = t_begin; t < t_end; ++t) {
+        float* q = q_.data() + t * q_dim;
+        float* k = k_.data() + t * kv_dim;
+        float* v = v_.data() + t * kv_dim;
+        if (!l.bq.empty()) {
+          for (std::int64_t i = 0; i < q_dim; ++i) q[i] += l.bq[static_cast<std::size_t>(i)];
+        }
+        if (!l.bk.empty()) {
+          for (std::int64_t i = 0; i < kv_dim; ++i) k[i] += l.bk[static_cast<std::size_t>(i)];
+        }
+        if (!l.bv.empty()) {
+          for (std::int64_t i = 0; i < kv_dim; ++i) v[i] += l.bv[static_cast<std::size_t>(i)];
+        }
+        const token_slot& slot = slots_[static_cast<std::size_t>(t)];
+        for (std::size_t i = 0; i < inv_freq_.size(); ++i) {
+          const double angle = static_cast<double>(slot.position) * inv_freq_[i];
+          cos_sin[2 * i] = std::cos(angle);
+          cos_sin[2 * i + 1] = std::sin(angle);
+        }
+        rope(q, hp_.n_head, cos_sin);
+        rope(k, hp_.n_head_kv, cos_sin);
+        const std::size_t at = static_cast<std::size_t>((li * slot.sequence->capacity + slot.position) * kv_dim);
+        std::memcpy(slot.sequence->keys.get() + at, k, static_cast<std::size_t>(kv_dim) * sizeof(float));
+        std::memcpy(slot.sequence->values.get() + at, v, static_cast<std::size_t>(kv_dim) * sizeof(float));
+      }
+      pool_.barrier();
+
+      const auto [a_begin, a_end] = share(n_tokens * hp_.n_head, thread, n_threads);
+      for (std::int64_t item = a_begin; item < a_end; ++item) attend(li, item / hp_.n_head, item % hp_.n_head, scores);
+      pool_.barrier();
+
+      const bool wo_q8 = kernel(l.wo).activations == activation_kind::q8;
+      if (wo_q8) {
+        for (std::int64_t t = t_begin; t < t_end; ++t) {
+          kernels_.quantize_q8(attn_.data() + t * q_dim, attnq_.data() + t * cpu::q8_row_layout::bytes(q_dim), q_dim);
+        }
+        pool_.barrier();
+      }
+      const product wo[1] = {{&l.wo, kernel(l.wo), act(attn_.data(), attnq_.data(), q_dim), proj_.data(),
+                              static_cast<std::size_t>(n_embd)}};
+      multiply(wo, n_tokens, thread, n_threads);
+      pool_.barrier();
+
+      const bool ffn_q8 = kernel(l.w_gate).activations == activation_kind::q8 || kernel(l.w_up).activations == activation_kind::q8;
+      for (std::int64_t t = t_begin; t < t_end; ++t) {
+        for (std::int64_t i = 0; i < n_embd; ++i) x_[t * n_embd + i] += proj_[t * n_embd + i];
+      }
+      rms_norm_rows(x_.data(), l.ffn_norm, h_.data(), hq_.data(), ffn_q8, n_embd, t_begin, t_end);
+      pool_.barrier();
+
+      const product gate_up[2] = {
+          {&l.w_gate, kernel(l.w_gate), hx, gate_.data(), static_cast<std::size_t>(n_ff)},
+          {&l.w_up, kernel(l.w_up), hx, up_.data(), static_cast<std::size_t>(n_ff)},
+      };
+      multiply(gate_up, n_tokens, thread, n_threads);
+      pool_.barrier();
+
+      const bool down_q8 = kernel(l.w_down).activations == activation_kind::q8;
+      for (std::int64_t t = t_begin; t < t_end; ++t) {
+        float* g = gate_.data() + t * n_ff;
+        const float* u = up_.data() + t * n_ff;
+        for (std::int64_t i = 0; i < n_ff; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+        if (down_q8) kernels_.quantize_q8(g, ffq_.data() + t * cpu::q8_row_layout::bytes(n_ff), n_ff);
+      }
+      pool_.barrier();
+
+      const product down[1] = {{&l.w_down, kernel(l.w_down), act(gate_.data(), ffq_.data(), n_ff), proj_.data(),
+                                static_cast<std::size_t>(n_embd)}};
+      multiply(down, n_tokens, thread, n_threads);
+      pool_.barrier();
+    }
+
+    // The final norm of the tokens whose logits were asked for, then the output projection.
+    const auto n_logits = static_cast<std::int64_t>(logit_tokens_.size());
+    if (n_logits == 0) return;
+    const weight_matrix& output = model_->output();
+    const bool out_q8 = kernel(output).activations == activation_kind::q8;
+    const auto [r_begin, r_end] = share(n_logits, thread, n_threads);
+    for (std::int64_t r = r_begin; r < r_end; ++r) {
+      const std::int64_t t = logit_tokens_[static_cast<std::size_t>(r)];
+      float* xr = final_.data() + r * n_embd;
+      for (std::int64_t i = 0; i < n_embd; ++i) xr[i] = x_[t * n_embd + i] + proj_[t * n_embd + i];
+    }
+    rms_norm_rows(final_.data(), model_->output_norm(), final_.data(), finalq_.data(), out_q8, n_embd, r_begin, r_end);
+    pool_.barrier();
+    const product logits[1] = {{&output, kernel(output), act(final_.data(), finalq_.data(), n_embd), out.values.data(),
+                                static_cast<std::size_t>(hp_.n_vocab)}};
+    multiply(logits, n_logits, thread, n_threads);
+  }
+
+  std::shared_ptr<const model> model_;
+  model_hparams hp_;
+  const kernel_table& kernels_;
+  thread_pool pool_;
+  std::vector<double> inv_freq_;  // [rope_dim / 2]: rotary angle per position
+  std::unordered_map<sequence_id, sequence_state> sequences_;
+  sequence_id next_id_ = 1;
+
+  // The current step.
+  std::vector<token_slot> slots_;            // [n_tokens]
+  std::vector<token_id> tokens_;             // [n_tokens]
+  std::vector<std::int64_t> logit_tokens_;   // [n_logits]: token indices whose logits are wanted
+  std::vector<float> x_;                     // [n_tokens × n_embd]: the residual stream
+  std::vector<float> h_;                     // [n_tokens × n_embd]: normalized
+  std::vector<std::byte> hq_;                // [n_tokens × q8(n_embd)]
+  std::vector<float> q_;                     // [n_tokens × q_dim]
+  std::vector<float> k_;                     // [n_tokens × kv_dim]
+  std::vector<float> v_;                     // [n_tokens × kv_dim]
+  std::vector<float> attn_;                  // [n_tokens × q_dim]
+  std::vector<std::byte> attnq_;             // [n_tokens × q8(q_dim)]
+  std::vector<float> proj_;                  // [n_tokens × n_embd]: output of attn_output or ffn_down
+  std::vector<float> gate_;                  // [n_tokens × n_ff]; then silu(gate) * up
+  std::vector<float> up_;                    // [n_tokens × n_ff]
+  std::vector<std::byte> ffq_;               // [n_tokens × q8(n_ff)]
+  std::vector<float> final_;                 // [n_logits × n_embd]
+  std::vector<std::byte> finalq_;            // [n_logits × q8(n_embd)]
+  std::vector<float> scores_;                // [n_threads × max_length]
+  std::vector<double> rope_scratch_;         // [n_threads × rope_dim]: cos and sin of each frequency
+};
+
+}  // namespace
+
+result<std::unique_ptr<backend>> create_cpu_backend(std::shared_ptr<const model> m, const cpu_backend_options& options) {
+  if (!m) return error(errc::invalid_argument, "no model");
+  if (!cpu_supports(options.isa)) {
+    return error(errc::unsupported, "this CPU cannot run the " + std::string(to_string(options.isa)) + " kernels");
+  }
+  int n_threads = options.n_threads;
+  if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::unique_ptr<backend>(new cpu_backend(std::move(m), cpu::kernels_for(options.isa), n_threads));
+}
+
+}  // namespace chatai::engine

@@ -1,0 +1,298 @@
+// AVX2 kernels (with FMA and F16C): one 32-element block per 256-bit register, integer dot
+// products with vpmaddubsw, each weight row unpacked once for up to four activation rows.
+#include <immintrin.h>
+
+#include "kernels.hpp"
+#include "quant_blocks.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+namespace chatai::engine::cpu {
+namespace {
+
+inline float hsum(__m256 v) {
+  const __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));
+  return _mm_cvtss_f32(_mm_add_ss(b, _mm_movehdup_ps(b)));
+}
+
+// Unsigned bytes times signed bytes, summed in groups of four into 8 int32 lanes.
+inline __m256i dot_u8_s8(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+// Signed bytes times signed bytes: |w| * (x with the sign of w).
+inline __m256i dot_s8_s8(__m256i w, __m256i x) {
+  return dot_u8_s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// The 32 nibbles of a 16-byte block as values 0..15, in element order.
+inline __m256i unpack_nibbles(const std::uint8_t* q) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0f));
+}
+
+template <int NX>
+struct q8_columns {
+  q8_row_view rows[NX];
+  q8_columns(const std::byte* x, std::size_t x_stride, std::int64_t n) {
+    for (int j = 0; j < NX; ++j) rows[j] = q8_row_view::of(x + j * x_stride, n);
+  }
+};
+
+template <int NX, class Load>
+void dot_float(std::int64_t n, Load load, const std::byte* x, std::size_t x_stride, float* out,
+               std::size_t out_stride) {
+  __m256 acc[NX];
+  for (int j = 0; j < NX; ++j) acc[j] = _mm256_setzero_ps();
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 w = load(i);
+    for (int j = 0; j < NX; ++j) {
+      const auto* xj = reinterpret_cast<const float*>(x + j * x_stride);
+      acc[j] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xj + i), acc[j]);
+    }
+  }
+  for (int j = 0; j < NX; ++j) {
+    float sum = hsum(acc[j]);
+    if (i < n) {
+      alignas(32) float w_tail[8] = {};
+      const __m256 w = load(i);
+      _mm256_store_ps(w_tail, w);
+      const auto* xj = reinterpret_cast<const float*>(x + j * x_stride);
+      for (std::int64_t k = i; k < n; ++k) sum += w_tail[k - i] * xj[k];
+    }
+    out[j * out_stride] = sum;
+  }
+}
+
+template <int NX>
+void dot_f32_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* p = static_cast<const float*>(w);
+  dot_float<NX>(n, [p, n](std::int64_t i) {
+    if (i + 8 <= n) return _mm256_loadu_ps(p + i);
+    alignas(32) float tail[8] = {};
+    for (std::int64_t k = i; k < n; ++k) tail[k - i] = p[k];
+    return _mm256_load_ps(tail);
+  }, x, xs, out, os);
+}
+
+inline __m128i load_halves(const std::uint16_t* p, std::int64_t i, std::int64_t n) {
+  if (i + 8 <= n) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+  alignas(16) std::uint16_t tail[8] = {};
+  for (std::int64_t k = i; k < n; ++k) tail[k - i] = p[k];
+  return _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
+}
+
+template <int NX>
+void dot_f16_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* p = static_cast<const std::uint16_t*>(w);
+  dot_float<NX>(n, [p, n](std::int64_t i) { return _mm256_cvtph_ps(load_halves(p, i, n)); }, x, xs, out, os);
+}
+
+template <int NX>
+void dot_bf16_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* p = static_cast<const std::uint16_t*>(w);
+  dot_float<NX>(n, [p, n](std::int64_t i) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_halves(p, i, n)), 16));
+  }, x, xs, out, os);
+}
+
+template <int NX>
+void dot_q8_0_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* b = static_cast<const block_q8_0*>(w);
+  const q8_columns<NX> c(x, xs, n);
+  __m256 acc[NX];
+  for (int j = 0; j < NX; ++j) acc[j] = _mm256_setzero_ps();
+  for (std::int64_t i = 0; i < n / qk; ++i) {
+    const __m256i wv = load256(b[i].qs);
+    const float dw = f16_to_f32(b[i].d);
+    for (int j = 0; j < NX; ++j) {
+      const __m256i p = dot_s8_s8(wv, load256(c.rows[j].qs + i * qk));
+      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * c.rows[j].d[i]), acc[j]);
+    }
+  }
+  for (int j = 0; j < NX; ++j) out[j * os] = hsum(acc[j]);
+}
+
+template <int NX>
+void dot_q4_0_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* b = static_cast<const block_q4_0*>(w);
+  const q8_columns<NX> c(x, xs, n);
+  __m256 acc[NX];
+  for (int j = 0; j < NX; ++j) acc[j] = _mm256_setzero_ps();
+  for (std::int64_t i = 0; i < n / qk; ++i) {
+    const __m256i wv = _mm256_sub_epi8(unpack_nibbles(b[i].qs), _mm256_set1_epi8(8));
+    const float dw = f16_to_f32(b[i].d);
+    for (int j = 0; j < NX; ++j) {
+      const __m256i p = dot_s8_s8(wv, load256(c.rows[j].qs + i * qk));
+      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * c.rows[j].d[i]), acc[j]);
+    }
+  }
+  for (int j = 0; j < NX; ++j) out[j * os] = hsum(acc[j]);
+}
+
+template <int NX>
+void dot_q4_1_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* b = static_cast<const block_q4_1*>(w);
+  const q8_columns<NX> c(x, xs, n);
+  __m256 acc[NX];
+  float offsets[NX] = {};
+  for (int j = 0; j < NX; ++j) acc[j] = _mm256_setzero_ps();
+  for (std::int64_t i = 0; i < n / qk; ++i) {
+    const __m256i wv = unpack_nibbles(b[i].qs);
+    const float dw = f16_to_f32(b[i].d);
+    const float m = f16_to_f32(b[i].m);
+    for (int j = 0; j < NX; ++j) {
+      const __m256i p = dot_u8_s8(wv, load256(c.rows[j].qs + i * qk));
+      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * c.rows[j].d[i]), acc[j]);
+      offsets[j] += m * c.rows[j].sums[i];
+    }
+  }
+  for (int j = 0; j < NX; ++j) out[j * os] = hsum(acc[j]) + offsets[j];
+}
+
+template <int NX>
+void dot_q4_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* b = static_cast<const block_q4_k*>(w);
+  const q8_columns<NX> c(x, xs, n);
+  __m256 acc[NX];
+  __m256 offsets[NX];
+  for (int j = 0; j < NX; ++j) acc[j] = offsets[j] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  for (std::int64_t i = 0; i < n / qk_k; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    const float dmin = f16_to_f32(b[i].dmin);
+    const std::uint8_t* s = b[i].scales;
+    alignas(32) float scales[8];
+    alignas(32) float mins[8];
+    for (int k = 0; k < 4; ++k) {
+      scales[k] = d * static_cast<float>(s[k] & 63);
+      mins[k] = dmin * static_cast<float>(s[k + 4] & 63);
+      scales[k + 4] = d * static_cast<float>((s[k + 8] & 0x0f) | ((s[k] >> 6) << 4));
+      mins[k + 4] = dmin * static_cast<float>((s[k + 8] >> 4) | ((s[k + 4] >> 6) << 4));
+    }
+    const __m256 min_v = _mm256_load_ps(mins);
+    for (int j = 0; j < NX; ++j) offsets[j] = _mm256_fmadd_ps(min_v, _mm256_loadu_ps(c.rows[j].sums + 8 * i), offsets[j]);
+    for (int chunk = 0; chunk < 4; ++chunk) {
+      const __m256i q = load256(b[i].qs + 32 * chunk);
+      const __m256i parts[2] = {_mm256_and_si256(q, low4), _mm256_and_si256(_mm256_srli_epi16(q, 4), low4)};
+      for (int p = 0; p < 2; ++p) {
+        const std::int64_t k = 8 * i + 2 * chunk + p;  // activation block
+        for (int j = 0; j < NX; ++j) {
+          const __m256i dot = dot_u8_s8(parts[p], load256(c.rows[j].qs + k * qk));
+          acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scales[2 * chunk + p] * c.rows[j].d[k]), acc[j]);
+        }
+      }
+    }
+  }
+  for (int j = 0; j < NX; ++j) out[j * os] = hsum(acc[j]) - hsum(offsets[j]);
+}
+
+template <int NX>
+void dot_q6_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* b = static_cast<const block_q6_k*>(w);
+  const q8_columns<NX> c(x, xs, n);
+  __m256 acc[NX];
+  for (int j = 0; j < NX; ++j) acc[j] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i low2 = _mm256_set1_epi8(0x03);
+  const __m256i bias = _mm256_set1_epi8(32);
+  for (std::int64_t i = 0; i < n / qk_k; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int half = 0; half < 2; ++half) {
+      const __m256i ql0 = load256(b[i].ql + 64 * half);
+      const __m256i ql1 = load256(b[i].ql + 64 * half + 32);
+      const __m256i qh = load256(b[i].qh + 32 * half);
+      const auto high = [&](int shift) {
+        return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift), low2), 4);
+      };
+      const __m256i parts[4] = {
+          _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql0, low4), high(0)), bias),
+          _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql1, low4), high(2)), bias),
+          _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), high(4)), bias),
+          _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), high(6)), bias),
+      };
+      for (int p = 0; p < 4; ++p) {
+        const int block = 4 * half + p;  // 32-element block within the super-block
+        const __m256 ws = _mm256_set_m128(_mm_set1_ps(d * b[i].scales[2 * block + 1]), _mm_set1_ps(d * b[i].scales[2 * block]));
+        const std::int64_t k = 8 * i + block;
+        for (int j = 0; j < NX; ++j) {
+          const __m256i dot = dot_s8_s8(parts[p], load256(c.rows[j].qs + k * qk));
+          acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(ws, _mm256_set1_ps(c.rows[j].d[k])), acc[j]);
+        }
+      }
+    }
+  }
+  for (int j = 0; j < NX; ++j) out[j * os] = hsum(acc[j]);
+}
+
+void quantize_q8(const float* src, std::byte* dst, std::int64_t n) {
+  auto* qs = reinterpret_cast<std::int8_t*>(dst);
+  auto* d = reinterpret_cast<float*>(dst + n);
+  float* sums = d + n / qk;
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  for (std::int64_t i = 0; i < n / qk; ++i) {
+    __m256 v[4];
+    __m256 amax_v = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(src + i * qk + 8 * k);
+      amax_v = _mm256_max_ps(amax_v, _mm256_andnot_ps(sign_mask, v[k]));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax_v), _mm256_extractf128_ps(amax_v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    const float amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+    const __m256 inverse = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], inverse));  // round to nearest even
+    const __m256i total = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + i * qk),
+                        _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(1, 0, 3, 2)));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
+    d[i] = amax / 127.0f;
+    sums[i] = d[i] * static_cast<float>(_mm_cvtsi128_si32(t));
+  }
+}
+
+#define CHATAI_COLUMN_DISPATCH(name)                                                                  \
+  void name(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, int n_columns,        \
+            float* out, std::size_t os) {                                                            \
+    switch (n_columns) {                                                                             \
+      case 1: name##_n<1>(n, w, x, xs, out, os); break;                                              \
+      case 2: name##_n<2>(n, w, x, xs, out, os); break;                                              \
+      case 3: name##_n<3>(n, w, x, xs, out, os); break;                                              \
+      default: name##_n<4>(n, w, x, xs, out, os); break;                                             \
+    }                                                                                                \
+  }
+
+CHATAI_COLUMN_DISPATCH(dot_f32)
+CHATAI_COLUMN_DISPATCH(dot_f16)
+CHATAI_COLUMN_DISPATCH(dot_bf16)
+CHATAI_COLUMN_DISPATCH(dot_q8_0)
+CHATAI_COLUMN_DISPATCH(dot_q4_0)
+CHATAI_COLUMN_DISPATCH(dot_q4_1)
+CHATAI_COLUMN_DISPATCH(dot_q4_k)
+CHATAI_COLUMN_DISPATCH(dot_q6_k)
+#undef CHATAI_COLUMN_DISPATCH
+
+}  // namespace
+
+const kernel_table& avx2_kernels() noexcept {
+  static const kernel_table table{cpu_isa::avx2, dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0,
+                                  dot_q4_1, dot_q4_k, dot_q6_k, quantize_q8};
+  return table;
+}
+
+}  // namespace chatai::engine::cpu
+
+#pragma GCC pop_options
+
+#endif

@@ -1,0 +1,198 @@
+// The gate's verbs: dispatch, keep-alive with its rate-limited tick, status, error responses.
+#include "chatai/gate/gate.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <map>
+
+#include "chatai/core/http_parser.hpp"
+#include "chatai/core/json.hpp"
+#include "chatai/core/log.hpp"
+#include "chatai/core/subprocess.hpp"
+#include "chatai/core/unique_fd.hpp"
+#include "chatai/gate/breaker.hpp"
+#include "internal.hpp"
+
+namespace chatai::gate {
+
+namespace detail {
+
+bool write_all(int fd, std::string_view data) noexcept {
+  sigset_t pipe_only, previous;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_only, &previous);
+  bool ok = true;
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (errno == EPIPE && !sigismember(&previous, SIGPIPE)) {
+        const timespec zero{0, 0};
+        while (sigtimedwait(&pipe_only, nullptr, &zero) < 0 && errno == EINTR) {
+        }
+      }
+      ok = false;
+      break;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  return ok;
+}
+
+}  // namespace detail
+
+namespace {
+
+// Runs the tick command when tick.interval has passed since the last one, never two at once.
+void keep_alive_tick(const gate_config& config) {
+  if (config.tick.command.empty()) return;
+  const slurm::state_dir dir(config.state_dir);
+  if (!slurm::ensure_dir(dir.root())) return;
+  const std::string path = dir.tick_stamp_file().string();
+  unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) return;  // another tick is running
+  char buffer[32] = {};
+  const ssize_t n = ::pread(fd.get(), buffer, sizeof buffer - 1, 0);
+  const std::int64_t last = n > 0 ? std::strtoll(buffer, nullptr, 10) : 0;
+  const std::int64_t now = unix_ms_now();
+  if (now - last < std::chrono::duration_cast<std::chrono::milliseconds>(config.tick.interval).count()) return;
+  const std::string stamp = std::to_string(now) + "\n";
+  if (::ftruncate(fd.get(), 0) != 0 || ::pwrite(fd.get(), stamp.data(), stamp.size(), 0) < 0) return;
+  subprocess_options options;
+  options.argv = config.tick.command;
+  options.timeout = config.tick.timeout;
+  auto ran = run_subprocess(options);
+  if (!ran) log::warn("scheduler tick could not start", {{"error", ran.err().message()}});
+  else if (ran->exit_code != 0)
+    log::warn("scheduler tick failed", {{"exit_code", std::to_string(ran->exit_code)},
+                                        {"timed_out", ran->timed_out ? "true" : "false"}});
+}
+
+}  // namespace
+
+result<verb> parse_verb(const char* original_command) {
+  if (!original_command) return error(errc::invalid_argument, "no command given (SSH_ORIGINAL_COMMAND is not set)");
+  const std::string_view command(original_command);
+  if (command == "keep-alive") return verb::keep_alive;
+  if (command == "status") return verb::status;
+  if (command == "request") return verb::request;
+  return error(errc::invalid_argument, "unknown command: the gate accepts keep-alive, status and request");
+}
+
+std::string error_response(int http_status, std::string_view message, int retry_after_s) {
+  std::string type = "invalid_request_error";
+  std::string code = "bad_request";
+  switch (http_status) {
+    case 404: code = "model_not_found"; break;
+    case 408: code = "request_timeout"; break;
+    case 413: code = "request_too_large"; break;
+    case 502: type = "server_error"; code = "backend_failed"; break;
+    case 503: type = "server_error"; code = "no_backend_ready"; break;
+    default: break;
+  }
+  std::string body = "{\"error\":{\"message\":";
+  json::append_quoted(body, message);
+  body += ",\"type\":\"" + type + "\",\"param\":null,\"code\":\"" + code + "\"}}";
+  std::string out = "HTTP/1.1 " + std::to_string(http_status) + " " + std::string(http::reason_phrase(http_status)) +
+                    "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  if (retry_after_s > 0) out += "Retry-After: " + std::to_string(retry_after_s) + "\r\n";
+  out += "Connection: close\r\n\r\n";
+  out += body;
+  return out;
+}
+
+result<std::string> status_json(const gate_config& config) {
+  const slurm::state_dir dir(config.state_dir);
+  slurm::registry reg;
+  if (auto read = slurm::read_registry(dir)) reg = std::move(*read);
+  else if (read.err().code() != errc::not_found) return std::move(read).err();
+  auto counts = slurm::count_inflight(dir);
+  if (!counts) return std::move(counts).err();
+  std::string out = "{\"v\":1,\"generation\":" + std::to_string(reg.generation) + ",\"services\":[";
+  for (std::size_t i = 0; i < reg.services.size(); ++i) {
+    const auto& s = reg.services[i];
+    std::map<slurm::backend_state, int> by_state;
+    int open_breakers = 0;
+    for (const auto& b : reg.backends) {
+      if (b.service != s.id) continue;
+      ++by_state[b.state];
+      auto rec = breaker(dir, b.job, config.breaker).read();
+      if (rec && rec->state != breaker_state::closed) ++open_breakers;
+    }
+    if (i) out += ',';
+    out += "{\"id\":";
+    json::append_quoted(out, s.id);
+    out += ",\"models\":[";
+    for (std::size_t m = 0; m < s.models.size(); ++m) {
+      if (m) out += ',';
+      json::append_quoted(out, s.models[m]);
+    }
+    out += "],\"can_scale_from_zero\":";
+    out += s.can_scale_from_zero ? "true" : "false";
+    out += ",\"backends\":{\"ready\":" + std::to_string(by_state[slurm::backend_state::ready]) +
+           ",\"starting\":" + std::to_string(by_state[slurm::backend_state::starting]) +
+           ",\"draining\":" + std::to_string(by_state[slurm::backend_state::draining]) +
+           "},\"open_breakers\":" + std::to_string(open_breakers);
+    const auto demand = counts->by_service.find(s.id);
+    out += ",\"in_flight\":" + std::to_string(demand == counts->by_service.end() ? 0 : demand->second) + "}";
+  }
+  out += "]}";
+  return out;
+}
+
+result<const slurm::backend_entry*> pick_backend(const gate_config& config, const slurm::registry& reg,
+                                                 std::string_view service, const slurm::inflight_counts& counts,
+                                                 const std::vector<std::string>& tried) {
+  std::vector<std::pair<std::int64_t, const slurm::backend_entry*>> candidates;
+  for (const auto& b : reg.backends) {
+    if (b.service != service || b.state != slurm::backend_state::ready) continue;
+    if (std::find(tried.begin(), tried.end(), b.job) != tried.end()) continue;
+    const auto n = counts.by_job.find(b.job);
+    candidates.emplace_back(n == counts.by_job.end() ? 0 : n->second, &b);
+  }
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  const slurm::state_dir dir(config.state_dir);
+  const std::int64_t now = unix_ms_now();
+  for (const auto& [load, b] : candidates) {
+    auto allowed = breaker(dir, b->job, config.breaker).try_acquire(now);
+    if (!allowed) return std::move(allowed).err();
+    if (*allowed) return b;
+  }
+  return static_cast<const slurm::backend_entry*>(nullptr);
+}
+
+int run(const gate_config& config, verb v, int in_fd, int out_fd) {
+  try {
+    switch (v) {
+      case verb::keep_alive: {
+        const bool written = detail::write_all(out_fd, "OK\n");
+        keep_alive_tick(config);
+        return written ? exit_ok : exit_incomplete;
+      }
+      case verb::status: {
+        auto doc = status_json(config);
+        if (!doc) {
+          log::error("status failed", {{"error", doc.err().message()}});
+          return exit_incomplete;
+        }
+        return detail::write_all(out_fd, *doc + "\n") ? exit_ok : exit_incomplete;
+      }
+      case verb::request: return detail::handle_request(config, in_fd, out_fd);
+    }
+  } catch (const std::exception& e) {
+    log::error("gate failed", {{"error", e.what()}});
+  }
+  return exit_incomplete;
+}
+
+}  // namespace chatai::gate

@@ -1,0 +1,356 @@
+// The `request` verb: read and check the request, route it, stream the backend's response,
+// watch the client, keep the breaker, the in-flight marker and the usage record.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "chatai/core/http_client.hpp"
+#include "chatai/core/json.hpp"
+#include "chatai/core/log.hpp"
+#include "chatai/core/unique_fd.hpp"
+#include "chatai/gate/breaker.hpp"
+#include "chatai/gate/gate.hpp"
+#include "chatai/gate/request.hpp"
+#include "chatai/gate/usage.hpp"
+#include "internal.hpp"
+
+namespace chatai::gate::detail {
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+// Response fields that describe the backend connection, not the response: the gate frames
+// the body itself.
+constexpr std::string_view dropped_response_headers[] = {"connection", "keep-alive", "transfer-encoding",
+                                                         "content-length", "te", "trailer", "upgrade",
+                                                         "proxy-connection", "proxy-authenticate", "set-cookie"};
+
+// One request between the thread that watches the client and the one that talks to backends.
+// Shared, so that a backend call the client walked away from can finish on its own.
+struct exchange {
+  gate_config config;
+  slurm::registry reg;
+  const slurm::service_entry* service = nullptr;
+  gate_request request;
+  prepared_body body;
+  std::optional<slurm::inflight_marker> marker;
+  steady::time_point started;
+
+  unique_fd out;   // a duplicate of the client's descriptor, closed when the exchange ends
+  unique_fd done;  // an eventfd the backend thread signals when it has finished
+  std::atomic<bool> client_gone{false};
+
+  // Written by the backend thread; read by the watcher once `done` fired.
+  bool written = false;
+  int status = 0;
+  std::string outcome;
+  std::string backend;
+  std::int64_t first_byte_ms = -1;
+  std::optional<std::int64_t> prompt_tokens, completion_tokens;
+  int exit_code = exit_ok;
+};
+
+std::optional<std::string> resolve(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || !found) return std::nullopt;
+  char text[INET6_ADDRSTRLEN] = {};
+  const void* address = found->ai_family == AF_INET6
+                            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_addr)
+                            : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr);
+  const bool ok = ::inet_ntop(found->ai_family, address, text, sizeof text) != nullptr;
+  ::freeaddrinfo(found);
+  if (!ok) return std::nullopt;
+  return std::string(text);
+}
+
+std::string head_bytes(const http::response_head& head, bool chunked) {
+  std::string out = "HTTP/1.1 " + std::to_string(head.status) + " " + std::string(http::reason_phrase(head.status)) + "\r\n";
+  for (const auto& field : head.headers) {
+    const bool dropped = std::any_of(std::begin(dropped_response_headers), std::end(dropped_response_headers),
+                                     [&](std::string_view name) { return http::iequals(name, field.name); });
+    if (dropped) continue;
+    out += field.name + ": " + field.value + "\r\n";
+  }
+  if (chunked) out += "Transfer-Encoding: chunked\r\n";
+  out += "Connection: close\r\n\r\n";
+  return out;
+}
+
+std::string chunk(std::string_view bytes) {
+  char size[20];
+  const int n = std::snprintf(size, sizeof size, "%zx\r\n", bytes.size());
+  std::string out(size, static_cast<std::size_t>(n));
+  out.append(bytes);
+  out += "\r\n";
+  return out;
+}
+
+bool write_out(exchange& ex, std::string_view bytes) {
+  if (write_all(ex.out.get(), bytes)) return true;
+  ex.client_gone = true;
+  return false;
+}
+
+std::int64_t ms_since(steady::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t).count();
+}
+
+// Sends the request to one backend. Returns true when the exchange is over, false to try
+// another backend (nothing has been written to the client then).
+bool try_backend(exchange& ex, const slurm::backend_entry& b, bool last_attempt) {
+  const slurm::state_dir dir(ex.config.state_dir);
+  breaker br(dir, b.job, ex.config.breaker);
+  const auto fail_backend = [&](std::string_view what, const std::string& detail) {
+    log::warn(what, {{"job", b.job}, {"error", detail}});
+    if (auto st = br.record_failure(unix_ms_now()); !st) log::warn("breaker update failed", {{"error", st.err().message()}});
+  };
+  auto key = slurm::read_job_key(dir, b.key_file);
+  if (!key) {
+    fail_backend("backend key unreadable", key.err().message());
+    return false;
+  }
+  const auto address = resolve(b.host);
+  if (!address) {
+    fail_backend("backend host does not resolve", b.host);
+    return false;
+  }
+
+  http::client_request req;
+  req.method = ex.request.head.method;
+  req.host = *address;
+  req.port = static_cast<std::uint16_t>(b.port);
+  req.target = ex.request.head.path;
+  req.headers.add("Host", b.host + ":" + std::to_string(b.port));
+  req.headers.add("Authorization", "Bearer " + *key);
+  for (const auto& [name, value] : ex.request.head.headers) req.headers.add(name, value);
+  if (req.method == "POST" && !req.headers.find("content-type")) req.headers.add("Content-Type", "application/json");
+  req.body = ex.body.body;
+  http::client_options options;
+  options.connect_timeout = ex.config.connect_timeout;
+  options.first_byte_timeout = ex.config.first_byte_timeout;
+  options.idle_timeout = ex.config.idle_timeout;
+
+  bool retry_5xx = false;
+  bool chunked = false;
+  bool event_stream = false;
+  usage_scanner scanner(false);
+  http::response_handlers handlers;
+  handlers.on_head = [&](const http::response_head& head) {
+    if (head.status >= 500 && !last_attempt) {
+      retry_5xx = true;
+      return false;
+    }
+    if (ex.client_gone) return false;
+    ex.status = head.status;
+    ex.backend = b.job;
+    ex.first_byte_ms = ms_since(ex.started);
+    const std::string* type = head.headers.find("content-type");
+    event_stream = type && type->rfind("text/event-stream", 0) == 0;
+    scanner = usage_scanner(event_stream);
+    chunked = head.status != 204 && head.status != 304;
+    ex.written = true;
+    return write_out(ex, head_bytes(head, chunked));
+  };
+  handlers.on_body = [&](std::string_view bytes) {
+    if (ex.client_gone) return false;
+    scanner.feed(bytes);
+    return write_out(ex, chunk(bytes));
+  };
+
+  auto head = http::fetch_streaming(req, handlers, options);
+  scanner.finish();
+  ex.prompt_tokens = scanner.prompt_tokens();
+  ex.completion_tokens = scanner.completion_tokens();
+  if (head) {
+    if (head->status >= 500) fail_backend("backend answered with an error", std::to_string(head->status));
+    else if (auto st = br.record_success(); !st) log::warn("breaker update failed", {{"error", st.err().message()}});
+    ex.outcome = "ok";
+    if (chunked && !write_out(ex, "0\r\n\r\n")) ex.exit_code = exit_incomplete;
+    return true;
+  }
+  if (retry_5xx) {
+    fail_backend("backend answered with an error, trying another", "5xx");
+    return false;
+  }
+  if (ex.client_gone) {
+    ex.outcome = "client_gone";
+    ex.exit_code = exit_incomplete;
+    return true;
+  }
+  fail_backend("backend failed", head.err().message());
+  if (!ex.written) return false;
+  // The response has begun, so it cannot go elsewhere: end it visibly. The missing last chunk
+  // tells an HTTP client; an event stream also gets an error event.
+  if (event_stream) {
+    write_out(ex, chunk("data: {\"error\":{\"message\":\"the backend failed during the response\","
+                        "\"type\":\"server_error\",\"param\":null,\"code\":\"backend_failed\"}}\n\n"));
+  }
+  ex.outcome = "backend_failed";
+  ex.exit_code = exit_incomplete;
+  return true;
+}
+
+void proxy(exchange& ex) {
+  std::vector<std::string> tried;
+  const slurm::state_dir dir(ex.config.state_dir);
+  for (std::int64_t attempt = 0; attempt < ex.config.max_attempts && !ex.client_gone; ++attempt) {
+    auto counts = slurm::count_inflight(dir);
+    if (!counts) log::warn("counting requests in flight failed", {{"error", counts.err().message()}});
+    auto picked = pick_backend(ex.config, ex.reg, ex.service->id, counts ? *counts : slurm::inflight_counts{}, tried);
+    if (!picked) {
+      log::warn("reading the breakers failed", {{"error", picked.err().message()}});
+      break;
+    }
+    if (!*picked) break;
+    const slurm::backend_entry& b = **picked;
+    tried.push_back(b.job);
+    if (ex.marker) {
+      if (auto st = ex.marker->set_backend(b.job); !st) log::warn("in-flight marker", {{"error", st.err().message()}});
+    }
+    if (try_backend(ex, b, attempt + 1 == ex.config.max_attempts)) return;
+  }
+  if (ex.client_gone) {
+    ex.outcome = "client_gone";
+    ex.exit_code = exit_incomplete;
+    return;
+  }
+  const int retry_after = static_cast<int>(ex.config.retry_after.count());
+  if (!tried.empty()) {
+    ex.status = 502;
+    ex.outcome = "backend_failed";
+    if (!write_out(ex, error_response(502, "no backend could answer the request", 0))) ex.exit_code = exit_incomplete;
+    return;
+  }
+  const bool any_ready = std::any_of(ex.reg.backends.begin(), ex.reg.backends.end(), [&](const auto& b) {
+    return b.service == ex.service->id && b.state == slurm::backend_state::ready;
+  });
+  std::string message = "no backend of this service is ready";
+  if (!any_ready && ex.service->can_scale_from_zero) {
+    if (auto st = slurm::request_start(dir, ex.service->id); st) message = "the service is starting; retry later";
+    else log::warn("asking for a start failed", {{"error", st.err().message()}});
+  }
+  ex.status = 503;
+  ex.outcome = "no_backend";
+  if (!write_out(ex, error_response(503, message, retry_after))) ex.exit_code = exit_incomplete;
+}
+
+// Waits until the backend thread is done or the client goes away: end-of-file or bytes on
+// `in_fd`, or an error on `out_fd`. Returns true when the backend thread finished.
+bool wait_for_backend_or_client(exchange& ex, int in_fd, int out_fd) {
+  pollfd fds[3] = {{ex.done.get(), POLLIN, 0}, {in_fd, POLLIN, 0}, {out_fd, 0, 0}};
+  for (;;) {
+    const int n = ::poll(fds, 3, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    if (fds[0].revents) return true;
+    if (fds[1].revents || fds[2].revents) return false;
+  }
+}
+
+usage_record record_of(const exchange& ex) {
+  usage_record rec;
+  rec.id = ex.request.head.id;
+  rec.user = ex.request.head.user;
+  rec.service = ex.service->id;
+  rec.backend = ex.backend;
+  rec.status = ex.status;
+  rec.outcome = ex.outcome;
+  rec.prompt_tokens = ex.prompt_tokens;
+  rec.completion_tokens = ex.completion_tokens;
+  rec.stream = ex.body.stream;
+  rec.first_byte_ms = ex.first_byte_ms;
+  rec.duration_ms = ms_since(ex.started);
+  return rec;
+}
+
+int answer(int out_fd, int http_status, std::string_view message, int retry_after_s = 0) {
+  return write_all(out_fd, error_response(http_status, message, retry_after_s)) ? exit_ok : exit_incomplete;
+}
+
+}  // namespace
+
+int handle_request(const gate_config& config, int in_fd, int out_fd) {
+  const auto started = steady::now();
+  const std::int64_t started_at_ms = unix_ms_now();
+  auto request = read_request(in_fd, config);
+  if (!request) return answer(out_fd, http_status_for(request.err().code()), request.err().message());
+
+  const slurm::state_dir dir(config.state_dir);
+  auto reg = slurm::read_registry(dir);
+  if (!reg) {
+    log::warn("the registry is not readable", {{"error", reg.err().message()}});
+    return answer(out_fd, 503, "the service registry is not available", static_cast<int>(config.retry_after.count()));
+  }
+  const slurm::service_entry* service = reg->find_service(request->head.service);
+  if (!service) return answer(out_fd, 404, "unknown service");
+  if (!request->model.empty() && !service->models.empty() &&
+      std::find(service->models.begin(), service->models.end(), request->model) == service->models.end())
+    return answer(out_fd, 404, "the model is not served by this service");
+  auto body = prepare_body(request->body);
+  if (!body) return answer(out_fd, 400, body.err().message());
+
+  auto ex = std::make_shared<exchange>();
+  ex->config = config;
+  ex->reg = std::move(*reg);
+  ex->service = ex->reg.find_service(request->head.service);
+  ex->request = std::move(*request);
+  ex->body = std::move(*body);
+  ex->started = started;
+  ex->out.reset(::fcntl(out_fd, F_DUPFD_CLOEXEC, 0));
+  ex->done.reset(::eventfd(0, EFD_CLOEXEC));
+  if (!ex->out || !ex->done) return answer(out_fd, 502, "the gate could not set up the request");
+  if (auto marker = slurm::inflight_marker::create(dir, ex->service->id)) ex->marker.emplace(std::move(*marker));
+  else log::warn("in-flight marker", {{"error", marker.err().message()}});
+
+  std::thread backend_thread([ex] {
+    try {
+      proxy(*ex);
+    } catch (const std::exception& e) {
+      log::error("gate request failed", {{"error", e.what()}});
+      if (!ex->written && write_out(*ex, error_response(502, "the gate failed", 0))) ex->status = 502;
+      ex->outcome = "backend_failed";
+      ex->exit_code = exit_incomplete;
+    }
+    const std::uint64_t one = 1;
+    (void)!::write(ex->done.get(), &one, sizeof one);
+  });
+
+  usage_record rec;
+  int code;
+  if (wait_for_backend_or_client(*ex, in_fd, out_fd)) {
+    backend_thread.join();
+    rec = record_of(*ex);
+    code = ex->exit_code;
+  } else {
+    ex->client_gone = true;
+    // The backend thread stops at its next byte or deadline; the request is over for us now.
+    backend_thread.detach();
+    rec.id = ex->request.head.id;
+    rec.user = ex->request.head.user;
+    rec.service = ex->service->id;
+    rec.outcome = "client_gone";
+    rec.stream = ex->body.stream;
+    rec.duration_ms = ms_since(started);
+    code = exit_incomplete;
+  }
+  rec.started_at_ms = started_at_ms;
+  if (auto st = append_usage(dir, rec); !st) log::warn("usage record", {{"error", st.err().message()}});
+  return code;
+}
+
+}  // namespace chatai::gate::detail

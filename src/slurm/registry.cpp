@@ -1,0 +1,387 @@
+// The registry document, its atomic replacement, job keys, start flags and in-flight markers.
+#include "chatai/slurm/registry.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <set>
+
+#include "chatai/core/config.hpp"
+#include "chatai/core/json.hpp"
+
+namespace chatai::slurm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool all_of_charset(std::string_view s, std::string_view extra) noexcept {
+  for (const char c : s) {
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!alnum && extra.find(c) == std::string_view::npos) return false;
+  }
+  return true;
+}
+
+bool is_dot_name(std::string_view s) noexcept { return s == "." || s == ".."; }
+
+bool valid_key_file(std::string_view name) noexcept {
+  return !name.empty() && name.size() <= 128 && name.front() != '.' && all_of_charset(name, "._-");
+}
+
+bool valid_secret(std::string_view key) noexcept {
+  if (key.size() < 16 || key.size() > 256) return false;
+  for (const char c : key)
+    if (c <= 0x20 || c >= 0x7F) return false;
+  return true;
+}
+
+error os_error(const fs::path& path, std::string_view what) {
+  const int e = errno;
+  const errc code = e == ENOENT ? errc::not_found : (e == EACCES || e == EPERM) ? errc::permission_denied : errc::io_error;
+  return error(code, path.string() + ": " + std::string(what) + ": " + std::strerror(e));
+}
+
+status write_all(int fd, std::string_view data, const fs::path& path) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return os_error(path, "write");
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return {};
+}
+
+std::string unique_suffix() {
+  static std::atomic<std::uint64_t> counter{0};
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" + std::to_string(rng() % 1000000007);
+}
+
+status fsync_dir(const fs::path& dir) {
+  unique_fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return os_error(dir, "open");
+  if (::fsync(fd.get()) != 0) return os_error(dir, "fsync");
+  return {};
+}
+
+// Writes `path` whole or not at all: a temporary file in the same folder, fsync, rename.
+status replace_file(const fs::path& path, std::string_view contents) {
+  const fs::path temp = path.parent_path() / ("." + path.filename().string() + "." + unique_suffix());
+  unique_fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return os_error(temp, "create");
+  auto written = write_all(fd.get(), contents, temp);
+  if (written && ::fsync(fd.get()) != 0) written = os_error(temp, "fsync");
+  if (written && ::rename(temp.c_str(), path.c_str()) != 0) written = os_error(path, "rename");
+  if (!written) {
+    ::unlink(temp.c_str());
+    return written;
+  }
+  return fsync_dir(path.parent_path());
+}
+
+}  // namespace
+
+bool valid_service_id(std::string_view id) noexcept {
+  return !id.empty() && id.size() <= 128 && !is_dot_name(id) && all_of_charset(id, "._:-");
+}
+
+bool valid_job_id(std::string_view id) noexcept {
+  return !id.empty() && id.size() <= 64 && !is_dot_name(id) && all_of_charset(id, "._-");
+}
+
+bool valid_host(std::string_view host) noexcept {
+  return !host.empty() && host.size() <= 253 && !is_dot_name(host) && host.front() != '-' && host.front() != '.' &&
+         all_of_charset(host, ".-");
+}
+
+bool valid_model_name(std::string_view name) noexcept {
+  if (name.empty() || name.size() > 256) return false;
+  for (const char c : name)
+    if (c <= 0x20 || c >= 0x7F) return false;
+  return true;
+}
+
+std::string_view to_string(backend_state state) noexcept {
+  switch (state) {
+    case backend_state::starting: return "starting";
+    case backend_state::ready: return "ready";
+    case backend_state::draining: return "draining";
+  }
+  return "starting";
+}
+
+const service_entry* registry::find_service(std::string_view id) const noexcept {
+  for (const auto& s : services)
+    if (s.id == id) return &s;
+  return nullptr;
+}
+
+result<registry> parse_registry(std::string_view text) {
+  registry reg;
+  std::set<std::string, std::less<>> service_ids, job_ids;
+  auto st = config::load_text(text, "registry", [&](json::reader& r) {
+    std::int64_t version = 0;
+    r.required_in_range("version", version, 1, 1);
+    r.required_in_range("generation", reg.generation, 0, INT64_MAX);
+    r.object_array("services", true, [&](json::reader& s, std::size_t) {
+      service_entry e;
+      s.required("id", e.id);
+      s.optional("models", e.models);
+      s.optional("can_scale_from_zero", e.can_scale_from_zero);
+      if (s.failed()) return;
+      if (!valid_service_id(e.id)) return s.fail("id", "is not a valid service id");
+      if (!service_ids.insert(e.id).second) return s.fail("id", "appears twice: " + e.id);
+      for (const auto& m : e.models)
+        if (!valid_model_name(m)) return s.fail("models", "holds an invalid model name");
+      reg.services.push_back(std::move(e));
+    });
+    r.object_array("backends", true, [&](json::reader& b, std::size_t) {
+      backend_entry e;
+      std::string state;
+      b.required("job", e.job);
+      b.required("service", e.service);
+      b.required("host", e.host);
+      b.required_in_range("port", e.port, 1, 65535);
+      b.required("state", state);
+      b.required("key_file", e.key_file);
+      if (b.failed()) return;
+      if (!valid_job_id(e.job)) return b.fail("job", "is not a valid job id");
+      if (!job_ids.insert(e.job).second) return b.fail("job", "appears twice: " + e.job);
+      if (!service_ids.count(e.service)) return b.fail("service", "names no service of the registry");
+      if (!valid_host(e.host)) return b.fail("host", "is not a valid host name");
+      if (!valid_key_file(e.key_file)) return b.fail("key_file", "is not a valid file name");
+      if (state == "ready") e.state = backend_state::ready;
+      else if (state == "starting") e.state = backend_state::starting;
+      else if (state == "draining") e.state = backend_state::draining;
+      else return b.fail("state", "must be ready, starting or draining");
+      reg.backends.push_back(std::move(e));
+    });
+  });
+  if (!st) return std::move(st).err();
+  return reg;
+}
+
+std::string to_json(const registry& reg) {
+  std::string out = "{\"version\":1,\"generation\":" + std::to_string(reg.generation) + ",\"services\":[";
+  for (std::size_t i = 0; i < reg.services.size(); ++i) {
+    const auto& s = reg.services[i];
+    if (i) out += ',';
+    out += "{\"id\":";
+    json::append_quoted(out, s.id);
+    out += ",\"models\":[";
+    for (std::size_t m = 0; m < s.models.size(); ++m) {
+      if (m) out += ',';
+      json::append_quoted(out, s.models[m]);
+    }
+    out += "],\"can_scale_from_zero\":";
+    out += s.can_scale_from_zero ? "true}" : "false}";
+  }
+  out += "],\"backends\":[";
+  for (std::size_t i = 0; i < reg.backends.size(); ++i) {
+    const auto& b = reg.backends[i];
+    if (i) out += ',';
+    out += "{\"job\":";
+    json::append_quoted(out, b.job);
+    out += ",\"service\":";
+    json::append_quoted(out, b.service);
+    out += ",\"host\":";
+    json::append_quoted(out, b.host);
+    out += ",\"port\":" + std::to_string(b.port) + ",\"state\":";
+    json::append_quoted(out, to_string(b.state));
+    out += ",\"key_file\":";
+    json::append_quoted(out, b.key_file);
+    out += '}';
+  }
+  out += "]}\n";
+  return out;
+}
+
+status ensure_dir(const fs::path& dir) {
+  if (::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) return {};
+  return os_error(dir, "mkdir");
+}
+
+result<registry> read_registry(const state_dir& dir) {
+  auto text = config::read_file(dir.registry_file());
+  if (!text) return std::move(text).err();
+  auto reg = parse_registry(*text);
+  if (!reg) return reg.err().with_context(dir.registry_file().string());
+  return reg;
+}
+
+status write_registry(const state_dir& dir, registry& reg) {
+  CHATAI_RETURN_IF_ERROR(ensure_dir(dir.root()));
+  const fs::path lock_path = dir.registry_lock_file();
+  unique_fd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!lock) return os_error(lock_path, "open");
+  while (::flock(lock.get(), LOCK_EX) != 0)
+    if (errno != EINTR) return os_error(lock_path, "flock");
+  std::int64_t stored = 0;
+  if (auto current = read_registry(dir)) stored = current->generation;
+  reg.generation = std::max(reg.generation, stored + 1);
+  return replace_file(dir.registry_file(), to_json(reg));
+}
+
+status write_job_key(const state_dir& dir, std::string_view key_file, std::string_view key) {
+  if (!valid_key_file(key_file)) return error(errc::invalid_argument, "not a valid key file name");
+  if (!valid_secret(key)) return error(errc::invalid_argument, "a job key must be 16 to 256 printable characters");
+  CHATAI_RETURN_IF_ERROR(ensure_dir(dir.root()));
+  CHATAI_RETURN_IF_ERROR(ensure_dir(dir.keys_dir()));
+  return replace_file(dir.keys_dir() / std::string(key_file), key);
+}
+
+result<std::string> read_job_key(const state_dir& dir, std::string_view key_file) {
+  if (!valid_key_file(key_file)) return error(errc::invalid_argument, "not a valid key file name");
+  const fs::path path = dir.keys_dir() / std::string(key_file);
+  unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return os_error(path, "open");
+  struct stat info{};
+  if (::fstat(fd.get(), &info) != 0) return os_error(path, "stat");
+  if (!S_ISREG(info.st_mode)) return error(errc::permission_denied, path.string() + ": not a regular file");
+  if (info.st_mode & 077) return error(errc::permission_denied, path.string() + ": readable by group or others");
+  char buffer[260];
+  std::size_t size = 0;
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buffer + size, sizeof buffer - size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return os_error(path, "read");
+    if (n == 0 || size + static_cast<std::size_t>(n) == sizeof buffer) {
+      size += static_cast<std::size_t>(n);
+      break;
+    }
+    size += static_cast<std::size_t>(n);
+  }
+  std::string_view key(buffer, size);
+  if (!key.empty() && key.back() == '\n') key.remove_suffix(1);
+  if (!valid_secret(key)) return error(errc::invalid_argument, path.string() + ": not a valid job key");
+  return std::string(key);
+}
+
+status request_start(const state_dir& dir, std::string_view service) {
+  if (!valid_service_id(service)) return error(errc::invalid_argument, "not a valid service id");
+  CHATAI_RETURN_IF_ERROR(ensure_dir(dir.root()));
+  CHATAI_RETURN_IF_ERROR(ensure_dir(dir.start_dir()));
+  const fs::path path = dir.start_dir() / std::string(service);
+  unique_fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return os_error(path, "create");
+  return {};
+}
+
+result<bool> take_start_request(const state_dir& dir, std::string_view service) {
+  if (!valid_service_id(service)) return error(errc::invalid_argument, "not a valid service id");
+  const fs::path path = dir.start_dir() / std::string(service);
+  if (::unlink(path.c_str()) == 0) return true;
+  if (errno == ENOENT) return false;
+  return os_error(path, "unlink");
+}
+
+inflight_marker::inflight_marker(fs::path dir, std::string service, std::string unique, unique_fd fd)
+    : dir_(std::move(dir)), service_(std::move(service)), unique_(std::move(unique)), fd_(std::move(fd)) {}
+
+namespace {
+// Marker names: <service>@<job>@<unique>; '@' appears in neither a service nor a job id.
+std::string marker_name(std::string_view service, std::string_view job, std::string_view unique) {
+  std::string name(service);
+  name += '@';
+  name += job;
+  name += '@';
+  name += unique;
+  return name;
+}
+}  // namespace
+
+result<inflight_marker> inflight_marker::create(const state_dir& dir, std::string_view service) {
+  if (!valid_service_id(service)) return error(errc::invalid_argument, "not a valid service id");
+  CHATAI_RETURN_IF_ERROR(ensure_dir(dir.root()));
+  CHATAI_RETURN_IF_ERROR(ensure_dir(dir.inflight_dir()));
+  std::string unique = unique_suffix();
+  const fs::path hidden = dir.inflight_dir() / ("." + unique);
+  unique_fd fd(::open(hidden.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return os_error(hidden, "create");
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    ::unlink(hidden.c_str());
+    return os_error(hidden, "flock");
+  }
+  const fs::path visible = dir.inflight_dir() / marker_name(service, "", unique);
+  if (::rename(hidden.c_str(), visible.c_str()) != 0) {
+    ::unlink(hidden.c_str());
+    return os_error(visible, "rename");
+  }
+  return inflight_marker(dir.inflight_dir(), std::string(service), std::move(unique), std::move(fd));
+}
+
+inflight_marker& inflight_marker::operator=(inflight_marker&& other) noexcept {
+  if (this != &other) {
+    remove();
+    dir_ = std::move(other.dir_);
+    service_ = std::move(other.service_);
+    unique_ = std::move(other.unique_);
+    job_ = std::move(other.job_);
+    fd_ = std::move(other.fd_);
+  }
+  return *this;
+}
+
+inflight_marker::~inflight_marker() { remove(); }
+
+void inflight_marker::remove() noexcept {
+  if (!fd_) return;
+  ::unlink((dir_ / marker_name(service_, job_, unique_)).c_str());
+  fd_.reset();
+}
+
+status inflight_marker::set_backend(std::string_view job) {
+  if (!valid_job_id(job)) return error(errc::invalid_argument, "not a valid job id");
+  const fs::path from = dir_ / marker_name(service_, job_, unique_);
+  const fs::path to = dir_ / marker_name(service_, job, unique_);
+  if (::rename(from.c_str(), to.c_str()) != 0) return os_error(to, "rename");
+  job_ = std::string(job);
+  return {};
+}
+
+result<inflight_counts> count_inflight(const state_dir& dir) {
+  inflight_counts counts;
+  std::error_code ec;
+  fs::directory_iterator it(dir.inflight_dir(), ec);
+  if (ec == std::errc::no_such_file_or_directory) return counts;
+  if (ec) return error(errc::io_error, dir.inflight_dir().string() + ": " + ec.message());
+  const auto now = fs::file_time_type::clock::now();
+  for (const auto& entry : it) {
+    const std::string name = entry.path().filename().string();
+    unique_fd fd(::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    if (!fd) continue;  // removed by its owner meanwhile
+    const bool held = ::flock(fd.get(), LOCK_SH | LOCK_NB) != 0;
+    if (name.front() == '.') {
+      // A marker being created: its creator locks it at once, so only an old unlocked one
+      // belongs to a process that died in between.
+      std::error_code time_ec;
+      const auto written = fs::last_write_time(entry.path(), time_ec);
+      if (!held && !time_ec && now - written > std::chrono::minutes(1)) ::unlink(entry.path().c_str());
+      continue;
+    }
+    if (!held) {
+      ::unlink(entry.path().c_str());
+      continue;
+    }
+    const auto first = name.find('@');
+    const auto second = first == std::string::npos ? std::string::npos : name.find('@', first + 1);
+    if (second == std::string::npos) continue;
+    ++counts.by_service[name.substr(0, first)];
+    if (second > first + 1) ++counts.by_job[name.substr(first + 1, second - first - 1)];
+  }
+  return counts;
+}
+
+}  // namespace chatai::slurm

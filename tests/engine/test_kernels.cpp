@@ -1,0 +1,186 @@
+// The CPU kernels: reference dequantization against the gguf package, and every dot-product
+// kernel of every instruction set this machine supports against the scalar reference.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../../src/engine/cpu/kernels.hpp"
+#include "../../src/engine/cpu/quant_blocks.hpp"
+#include "../../src/engine/cpu/quant_reference.hpp"
+#include "chatai/core/json.hpp"
+
+using namespace chatai::engine;
+using namespace chatai::engine::cpu;
+
+namespace {
+
+const ggml_type all_weight_types[] = {ggml_type::f32, ggml_type::f16, ggml_type::bf16, ggml_type::q8_0,
+                                      ggml_type::q4_0, ggml_type::q4_1, ggml_type::q4_k, ggml_type::q6_k};
+
+std::vector<std::byte> quantized(ggml_type type, const std::vector<float>& values) {
+  const auto& info = type_info(type);
+  const auto n = static_cast<std::int64_t>(values.size());
+  std::vector<std::byte> out(static_cast<std::size_t>(n / info.block_size) * info.type_size);
+  quantize_row(type, values.data(), out.data(), n);
+  return out;
+}
+
+std::vector<float> random_values(std::mt19937& rng, std::int64_t n, float scale) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// Root-mean-square error of a round trip through `type`, relative to the values' RMS.
+double round_trip_error(ggml_type type, const std::vector<float>& values) {
+  const auto bytes = quantized(type, values);
+  std::vector<float> back(values.size());
+  dequantize_row(type, bytes.data(), back.data(), static_cast<std::int64_t>(values.size()));
+  double err = 0, ref = 0;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    err += (back[i] - values[i]) * static_cast<double>(back[i] - values[i]);
+    ref += values[i] * static_cast<double>(values[i]);
+  }
+  return std::sqrt(err / ref);
+}
+
+std::vector<std::byte> from_hex(const std::string& hex) {
+  std::vector<std::byte> out(hex.size() / 2);
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<std::byte>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("dequantization matches the gguf package for every weight type") {
+  std::ifstream in(CHATAI_SOURCE_DIR "/tests/engine/golden/dequantize_vectors.json");
+  REQUIRE(in);
+  std::stringstream text;
+  text << in.rdbuf();
+  auto doc = chatai::json::parse(text.str());
+  REQUIRE(doc.ok());
+  const std::pair<const char*, ggml_type> cases[] = {
+      {"q4_0", ggml_type::q4_0}, {"q4_1", ggml_type::q4_1}, {"q8_0", ggml_type::q8_0}, {"q4_k", ggml_type::q4_k},
+      {"q6_k", ggml_type::q6_k}, {"f16", ggml_type::f16},   {"bf16", ggml_type::bf16}};
+  for (const auto& [name, type] : cases) {
+    CAPTURE(name);
+    const auto& entry = (*doc)[name];
+    const auto bytes = from_hex(entry["bytes"].GetString());
+    const auto& values = entry["values"].GetArray();
+    std::vector<float> out(values.Size());
+    dequantize_row(type, bytes.data(), out.data(), static_cast<std::int64_t>(out.size()));
+    for (rapidjson::SizeType i = 0; i < values.Size(); ++i) {
+      CAPTURE(i);
+      CHECK(out[i] == static_cast<float>(values[i].GetDouble()));
+    }
+  }
+}
+
+TEST_CASE("half-precision conversions round to nearest even") {
+  for (std::uint32_t h = 0; h < 0x10000; ++h) {
+    const float f = f16_to_f32(static_cast<std::uint16_t>(h));
+    if (std::isnan(f)) continue;
+    REQUIRE(f32_to_f16(f) == h);
+  }
+  CHECK(f32_to_f16(1.0f + 1.0f / 2048) == f32_to_f16(1.0f));      // halfway: to even
+  CHECK(f32_to_f16(1.0f + 3.0f / 2048) == f32_to_f16(1.0f) + 2);  // halfway: to even
+  CHECK(f32_to_f16(70000.0f) == 0x7c00);
+  CHECK(bf16_to_f32(f32_to_bf16(1.00390625f)) == 1.0f);  // 1 + 2^-8, halfway: to even
+  CHECK(bf16_to_f32(f32_to_bf16(-2.5f)) == -2.5f);
+}
+
+TEST_CASE("quantization round trips stay within each type's error") {
+  std::mt19937 rng(1);
+  const auto values = random_values(rng, 4096, 1.0f);
+  // Relative RMS error bounds: about half a quantization step over the values' RMS.
+  CHECK(round_trip_error(ggml_type::f32, values) == 0.0);
+  CHECK(round_trip_error(ggml_type::f16, values) < 5e-4);
+  CHECK(round_trip_error(ggml_type::bf16, values) < 4e-3);
+  CHECK(round_trip_error(ggml_type::q8_0, values) < 0.01);
+  CHECK(round_trip_error(ggml_type::q6_k, values) < 0.04);
+  CHECK(round_trip_error(ggml_type::q4_0, values) < 0.12);
+  CHECK(round_trip_error(ggml_type::q4_1, values) < 0.12);
+  CHECK(round_trip_error(ggml_type::q4_k, values) < 0.12);
+}
+
+TEST_CASE("q8 activation rows: every instruction set matches the reference") {
+  std::mt19937 rng(2);
+  const std::int64_t n = 256;
+  auto x = random_values(rng, n, 2.0f);
+  std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // an all-zero block
+  std::vector<std::byte> expected(q8_row_layout::bytes(n));
+  quantize_q8_row_reference(x.data(), expected.data(), n);
+  const q8_row_view want = q8_row_view::of(expected.data(), n);
+  for (cpu_isa isa : supported_cpu_isas()) {
+    CAPTURE(to_string(isa));
+    std::vector<std::byte> got_bytes(q8_row_layout::bytes(n));
+    kernels_for(isa).quantize_q8(x.data(), got_bytes.data(), n);
+    const q8_row_view got = q8_row_view::of(got_bytes.data(), n);
+    for (std::int64_t i = 0; i < n; ++i) CHECK(std::abs(got.qs[i] - want.qs[i]) <= 1);  // ties may round either way
+    for (std::int64_t b = 0; b < n / qk; ++b) {
+      CHECK(got.d[b] == doctest::Approx(want.d[b]).epsilon(1e-6));
+      int sum = 0;
+      for (int j = 0; j < qk; ++j) sum += got.qs[b * qk + j];
+      CHECK(got.sums[b] == doctest::Approx(got.d[b] * static_cast<float>(sum)).epsilon(1e-6));
+    }
+  }
+}
+
+TEST_CASE("dot-product kernels match the scalar reference for every type and instruction set") {
+  std::mt19937 rng(3);
+  for (ggml_type type : all_weight_types) {
+    const auto& info = type_info(type);
+    // Lengths: several blocks and, for the 32-wide types, an odd number of blocks.
+    const std::int64_t lengths[] = {512, 1536, info.block_size == 256 ? 768 : 96};
+    for (std::int64_t n : lengths) {
+      const auto w_values = random_values(rng, n, 0.5f);
+      const auto w = quantized(type, w_values);
+      std::vector<float> w_ref(static_cast<std::size_t>(n));
+      dequantize_row(type, w.data(), w_ref.data(), n);
+      for (cpu_isa isa : supported_cpu_isas()) {
+        CAPTURE(to_string(type));
+        CAPTURE(n);
+        CAPTURE(to_string(isa));
+        const kernel_table& table = kernels_for(isa);
+        const weight_kernel kernel = table.for_type(type);
+        REQUIRE(static_cast<bool>(kernel.dot));
+        const bool q8 = kernel.activations == activation_kind::q8;
+        const std::size_t stride = q8 ? q8_row_layout::bytes(n) : static_cast<std::size_t>(n) * sizeof(float);
+        std::vector<std::byte> xs(stride * max_dot_columns);
+        std::vector<double> expected(max_dot_columns), magnitude(max_dot_columns);
+        for (int j = 0; j < max_dot_columns; ++j) {
+          const auto x = random_values(rng, n, 1.0f + static_cast<float>(j));
+          std::vector<float> x_ref(x);
+          if (q8) {
+            table.quantize_q8(x.data(), xs.data() + j * stride, n);
+            dequantize_q8_row(xs.data() + j * stride, x_ref.data(), n);
+          } else {
+            std::memcpy(xs.data() + j * stride, x.data(), stride);
+          }
+          for (std::int64_t i = 0; i < n; ++i) {
+            expected[j] += static_cast<double>(w_ref[i]) * x_ref[i];
+            magnitude[j] += std::abs(static_cast<double>(w_ref[i]) * x_ref[i]);
+          }
+        }
+        for (int columns = 1; columns <= max_dot_columns; ++columns) {
+          std::vector<float> out(static_cast<std::size_t>(2 * columns), -1.0f);
+          kernel.dot(n, w.data(), xs.data(), stride, columns, out.data(), 2);
+          for (int j = 0; j < columns; ++j) {
+            CAPTURE(columns);
+            CAPTURE(j);
+            // f32 accumulation of n products: a few ulps of the sum of magnitudes.
+            CHECK(std::abs(out[2 * j] - expected[j]) <= 2e-6 * magnitude[j] + 1e-6);
+            CHECK(out[2 * j + 1] == -1.0f);
+          }
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,171 @@
+// Tests of the state directory: registry documents and their atomic replacement, job keys,
+// start flags, in-flight markers (also of killed processes) and the shared circuit breaker.
+#include <doctest/doctest.h>
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "chatai/gate/breaker.hpp"
+#include "gate_test_util.hpp"
+
+using namespace chatai;
+using namespace chatai::gate;
+using namespace chatai::gate::testing;
+
+TEST_CASE("a registry survives a round trip and bad ones are refused") {
+  slurm::registry reg;
+  reg.generation = 4;
+  reg.services.push_back({"chat", {"smol", "smol-2"}, true});
+  reg.services.push_back({"embed:v1", {}, false});
+  reg.backends.push_back({"1234", "chat", "gpu01", 8000, slurm::backend_state::ready, "1234.key"});
+  reg.backends.push_back({"1235_7", "embed:v1", "10.0.0.2", 9000, slurm::backend_state::draining, "k"});
+  auto back = slurm::parse_registry(slurm::to_json(reg));
+  REQUIRE(back);
+  CHECK(back->generation == 4);
+  REQUIRE(back->services.size() == 2);
+  CHECK(back->services[0].models == std::vector<std::string>{"smol", "smol-2"});
+  CHECK(back->services[0].can_scale_from_zero);
+  REQUIRE(back->backends.size() == 2);
+  CHECK(back->backends[1].state == slurm::backend_state::draining);
+  CHECK(back->find_service("embed:v1") != nullptr);
+  CHECK(back->find_service("nope") == nullptr);
+
+  const std::string head = R"({"version":1,"generation":1,"services":[{"id":"chat"}],"backends":[)";
+  for (const std::string& bad : std::vector<std::string>{
+           R"({"version":2,"generation":1,"services":[],"backends":[]})",
+           R"({"version":1,"generation":1,"services":[{"id":".."}],"backends":[]})",
+           R"({"version":1,"generation":1,"services":[{"id":"a/b"}],"backends":[]})",
+           R"({"version":1,"generation":1,"services":[{"id":"a"},{"id":"a"}],"backends":[]})",
+           head + R"({"job":"1","service":"other","host":"h","port":1,"state":"ready","key_file":"k"}]})",
+           head + R"({"job":"../1","service":"chat","host":"h","port":1,"state":"ready","key_file":"k"}]})",
+           head + R"({"job":"1","service":"chat","host":"h@evil","port":1,"state":"ready","key_file":"k"}]})",
+           head + R"({"job":"1","service":"chat","host":"h","port":0,"state":"ready","key_file":"k"}]})",
+           head + R"({"job":"1","service":"chat","host":"h","port":1,"state":"up","key_file":"k"}]})",
+           head + R"({"job":"1","service":"chat","host":"h","port":1,"state":"ready","key_file":"../k"}]})",
+           head + R"({"job":"1","service":"chat","host":"h","port":1,"state":"ready","key_file":"k"},)"
+                  R"({"job":"1","service":"chat","host":"h","port":2,"state":"ready","key_file":"k"}]})",
+       }) {
+    CAPTURE(bad);
+    CHECK_FALSE(slurm::parse_registry(bad));
+  }
+}
+
+TEST_CASE("writing the registry replaces it whole and counts generations") {
+  gate_fixture fx;
+  fx.publish();
+  fx.publish();
+  auto reg = slurm::read_registry(fx.state());
+  REQUIRE(reg);
+  CHECK(reg->generation == 2);
+  for (const auto& name : listing(fx.config.state_dir)) CHECK(name.find(".registry.json.") == std::string::npos);
+  struct stat info{};
+  REQUIRE(::stat(fx.state().registry_file().c_str(), &info) == 0);
+  CHECK((info.st_mode & 0777) == 0600);
+}
+
+TEST_CASE("job keys are kept owner-only and checked when read") {
+  gate_fixture fx;
+  const auto dir = fx.state();
+  REQUIRE(slurm::write_job_key(dir, "42.key", "0123456789abcdef-secret"));
+  CHECK(slurm::read_job_key(dir, "42.key").value() == "0123456789abcdef-secret");
+  CHECK_FALSE(slurm::write_job_key(dir, "../42.key", "0123456789abcdef-secret"));
+  CHECK_FALSE(slurm::write_job_key(dir, "43.key", "short"));
+  CHECK_FALSE(slurm::write_job_key(dir, "43.key", "with space 0123456789"));
+  CHECK_FALSE(slurm::read_job_key(dir, "../registry.json"));
+  CHECK(slurm::read_job_key(dir, "missing.key").err().code() == errc::not_found);
+
+  ::chmod((dir.keys_dir() / "42.key").c_str(), 0644);
+  auto open_key = slurm::read_job_key(dir, "42.key");
+  REQUIRE_FALSE(open_key);
+  CHECK(open_key.err().code() == errc::permission_denied);
+
+  fs::create_symlink(dir.keys_dir() / "42.key", dir.keys_dir() / "link.key");
+  CHECK_FALSE(slurm::read_job_key(dir, "link.key"));
+}
+
+TEST_CASE("start flags are set by gates and taken by the scheduler") {
+  gate_fixture fx;
+  CHECK(slurm::take_start_request(fx.state(), "chat").value() == false);
+  REQUIRE(slurm::request_start(fx.state(), "chat"));
+  REQUIRE(slurm::request_start(fx.state(), "chat"));
+  CHECK(slurm::take_start_request(fx.state(), "chat").value() == true);
+  CHECK(slurm::take_start_request(fx.state(), "chat").value() == false);
+  CHECK_FALSE(slurm::request_start(fx.state(), "../x"));
+}
+
+TEST_CASE("in-flight markers are counted while held and vanish with their holder") {
+  gate_fixture fx;
+  const auto dir = fx.state();
+  CHECK(slurm::count_inflight(dir)->by_service.empty());
+  {
+    auto a = slurm::inflight_marker::create(dir, "chat");
+    auto b = slurm::inflight_marker::create(dir, "chat");
+    REQUIRE(a);
+    REQUIRE(b);
+    REQUIRE(a->set_backend("101"));
+    auto counts = slurm::count_inflight(dir);
+    REQUIRE(counts);
+    CHECK(counts->by_service["chat"] == 2);
+    CHECK(counts->by_job["101"] == 1);
+    REQUIRE(a->set_backend("102"));
+    counts = slurm::count_inflight(dir);
+    CHECK(counts->by_job.count("101") == 0);
+    CHECK(counts->by_job["102"] == 1);
+  }
+  CHECK(slurm::count_inflight(dir)->by_service.empty());
+  CHECK(listing(dir.inflight_dir()).empty());
+
+  // A gate killed mid-request leaves its file but not its lock: counting removes it.
+  const pid_t child = ::fork();
+  if (child == 0) {
+    auto m = slurm::inflight_marker::create(dir, "chat");
+    ::_exit(m ? 0 : 1);
+  }
+  int wstatus = 0;
+  REQUIRE(::waitpid(child, &wstatus, 0) == child);
+  REQUIRE(WEXITSTATUS(wstatus) == 0);
+  CHECK(listing(dir.inflight_dir()).size() == 1);
+  CHECK(slurm::count_inflight(dir)->by_service.empty());
+  CHECK(listing(dir.inflight_dir()).empty());
+}
+
+TEST_CASE("the breaker opens after N failures, lets one probe through after the cool-down, and closes on success") {
+  gate_fixture fx;
+  breaker_settings settings;
+  settings.failure_threshold = 2;
+  settings.cooldown = std::chrono::milliseconds(1000);
+  breaker a(fx.state(), "101", settings);
+  breaker b(fx.state(), "101", settings);  // another gate process, same file
+  const std::int64_t t = 1'000'000;
+
+  CHECK(a.try_acquire(t).value());
+  REQUIRE(a.record_failure(t));
+  CHECK(b.try_acquire(t).value());
+  REQUIRE(b.record_success());
+  REQUIRE(a.record_failure(t));
+  REQUIRE(b.record_failure(t + 1));
+  CHECK(a.read()->state == breaker_state::open);
+  CHECK_FALSE(a.try_acquire(t + 500).value());
+  CHECK_FALSE(b.try_acquire(t + 999).value());
+
+  // Cool-down over: exactly one probe.
+  CHECK(b.try_acquire(t + 1001).value());
+  CHECK(a.read()->state == breaker_state::half_open);
+  CHECK_FALSE(a.try_acquire(t + 1002).value());
+  // The probe fails: open again for a whole cool-down.
+  REQUIRE(b.record_failure(t + 1100));
+  CHECK(a.read()->state == breaker_state::open);
+  CHECK_FALSE(a.try_acquire(t + 2000).value());
+  // The next probe's gate dies: after one more cool-down another probe goes.
+  CHECK(a.try_acquire(t + 2100).value());
+  CHECK_FALSE(b.try_acquire(t + 2500).value());
+  CHECK(b.try_acquire(t + 3101).value());
+  REQUIRE(b.record_success());
+  CHECK(a.read()->state == breaker_state::closed);
+  CHECK(a.read()->consecutive_failures == 0);
+
+  // A torn or foreign file reads as closed rather than stopping the backend.
+  std::ofstream(fx.state().breakers_dir() / "101") << "garbage";
+  CHECK(a.try_acquire(t).value());
+  CHECK_FALSE(breaker(fx.state(), "../x", settings).try_acquire(t));
+}
