@@ -34,7 +34,9 @@ struct render_options {
 // for malformed templates and unsupported for Jinja2 features chatai does not implement
 // (template inheritance, includes, some filters). render() fails with invalid_argument when
 // the context is not an object or the template fails at run time (an undefined variable used
-// as an object, a type error), and with unsupported for features met only at run time. When
+// as an object, a type error), with unsupported for features met only at run time, and with
+// resource_exhausted when a template builds a value over 64 MiB or runs more than ten million
+// statements and loop iterations (a runaway or hostile template). When
 // the template calls raise_exception(msg), the error is invalid_argument and its message is
 // exactly msg, so that callers can show the template's own words.
 //
