@@ -12,10 +12,10 @@
 #include <vector>
 
 #include "chatai/core/status.hpp"
+#include "chatai/engine/token.hpp"
 
 namespace chatai::engine {
 
-using token_id = std::int32_t;
 
 struct sampling_params {
   float temperature = 1.0f;         // 0 selects the most likely token (greedy)

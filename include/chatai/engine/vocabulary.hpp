@@ -10,12 +10,11 @@
 #include <vector>
 
 #include "chatai/core/status.hpp"
+#include "chatai/engine/token.hpp"
 
 namespace chatai::engine {
 
 class gguf_file;
-
-using token_id = std::int32_t;
 
 // The id of a special token the vocabulary does not have.
 inline constexpr token_id no_token = -1;
