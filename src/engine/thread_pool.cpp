@@ -24,9 +24,10 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-// About 20 to 50 microseconds of spinning: long enough to cover the gap between two
-// matrix products, short enough not to burn a core that other processes want.
-constexpr int spin_iterations = 20000;
+// A few microseconds of spinning (a pause takes tens of cycles): enough to cover the gap
+// between two phases of a step, short enough that a waiting thread does not take the core
+// from the one it waits for when the machine is busy.
+constexpr int spin_iterations = 2000;
 
 // Sleeps while *word == old (or returns at once if it no longer is).
 void futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t old) noexcept {

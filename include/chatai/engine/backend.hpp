@@ -10,10 +10,9 @@
 
 #include "chatai/core/status.hpp"
 #include "chatai/engine/model.hpp"
+#include "chatai/engine/token.hpp"
 
 namespace chatai::engine {
-
-using token_id = std::int32_t;
 
 // A sequence's handle: its KV cache inside one backend. Handles are never reused, so a freed
 // handle is reported as unknown rather than reaching another sequence.
@@ -27,6 +26,7 @@ enum class logits_mode {
 
 // One sequence's part of a step: its new tokens, which take the positions
 // sequence_length(sequence) .. sequence_length(sequence) + tokens.size() - 1.
+// Thread safety: a value type (its tokens are borrowed).
 struct batch_entry {
   sequence_id sequence = 0;
   std::span<const token_id> tokens;  // at least one; borrowed for the duration of forward()
@@ -34,7 +34,7 @@ struct batch_entry {
 };
 
 // A forward step. Sequences join and leave between steps: any set of live sequences, each
-// at most once, may form a batch.
+// at most once, may form a batch. Thread safety: a value type.
 struct batch {
   std::vector<batch_entry> entries;
 };

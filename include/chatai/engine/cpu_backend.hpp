@@ -26,6 +26,7 @@ bool cpu_supports(cpu_isa isa) noexcept;
 cpu_isa best_cpu_isa() noexcept;
 std::span<const cpu_isa> supported_cpu_isas() noexcept;  // portable first
 
+// Thread safety: a value type.
 struct cpu_backend_options {
   int n_threads = 0;                   // 0: one per hardware thread
   cpu_isa isa = best_cpu_isa();        // kernels to use; must be supported

@@ -30,6 +30,7 @@ enum class rope_pairing {
   neox,      // (i, i + rope_dim / 2): qwen2
 };
 
+// Thread safety: a value type.
 struct model_hparams {
   model_arch arch = model_arch::llama;
   std::int64_t n_vocab = 0;
@@ -64,6 +65,7 @@ struct weight_matrix {
   const std::byte* row(std::int64_t r) const noexcept { return data + static_cast<std::size_t>(r) * row_bytes; }
 };
 
+// One transformer block's weights. Thread safety: immutable once its model is loaded.
 struct layer_weights {
   std::vector<float> attn_norm;  // [n_embd]
   weight_matrix wq;              // [q_dim × n_embd]

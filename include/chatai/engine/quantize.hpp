@@ -10,6 +10,7 @@
 
 namespace chatai::engine {
 
+// Thread safety: a value type.
 struct quantize_options {
   ggml_type type = ggml_type::q8_0;      // for every 2-D tensor
   ggml_type fallback = ggml_type::q8_0;  // for matrices whose rows do not fill `type`'s blocks
