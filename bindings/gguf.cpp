@@ -24,13 +24,6 @@ using engine::gguf_value;
 using engine::gguf_value_type;
 using engine::gguf_writer;
 
-// Invalid UTF-8 (possible in token pieces) becomes U+FFFD rather than an exception.
-py::str to_str(std::string_view text) {
-  PyObject* obj = PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "replace");
-  if (obj == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::str>(obj);
-}
-
 py::object element(const gguf_value& v, std::uint64_t i) {
   switch (v.element_type()) {
     case gguf_value_type::string: return to_str(v.string_at(i));

@@ -10,6 +10,9 @@ namespace py = pybind11;
 namespace chatai::python {
 void bind_gguf(py::module_& m);  // gguf.cpp
 void bind_gate(py::module_& m);  // gate.cpp
+void bind_tunnel(py::module_& m);  // tunnel.cpp
+void bind_model(py::module_& m);  // model.cpp
+void bind_serve(py::module_& m);  // serve.cpp
 }  // namespace chatai::python
 
 PYBIND11_MODULE(_chatai, m) {
@@ -31,4 +34,7 @@ PYBIND11_MODULE(_chatai, m) {
 
   chatai::python::bind_gguf(m);
   chatai::python::bind_gate(m);
+  chatai::python::bind_tunnel(m);
+  chatai::python::bind_model(m);
+  chatai::python::bind_serve(m);
 }

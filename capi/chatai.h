@@ -102,6 +102,115 @@ CHATAI_API chatai_status chatai_model_file_metadata_string(const chatai_model_fi
 /* The number of tensors in the file; 0 for NULL. */
 CHATAI_API size_t chatai_model_file_tensor_count(const chatai_model_file *file);
 
+/* ---- Models ---------------------------------------------------------------------------
+ * A model loaded for inference: its weights, vocabulary, chat template and compute backend.
+ * Thread safety: chatai_model_tokenize, chatai_model_detokenize and
+ * chatai_model_apply_template may run on any number of threads at once; chatai_model_generate
+ * calls on one model run one at a time (a second call waits for the first to return);
+ * chatai_model_cancel may be called from any thread at any time. chatai_model_free must not
+ * overlap any other call on the model. */
+typedef struct chatai_model chatai_model;
+
+#define CHATAI_MODEL_OPTIONS_VERSION 1
+
+typedef struct chatai_model_options {
+  unsigned version;   /* CHATAI_MODEL_OPTIONS_VERSION */
+  const char *path;   /* the GGUF model file; required */
+  const char *device; /* "cpu", "cuda" or "auto"; NULL means "auto" */
+  int threads;        /* CPU threads; 0: one per hardware thread */
+} chatai_model_options;
+
+#define CHATAI_MODEL_OPTIONS_INIT {CHATAI_MODEL_OPTIONS_VERSION, NULL, NULL, 0}
+
+/* Loads the model that opts->path names into *out.
+ * Returns CHATAI_OK, or: CHATAI_ERROR_INVALID_ARGUMENT (a NULL argument or path, an unknown
+ * options version, an unknown device or a negative thread count), the errors of
+ * chatai_model_file_open, CHATAI_ERROR_UNSUPPORTED (an architecture or tensor type chatai
+ * cannot run) or CHATAI_ERROR_UNAVAILABLE (device "cuda" without a CUDA build or GPU).
+ * On failure *out is NULL. */
+CHATAI_API chatai_status chatai_model_load(chatai_model **out, const chatai_model_options *opts);
+
+/* Releases the model. NULL is fine. */
+CHATAI_API void chatai_model_free(chatai_model *model);
+
+/* Flags of chatai_model_tokenize, combined with |. */
+#define CHATAI_TOKENIZE_ADD_BOS 1u       /* put the BOS token first (when the vocabulary has one) */
+#define CHATAI_TOKENIZE_PARSE_SPECIAL 2u /* read control tokens' text (<|im_start|>) as those tokens */
+
+/* Writes the token ids of the `text_len` bytes at `text` to `ids` and their count to *n_out.
+ * With capacity 0 (`ids` may then be NULL) it only counts them.
+ * Returns CHATAI_OK, CHATAI_ERROR_INVALID_ARGUMENT (a NULL model or n_out, NULL text with a
+ * non-zero length, NULL ids with a non-zero capacity, or an unknown flag: nothing was
+ * written) or CHATAI_ERROR_OUT_OF_RANGE (more than `capacity` ids: `ids` holds the first
+ * `capacity` of them and *n_out the count needed). */
+CHATAI_API chatai_status chatai_model_tokenize(const chatai_model *model, const char *text, size_t text_len,
+                                               unsigned flags, int32_t *ids, size_t capacity, size_t *n_out);
+
+/* Copies the text of the `n_ids` token ids at `ids` into `buffer` (NUL-terminated, truncated
+ * to buffer_size - 1 bytes) and sets *length (if not NULL) to the text's full length without
+ * the NUL. Control tokens give no text. With buffer_size 0 (`buffer` may then be NULL) it
+ * only measures the text and returns CHATAI_OK.
+ * Returns CHATAI_OK, CHATAI_ERROR_INVALID_ARGUMENT (a NULL model, NULL ids with a non-zero
+ * count, NULL buffer with a non-zero size, or an id outside the vocabulary: nothing was
+ * written) or CHATAI_ERROR_OUT_OF_RANGE (the buffer was too small: it holds the truncated
+ * text, which may end inside a UTF-8 character, and *length the length needed). */
+CHATAI_API chatai_status chatai_model_detokenize(const chatai_model *model, const int32_t *ids, size_t n_ids,
+                                                 char *buffer, size_t buffer_size, size_t *length);
+
+/* Renders `messages_json` (a NUL-terminated JSON array of {"role", "content"} objects; other
+ * keys are passed to the template) through the model's chat template, ending with the
+ * assistant's header when add_generation_prompt is non-zero. The text goes to `buffer` as in
+ * chatai_model_detokenize.
+ * Returns CHATAI_OK, CHATAI_ERROR_INVALID_ARGUMENT (a NULL argument, messages that are not an
+ * array, or the template refused them: the message is the template's own), CHATAI_ERROR_PARSE
+ * (malformed JSON) or CHATAI_ERROR_OUT_OF_RANGE (the buffer was too small, as above). */
+CHATAI_API chatai_status chatai_model_apply_template(const chatai_model *model, const char *messages_json,
+                                                     int add_generation_prompt, char *buffer, size_t buffer_size,
+                                                     size_t *length);
+
+/* Receives each piece of generated text: `len` bytes of whole UTF-8 characters at `text`
+ * (NUL-terminated, borrowed until the callback returns). Return 0 to go on, non-zero to stop:
+ * chatai_model_generate then returns CHATAI_ERROR_CANCELLED. */
+typedef int (*chatai_token_callback)(const char *text, size_t len, void *user);
+
+#define CHATAI_GENERATE_OPTIONS_VERSION 1
+
+typedef struct chatai_generate_options {
+  unsigned version;               /* CHATAI_GENERATE_OPTIONS_VERSION */
+  const char *prompt;             /* plain text to continue; or NULL and: */
+  const char *messages_json;      /* a JSON array of chat messages, rendered with the template */
+  int32_t max_tokens;             /* tokens to generate at most; 256 by default */
+  float temperature;              /* 0: always the most likely token; 1 by default */
+  float top_p;                    /* nucleus sampling; 1 (off) by default */
+  int32_t top_k;                  /* keep the k most likely tokens; 0 (all) by default */
+  int64_t seed;                   /* >= 0: the same seed and prompt give the same text; -1: random */
+  const char *const *stop;        /* `n_stop` stop strings: the text ends before any of them */
+  size_t n_stop;
+} chatai_generate_options;
+
+#define CHATAI_GENERATE_OPTIONS_INIT {CHATAI_GENERATE_OPTIONS_VERSION, NULL, NULL, 256, 1.0f, 1.0f, 0, -1, NULL, 0}
+
+/* Generates text for exactly one of opts->prompt and opts->messages_json, calling `callback`
+ * with each piece as it is produced. Stop strings are never passed to the callback.
+ * Returns:
+ * - CHATAI_OK: generation ended at an end-of-text token, a stop string or max_tokens, and all
+ *   of its text was passed to the callback.
+ * - CHATAI_ERROR_CANCELLED: the callback returned non-zero, or chatai_model_cancel was called
+ *   while this call was running or waiting for the model; the text passed so far stands.
+ * - CHATAI_ERROR_INVALID_ARGUMENT (a NULL argument, an unknown options version, both or neither
+ *   of prompt and messages_json, a parameter out of range, or messages the template refused),
+ *   CHATAI_ERROR_PARSE (malformed messages_json), CHATAI_ERROR_OUT_OF_RANGE (the prompt does not
+ *   fit the context) or CHATAI_ERROR_RESOURCE_EXHAUSTED: nothing was generated and the
+ *   callback was not called.
+ * In every case the model is left ready for the next call. */
+CHATAI_API chatai_status chatai_model_generate(chatai_model *model, const chatai_generate_options *opts,
+                                               chatai_token_callback callback, void *user);
+
+/* Stops every chatai_model_generate call on `model` that is running or waiting for the model
+ * now; each returns CHATAI_ERROR_CANCELLED after its current step. Later calls are not
+ * affected. Returns CHATAI_OK, or CHATAI_ERROR_INVALID_ARGUMENT for a NULL model. */
+CHATAI_API chatai_status chatai_model_cancel(chatai_model *model);
+
 /* ---- Gate ------------------------------------------------------------------------------
  * Gate protocol version 1 (see chatai-gate): the strict check of a request header line, and
  * the gate's verbs run over two file descriptors, as the chatai-gate program runs them.
@@ -127,6 +236,54 @@ CHATAI_API chatai_status chatai_gate_validate(const char *config_path, const cha
  * CHATAI_ERROR_IO (the answer was cut short: the client went away or the backend failed
  * during the response). */
 CHATAI_API chatai_status chatai_gate_run(const char *config_path, const char *verb, int in_fd, int out_fd);
+
+/* ---- Model server ----------------------------------------------------------------------
+ * The OpenAI-compatible model server that `chatai serve` runs, started in-process: HTTP on
+ * its own threads, /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics.
+ * Thread safety: chatai_server_port may be called from any thread; chatai_server_drain and
+ * chatai_server_stop from any thread but not together with chatai_server_free. */
+
+typedef struct chatai_server chatai_server;
+
+#define CHATAI_SERVER_OPTIONS_VERSION 1
+
+typedef struct chatai_server_options {
+  unsigned version;              /* CHATAI_SERVER_OPTIONS_VERSION */
+  const char *model_path;        /* the GGUF model file; required */
+  const char *served_model_name; /* the name clients send as "model"; NULL: the file name without .gguf */
+  const char *host;              /* an address literal to listen on; NULL: "127.0.0.1" */
+  int port;                      /* 0: any free port (see chatai_server_port) */
+  const char *device;            /* "cpu", "cuda" or "auto"; NULL means "auto" */
+  int threads;                   /* CPU threads; 0: one per hardware thread */
+  int64_t context;               /* tokens per sequence; 0: the model's training context */
+  int64_t parallel;              /* sequences decoding together at most; 0: 8 */
+  int64_t max_queue;             /* requests waiting at most, beyond it 429; negative: 64 */
+  const char *api_key_file;      /* NULL: no authentication; else a file only its owner may read */
+} chatai_server_options;
+
+#define CHATAI_SERVER_OPTIONS_INIT {CHATAI_SERVER_OPTIONS_VERSION, NULL, NULL, NULL, 0, NULL, 0, 0, 0, -1, NULL}
+
+/* Starts a server and returns once its model is loaded and it answers requests.
+ * Returns CHATAI_OK, or: CHATAI_ERROR_INVALID_ARGUMENT (a NULL argument or model path, an
+ * unknown options version, a port outside 0..65535, a host that is not an address literal,
+ * an unknown device), CHATAI_ERROR_IO (the port cannot be bound), the errors of reading the
+ * API key file (CHATAI_ERROR_NOT_FOUND, CHATAI_ERROR_PERMISSION_DENIED when others may read
+ * it) and of chatai_model_load. On failure *out is NULL and nothing keeps running. */
+CHATAI_API chatai_status chatai_server_create(chatai_server **out, const chatai_server_options *opts);
+
+/* The port the server listens on; 0 for NULL. */
+CHATAI_API int chatai_server_port(const chatai_server *server);
+
+/* Starts draining: /health answers 503, new requests get 503, requests in flight finish.
+ * Returns at once. CHATAI_ERROR_INVALID_ARGUMENT for NULL. */
+CHATAI_API chatai_status chatai_server_drain(chatai_server *server);
+
+/* Stops the server now: requests in flight are cut off, its threads joined; the port is
+ * closed on return. Idempotent. CHATAI_ERROR_INVALID_ARGUMENT for NULL. */
+CHATAI_API chatai_status chatai_server_stop(chatai_server *server);
+
+/* Stops the server if it runs and releases it. NULL is fine. */
+CHATAI_API void chatai_server_free(chatai_server *server);
 
 #ifdef __cplusplus
 }

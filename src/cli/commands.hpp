@@ -25,8 +25,13 @@ void add_chat_command(CLI::App& app, int& exit_code);
 void add_perplexity_command(CLI::App& app, int& exit_code);
 // `chatai bench --model FILE [-p N] [-n N] [--batch N] [--json]`: prefill and decode speed.
 void add_bench_command(CLI::App& app, int& exit_code);
+// `chatai serve --model FILE [--port P] ...`: the OpenAI-compatible model server.
+void add_serve_command(CLI::App& app, int& exit_code);
 // `chatai tokenize --model FILE [--bos] [--special] [--decode]`: token ids of standard input.
 void add_tokenize_command(CLI::App& app, int& exit_code);
+
+// `chatai scheduler --config FILE init|tick|status [--json]`: the Slurm adapter's autoscaler.
+void add_scheduler_command(CLI::App& app, int& exit_code);
 
 // `chatai template (--template FILE | --model FILE)`: a chat template rendered for the JSON
 // context on stdin.

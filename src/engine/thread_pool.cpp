@@ -1,12 +1,10 @@
-// The thread pool: workers wait on a job generation counter, spinning first, then sleeping
-// on the atomic (a futex on Linux).
+// The thread pool: workers wait on a job generation counter, polling with yields first, then
+// sleeping on the atomic (a futex on Linux).
 #include "chatai/engine/thread_pool.hpp"
 
 #include <algorithm>
+#include <chrono>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 #if defined(__linux__)
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -18,16 +16,12 @@
 namespace chatai::engine {
 namespace {
 
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  _mm_pause();
-#endif
-}
-
-// A few microseconds of spinning (a pause takes tens of cycles): enough to cover the gap
-// between two phases of a step, short enough that a waiting thread does not take the core
-// from the one it waits for when the machine is busy.
-constexpr int spin_iterations = 2000;
+// A waiting thread first polls, yielding its core between polls: on an idle machine a yield
+// returns at once and the wait ends within microseconds of the change, and on a busy one the
+// core goes to whoever is runnable, often the very thread being waited for (spinning in
+// place there starves it, and makes decoding several times slower). After this long without
+// a change it sleeps on the futex.
+constexpr auto poll_time = std::chrono::microseconds(100);
 
 // Sleeps while *word == old (or returns at once if it no longer is).
 void futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t old) noexcept {
@@ -63,15 +57,18 @@ thread_pool::~thread_pool() {
 
 // Sleepers announce themselves before their last check and wakers look after their change
 // (both sequentially consistent), so a waker either sees the sleeper or the sleeper sees
-// the change: no wake-up is lost, and none is paid for while everyone spins.
+// the change: no wake-up is lost, and none is paid for while everyone polls.
 void thread_pool::wait_while_equal(const std::atomic<std::uint32_t>& value, std::uint32_t old) noexcept {
-  for (int i = 0; i < spin_iterations; ++i) {
-    if (value.load(std::memory_order_acquire) != old) return;
-    cpu_relax();
+  const auto deadline = std::chrono::steady_clock::now() + poll_time;
+  while (value.load(std::memory_order_acquire) == old) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      while (value.load(std::memory_order_seq_cst) == old) futex_wait(value, old);
+      sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+      return;
+    }
+    std::this_thread::yield();
   }
-  sleepers_.fetch_add(1, std::memory_order_seq_cst);
-  while (value.load(std::memory_order_seq_cst) == old) futex_wait(value, old);
-  sleepers_.fetch_sub(1, std::memory_order_seq_cst);
 }
 
 void thread_pool::advance(std::atomic<std::uint32_t>& value) noexcept {

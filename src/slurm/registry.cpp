@@ -76,8 +76,9 @@ status fsync_dir(const fs::path& dir) {
   return {};
 }
 
-// Writes `path` whole or not at all: a temporary file in the same folder, fsync, rename.
-status replace_file(const fs::path& path, std::string_view contents) {
+}  // namespace
+
+status replace_file_atomically(const fs::path& path, std::string_view contents) {
   const fs::path temp = path.parent_path() / ("." + path.filename().string() + "." + unique_suffix());
   unique_fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd) return os_error(temp, "create");
@@ -90,8 +91,6 @@ status replace_file(const fs::path& path, std::string_view contents) {
   }
   return fsync_dir(path.parent_path());
 }
-
-}  // namespace
 
 bool valid_service_id(std::string_view id) noexcept {
   return !id.empty() && id.size() <= 128 && !is_dot_name(id) && all_of_charset(id, "._:-");
@@ -231,7 +230,7 @@ status write_registry(const state_dir& dir, registry& reg) {
   std::int64_t stored = 0;
   if (auto current = read_registry(dir)) stored = current->generation;
   reg.generation = std::max(reg.generation, stored + 1);
-  return replace_file(dir.registry_file(), to_json(reg));
+  return replace_file_atomically(dir.registry_file(), to_json(reg));
 }
 
 status write_job_key(const state_dir& dir, std::string_view key_file, std::string_view key) {
@@ -239,7 +238,7 @@ status write_job_key(const state_dir& dir, std::string_view key_file, std::strin
   if (!valid_secret(key)) return error(errc::invalid_argument, "a job key must be 16 to 256 printable characters");
   CHATAI_RETURN_IF_ERROR(ensure_dir(dir.root()));
   CHATAI_RETURN_IF_ERROR(ensure_dir(dir.keys_dir()));
-  return replace_file(dir.keys_dir() / std::string(key_file), key);
+  return replace_file_atomically(dir.keys_dir() / std::string(key_file), key);
 }
 
 result<std::string> read_job_key(const state_dir& dir, std::string_view key_file) {

@@ -1,6 +1,7 @@
 // Loading and checking the deployment configuration.
 #include "chatai/slurm/service_config.hpp"
 
+#include <algorithm>
 #include <set>
 
 #include "chatai/core/config.hpp"
@@ -42,6 +43,19 @@ void read_probe(json::reader& r, std::string_view key, probe_settings& probe) {
   });
 }
 
+// The first {{placeholder}} of a job template that the scheduler does not fill, or "".
+std::string unknown_placeholder(std::string_view text) {
+  static constexpr std::string_view known[] = {"service", "job_name", "state_dir", "key_file", "endpoint_file", "model"};
+  for (auto open = text.find("{{"); open != std::string_view::npos; open = text.find("{{", open + 2)) {
+    const auto close = text.find("}}", open + 2);
+    if (close == std::string_view::npos) return std::string(text.substr(open, 32));
+    const auto name = text.substr(open + 2, close - open - 2);
+    if (std::find(std::begin(known), std::end(known), name) == std::end(known))
+      return std::string(text.substr(open, close + 2 - open));
+  }
+  return {};
+}
+
 }  // namespace
 
 result<deployment_config> parse_deployment(std::string_view text, const std::string& name,
@@ -59,6 +73,11 @@ result<deployment_config> parse_deployment(std::string_view text, const std::str
       std::string conf;
       s.optional("conf", conf);
       if (!conf.empty()) cfg.slurm_env["SLURM_CONF"] = (base_dir / conf).string();
+      for (auto [key, program] : {std::pair{"sbatch", &cfg.sbatch}, {"squeue", &cfg.squeue}, {"scancel", &cfg.scancel}}) {
+        s.optional(key, *program);
+        if (!s.failed() && program->empty()) s.fail(key, "must name a program");
+        if (!s.failed() && program->find('/') != std::string::npos) *program = (base_dir / *program).string();
+      }
       std::int64_t timeout_ms = cfg.slurm_timeout.count();
       s.optional_in_range("timeout_ms", timeout_ms, 100, 600000);
       cfg.slurm_timeout = std::chrono::milliseconds(timeout_ms);
@@ -89,6 +108,12 @@ result<deployment_config> parse_deployment(std::string_view text, const std::str
           if (!text_or) s.fail("template_file", text_or.err().message());
           else svc.job_template = std::move(*text_or);
         }
+      }
+      if (!s.failed()) {
+        if (const auto bad = unknown_placeholder(svc.job_template); !bad.empty())
+          s.fail(template_file.empty() ? "template" : "template_file",
+                 "unknown placeholder " + bad + " (known: {{service}}, {{job_name}}, {{state_dir}}, {{key_file}}, "
+                 "{{endpoint_file}}, {{model}})");
       }
       s.optional("sbatch_args", svc.sbatch_args);
       for (const auto& a : svc.sbatch_args) {

@@ -1,4 +1,4 @@
-/* Calls the C ABI from C99: version, status names, the last-error contract and model files. */
+/* Calls the C ABI from C99: version, status names, the last-error contract, model files and models. */
 #include <stdio.h>
 #include <string.h>
 
@@ -47,6 +47,173 @@ static void test_model_files(void) {
   chatai_model_file_free(file);
 }
 
+/* Text collected from chatai_model_generate's callback; stops after `limit` pieces when set. */
+struct collected {
+  char text[1024];
+  size_t length;
+  int pieces;
+  int limit;
+  chatai_model *cancel_model; /* when set, the callback calls chatai_model_cancel on it */
+};
+
+static int collect(const char *text, size_t len, void *user) {
+  struct collected *c = (struct collected *)user;
+  EXPECT(strlen(text) == len);
+  if (c->length + len < sizeof c->text) {
+    memcpy(c->text + c->length, text, len);
+    c->length += len;
+    c->text[c->length] = '\0';
+  }
+  ++c->pieces;
+  if (c->cancel_model != NULL) EXPECT(chatai_model_cancel(c->cancel_model) == CHATAI_OK);
+  return c->limit > 0 && c->pieces >= c->limit;
+}
+
+static void test_model_loading(void) {
+  chatai_model_options opts = CHATAI_MODEL_OPTIONS_INIT;
+  chatai_model *model = NULL;
+
+  EXPECT(opts.version == CHATAI_MODEL_OPTIONS_VERSION && opts.path == NULL && opts.threads == 0);
+  EXPECT(chatai_model_load(NULL, &opts) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_model_load(&model, NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_model_load(&model, &opts) == CHATAI_ERROR_INVALID_ARGUMENT);
+  opts.path = "/nonexistent/model.gguf";
+  EXPECT(chatai_model_load(&model, &opts) == CHATAI_ERROR_NOT_FOUND);
+  EXPECT(model == NULL);
+  opts.version = 99;
+  EXPECT(chatai_model_load(&model, &opts) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(strstr(chatai_last_error(), "version") != NULL);
+  opts.version = CHATAI_MODEL_OPTIONS_VERSION;
+  opts.path = CHATAI_TEST_MODEL;
+  opts.device = "tpu";
+  EXPECT(chatai_model_load(&model, &opts) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(model == NULL);
+  chatai_model_free(NULL);
+  EXPECT(chatai_model_cancel(NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+}
+
+static void test_model_text(chatai_model *model) {
+  static const char text[] = "Hello, world! Tokenizers split text into pieces.";
+  int32_t ids[64];
+  int32_t few[2];
+  int32_t bad_id = -5;
+  size_t n = 0, needed = 0, length = 0;
+  char decoded[128];
+  char small[8];
+  char rendered[256];
+  static const char messages[] = "[{\"role\":\"user\",\"content\":\"Hi\"}]";
+
+  EXPECT(chatai_model_tokenize(model, text, strlen(text), 0, NULL, 0, &needed) == CHATAI_OK);
+  EXPECT(needed > 5 && needed < 64);
+  EXPECT(chatai_model_tokenize(model, text, strlen(text), 0, ids, 64, &n) == CHATAI_OK);
+  EXPECT(n == needed);
+  EXPECT(chatai_model_tokenize(model, text, strlen(text), 0, few, 2, &n) == CHATAI_ERROR_OUT_OF_RANGE);
+  EXPECT(n == needed && few[0] == ids[0] && few[1] == ids[1]);
+  EXPECT(chatai_model_tokenize(model, text, strlen(text), 0x80u, ids, 64, &n) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_model_tokenize(model, NULL, 3, 0, ids, 64, &n) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_model_tokenize(model, "<|im_start|>", 12, CHATAI_TOKENIZE_PARSE_SPECIAL, ids, 64, &n) == CHATAI_OK);
+  EXPECT(n == 1);
+  EXPECT(chatai_model_tokenize(model, "<|im_start|>", 12, 0, ids, 64, &n) == CHATAI_OK);
+  EXPECT(n > 1);
+
+  EXPECT(chatai_model_tokenize(model, text, strlen(text), 0, ids, 64, &n) == CHATAI_OK);
+  EXPECT(chatai_model_detokenize(model, ids, n, decoded, sizeof decoded, &length) == CHATAI_OK);
+  EXPECT(strcmp(decoded, text) == 0 && length == strlen(text));
+  EXPECT(chatai_model_detokenize(model, ids, n, NULL, 0, &length) == CHATAI_OK);
+  EXPECT(length == strlen(text));
+  EXPECT(chatai_model_detokenize(model, ids, n, small, sizeof small, &length) == CHATAI_ERROR_OUT_OF_RANGE);
+  EXPECT(strncmp(small, text, 7) == 0 && small[7] == '\0' && length == strlen(text));
+  EXPECT(chatai_model_detokenize(model, &bad_id, 1, decoded, sizeof decoded, NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+
+  EXPECT(chatai_model_apply_template(model, messages, 1, rendered, sizeof rendered, &length) == CHATAI_OK);
+  EXPECT(strstr(rendered, "<|im_start|>user\nHi<|im_end|>\n") != NULL);
+  EXPECT(length >= 22 && strcmp(rendered + length - 22, "<|im_start|>assistant\n") == 0);
+  EXPECT(chatai_model_apply_template(model, messages, 0, rendered, sizeof rendered, &length) == CHATAI_OK);
+  EXPECT(length >= 11 && strcmp(rendered + length - 11, "<|im_end|>\n") == 0);
+  EXPECT(chatai_model_apply_template(model, "[{", 1, rendered, sizeof rendered, NULL) == CHATAI_ERROR_PARSE);
+  EXPECT(chatai_model_apply_template(model, "{}", 1, rendered, sizeof rendered, NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+}
+
+static void test_model_generation(chatai_model *model) {
+  static const char question[] =
+      "[{\"role\":\"user\",\"content\":\"What is the capital of France? Answer in one sentence.\"}]";
+  const char *stops[1];
+  chatai_generate_options opts = CHATAI_GENERATE_OPTIONS_INIT;
+  struct collected out, again;
+
+  EXPECT(opts.version == CHATAI_GENERATE_OPTIONS_VERSION && opts.max_tokens == 256 && opts.seed == -1);
+  memset(&out, 0, sizeof out);
+  EXPECT(chatai_model_generate(model, &opts, collect, &out) == CHATAI_ERROR_INVALID_ARGUMENT);
+  opts.prompt = "Once upon a time";
+  opts.messages_json = question;
+  EXPECT(chatai_model_generate(model, &opts, collect, &out) == CHATAI_ERROR_INVALID_ARGUMENT);
+  opts.prompt = NULL;
+  EXPECT(chatai_model_generate(model, &opts, NULL, &out) == CHATAI_ERROR_INVALID_ARGUMENT);
+  opts.messages_json = "[";
+  EXPECT(chatai_model_generate(model, &opts, collect, &out) == CHATAI_ERROR_PARSE);
+  opts.messages_json = question;
+  opts.top_p = 2.0f;
+  EXPECT(chatai_model_generate(model, &opts, collect, &out) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(out.pieces == 0);
+
+  opts.top_p = 1.0f;
+  opts.temperature = 0.0f;
+  opts.max_tokens = 24;
+  EXPECT(chatai_model_generate(model, &opts, collect, &out) == CHATAI_OK);
+  EXPECT(strstr(out.text, "Paris") != NULL);
+  if (strstr(out.text, "Paris") == NULL) fprintf(stderr, "generated: %s\n", out.text);
+
+  stops[0] = "Paris";
+  opts.stop = stops;
+  opts.n_stop = 1;
+  memset(&out, 0, sizeof out);
+  EXPECT(chatai_model_generate(model, &opts, collect, &out) == CHATAI_OK);
+  EXPECT(out.length > 0 && strstr(out.text, "Paris") == NULL);
+  opts.stop = NULL;
+  opts.n_stop = 0;
+
+  memset(&out, 0, sizeof out);
+  out.limit = 2;
+  EXPECT(chatai_model_generate(model, &opts, collect, &out) == CHATAI_ERROR_CANCELLED);
+  EXPECT(out.pieces == 2);
+
+  memset(&out, 0, sizeof out);
+  out.cancel_model = model;
+  EXPECT(chatai_model_generate(model, &opts, collect, &out) == CHATAI_ERROR_CANCELLED);
+  EXPECT(out.pieces == 1);
+
+  opts.messages_json = NULL;
+  opts.prompt = "The library opens at nine in the morning and";
+  opts.temperature = 1.0f;
+  opts.seed = 42;
+  opts.max_tokens = 12;
+  memset(&out, 0, sizeof out);
+  memset(&again, 0, sizeof again);
+  EXPECT(chatai_model_generate(model, &opts, collect, &out) == CHATAI_OK);
+  EXPECT(chatai_model_generate(model, &opts, collect, &again) == CHATAI_OK);
+  EXPECT(out.length > 0 && strcmp(out.text, again.text) == 0);
+}
+
+/* Models: loading errors, then tokenizing, templates and generation on the real model. */
+static void test_models(void) {
+  chatai_model_options opts = CHATAI_MODEL_OPTIONS_INIT;
+  chatai_model *model = NULL;
+
+  test_model_loading();
+  if (strlen(CHATAI_TEST_MODEL) == 0) return;
+  opts.path = CHATAI_TEST_MODEL;
+  opts.device = "cpu";
+  opts.threads = 2;
+  EXPECT(chatai_model_load(&model, &opts) == CHATAI_OK);
+  if (model == NULL) {
+    fprintf(stderr, "chatai_model_load: %s\n", chatai_last_error());
+    return;
+  }
+  test_model_text(model);
+  test_model_generation(model);
+  chatai_model_free(model);
+}
+
 /* Gate: the strict header check, and the verbs run over descriptors. */
 static void test_gate(void) {
   static const char good[] =
@@ -86,6 +253,37 @@ static void test_gate(void) {
   remove(config_path);
 }
 
+/* Model server: started in-process on a free port, drained, stopped and freed. */
+static void test_server(void) {
+  chatai_server_options opts = CHATAI_SERVER_OPTIONS_INIT;
+  chatai_server *server = NULL, *second = NULL;
+
+  EXPECT(opts.version == CHATAI_SERVER_OPTIONS_VERSION && opts.port == 0 && opts.model_path == NULL);
+  EXPECT(chatai_server_create(&server, NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_server_create(&server, &opts) == CHATAI_ERROR_INVALID_ARGUMENT);
+  opts.model_path = "/nonexistent/model.gguf";
+  EXPECT(chatai_server_create(&server, &opts) == CHATAI_ERROR_NOT_FOUND);
+  EXPECT(server == NULL);
+  EXPECT(chatai_server_port(NULL) == 0);
+  EXPECT(chatai_server_stop(NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  chatai_server_free(NULL);
+  if (strlen(CHATAI_TEST_MODEL) == 0) return;
+
+  opts.model_path = CHATAI_TEST_MODEL;
+  opts.context = 256;
+  opts.threads = 1;
+  EXPECT(chatai_server_create(&server, &opts) == CHATAI_OK);
+  if (server == NULL) return;
+  EXPECT(chatai_server_port(server) > 0);
+  opts.port = chatai_server_port(server);
+  EXPECT(chatai_server_create(&second, &opts) != CHATAI_OK); /* the port is taken */
+  EXPECT(second == NULL);
+  EXPECT(chatai_server_drain(server) == CHATAI_OK);
+  EXPECT(chatai_server_stop(server) == CHATAI_OK);
+  EXPECT(chatai_server_stop(server) == CHATAI_OK);
+  chatai_server_free(server);
+}
+
 int main(void) {
   char expected[32];
   snprintf(expected, sizeof expected, "%d.%d.%d", CHATAI_VERSION_MAJOR, CHATAI_VERSION_MINOR, CHATAI_VERSION_PATCH);
@@ -103,7 +301,11 @@ int main(void) {
 
   test_model_files();
 
+  test_models();
+
   test_gate();
+
+  test_server();
 
   if (failures == 0) printf("C ABI test passed\n");
   return failures == 0 ? 0 : 1;

@@ -137,8 +137,8 @@ TEST_CASE("dot-product kernels match the scalar reference for every type and ins
   std::mt19937 rng(3);
   for (ggml_type type : all_weight_types) {
     const auto& info = type_info(type);
-    // Lengths: several blocks and, for the 32-wide types, an odd number of blocks.
-    const std::int64_t lengths[] = {512, 1536, info.block_size == 256 ? 768 : 96};
+    // Lengths: several blocks and, for the 32-wide types, odd numbers of blocks (3 and 11).
+    const std::int64_t lengths[] = {512, 1536, info.block_size == 256 ? 768 : 96, info.block_size == 256 ? 1280 : 352};
     for (std::int64_t n : lengths) {
       const auto w_values = random_values(rng, n, 0.5f);
       const auto w = quantized(type, w_values);
@@ -180,6 +180,44 @@ TEST_CASE("dot-product kernels match the scalar reference for every type and ins
             CHECK(out[2 * j + 1] == -1.0f);
           }
         }
+      }
+    }
+  }
+}
+
+TEST_CASE("attention kernels match a double-precision softmax for every instruction set") {
+  std::mt19937 rng(5);
+  const std::int64_t kv_stride = 200;
+  // Head sizes: the usual one, and one that ends inside a vector.
+  for (std::int64_t head_dim : {64, 37}) {
+    for (std::int64_t n : {1, 5, 70}) {
+      const auto q = random_values(rng, head_dim, 1.0f);
+      const auto keys = random_values(rng, n * kv_stride, 1.0f);
+      const auto values = random_values(rng, n * kv_stride, 1.0f);
+      const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+      std::vector<double> weights(static_cast<std::size_t>(n));
+      double max = -INFINITY, sum = 0;
+      for (std::int64_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (std::int64_t i = 0; i < head_dim; ++i) s += static_cast<double>(q[i]) * keys[j * kv_stride + i];
+        weights[j] = s * scale;
+        max = std::max(max, weights[j]);
+      }
+      for (double& w : weights) sum += (w = std::exp(w - max));
+      for (cpu_isa isa : supported_cpu_isas()) {
+        CAPTURE(to_string(isa));
+        CAPTURE(head_dim);
+        CAPTURE(n);
+        std::vector<float> scores(static_cast<std::size_t>(n));
+        std::vector<float> out(static_cast<std::size_t>(head_dim + 1), -1.0f);
+        kernels_for(isa).attend(head_dim, q.data(), keys.data(), values.data(), kv_stride, n,
+                                static_cast<float>(scale), scores.data(), out.data());
+        for (std::int64_t i = 0; i < head_dim; ++i) {
+          double want = 0;
+          for (std::int64_t j = 0; j < n; ++j) want += weights[j] / sum * values[j * kv_stride + i];
+          CHECK(std::abs(out[i] - want) <= 1e-5);
+        }
+        CHECK(out[head_dim] == -1.0f);
       }
     }
   }

@@ -71,7 +71,10 @@ def main():
             self.send_chunk(b"data: [DONE]\n\n")
             self.send_chunk(b"")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 512  # many gates connect at once in the tunnel's load tests
+
+    server = Server(("127.0.0.1", 0), Handler)
     print(server.server_address[1], flush=True)
     server.serve_forever()
 

@@ -62,7 +62,9 @@ class Backend:
 
 
 class GateEnvironment:
-    def __init__(self, gate_binary: pathlib.Path, breaker_threshold: int = 1):
+    def __init__(self, gate_binary: pathlib.Path, breaker_threshold: int = 1, sshd_options=()):
+        """sshd_options: extra sshd_config lines ("MaxSessions 64", ...)."""
+        self.sshd_options = list(sshd_options)
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="chatai-gate-sshd-"))
         os.chmod(self.tmp, 0o755)
         self.backends = []
@@ -115,10 +117,10 @@ class GateEnvironment:
         self.known_hosts = self.tmp / "known_hosts"
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} " + (self.tmp / "host_ed25519.pub").read_text())
         self.sshd_log = self.tmp / "sshd.log"
-        sshd_config = self.tmp / "sshd_config"
+        self.sshd_config = self.tmp / "sshd_config"
         # The server itself would allow forwarding, PTYs and sftp: `restrict` on the key has to
         # be what refuses them.
-        sshd_config.write_text("\n".join([
+        self.sshd_config.write_text("\n".join([
             f"Port {self.port}",
             "ListenAddress 127.0.0.1",
             f"HostKey {self.host_key}",
@@ -136,10 +138,15 @@ class GateEnvironment:
             "X11Forwarding no",
             "Subsystem sftp internal-sftp",
             "LogLevel DEBUG",
+            *self.sshd_options,
             "",
         ]))
+        self.start_sshd()
+        self.registry = {"version": 1, "generation": 0, "services": [], "backends": []}
+
+    def start_sshd(self):
         os.makedirs("/run/sshd", exist_ok=True)
-        self.sshd = subprocess.Popen([SSHD, "-D", "-f", str(sshd_config), "-E", str(self.sshd_log)])
+        self.sshd = subprocess.Popen([SSHD, "-D", "-f", str(self.sshd_config), "-E", str(self.sshd_log)])
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
@@ -151,7 +158,33 @@ class GateEnvironment:
                 time.sleep(0.05)
         else:
             raise RuntimeError("sshd did not start")
-        self.registry = {"version": 1, "generation": 0, "services": [], "backends": []}
+
+    def sshd_processes(self):
+        """The pids of the listening sshd and of every process below it (connections, gates)."""
+        parents = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = pathlib.Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        found = {self.sshd.pid}
+        grew = True
+        while grew:
+            below = {pid for pid, parent in parents.items() if parent in found} - found
+            found |= below
+            grew = bool(below)
+        return found
+
+    def kill_sshd(self):
+        """Kills sshd with every connection it serves, as a crash of the login node's sshd would."""
+        for pid in self.sshd_processes():
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        self.sshd.wait()
 
     def ssh_args(self, *extra):
         return ["ssh", "-F", "/dev/null", "-i", str(self.client_key), "-p", str(self.port),

@@ -75,3 +75,17 @@ TEST_CASE("a missing template file names the file") {
   CHECK(msg.find("field 'services[0].template_file'") != std::string::npos);
   CHECK(msg.find("/etc/chatai/missing.sh") != std::string::npos);
 }
+
+TEST_CASE("job templates use only the placeholders the scheduler fills; Slurm programs may be paths") {
+  const std::string bad = R"({"state_dir":"s","services":[{"id":"a","models":["a"],"template":"run {{key_file}} {{port}}"}]})";
+  const auto message = error_of(bad);
+  CHECK(message.find("field 'services[0].template'") != std::string::npos);
+  CHECK(message.find("{{port}}") != std::string::npos);
+  auto r = parse_deployment(R"({"state_dir":"s","slurm":{"squeue":"bin/squeue","sbatch":"sbatch"},
+    "services":[{"id":"a","models":["a"],"template":"run {{key_file}} {{endpoint_file}}"}]})", "deploy.json", "/etc/chatai");
+  REQUIRE(r);
+  CHECK(r->squeue == "/etc/chatai/bin/squeue");
+  CHECK(r->sbatch == "sbatch");
+  CHECK(error_of(R"({"state_dir":"s","slurm":{"scancel":""},"services":[{"id":"a","models":["a"],"template":"x"}]})")
+            .find("'slurm.scancel'") != std::string::npos);
+}

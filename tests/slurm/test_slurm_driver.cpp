@@ -1,67 +1,20 @@
 // The Slurm driver against a real single-node Slurm (munged, slurmctld, slurmd started here).
 #include <doctest/doctest.h>
 
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
-#include "chatai/core/subprocess.hpp"
 #include "chatai/slurm/slurm_driver.hpp"
+#include "slurm_cluster.hpp"
 
 using namespace chatai;
 using namespace chatai::slurm;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-namespace {
-
-const std::string fixture_script = std::string(CHATAI_SOURCE_DIR) + "/tests/fixtures/slurm_cluster.sh";
-
-// Starts a private Slurm for the test's lifetime.
-struct slurm_cluster {
-  fs::path dir;
-  std::string conf;
-
-  slurm_cluster() {
-    REQUIRE_MESSAGE(::geteuid() == 0, "the Slurm tests start slurmctld and slurmd and must run as root");
-    dir = fs::temp_directory_path() / ("chatai-slurm-" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    subprocess_options o;
-    o.argv = {"bash", fixture_script, "start", dir.string()};
-    o.timeout = 60s;
-    auto r = run_subprocess(o);
-    REQUIRE(r);
-    REQUIRE_MESSAGE(r->exit_code == 0, r->err);
-    conf = (dir / "slurm.conf").string();
-  }
-  ~slurm_cluster() {
-    subprocess_options o;
-    o.argv = {"bash", fixture_script, "stop", dir.string()};
-    (void)run_subprocess(o);
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-
-  driver_options options() const {
-    driver_options d;
-    d.env["SLURM_CONF"] = conf;
-    return d;
-  }
-};
-
-template <class Pred>
-bool wait_for(Pred pred, std::chrono::milliseconds limit) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(200ms);
-  }
-  return pred();
-}
-
-}  // namespace
+using testing::slurm_cluster;
+using testing::wait_for;
 
 TEST_CASE("submit, list and cancel jobs on a real Slurm") {
   slurm_cluster cluster;

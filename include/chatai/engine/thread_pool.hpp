@@ -17,7 +17,7 @@ namespace chatai::engine {
 class thread_pool {
  public:
   // A team of n_threads (at least 1) including the thread that calls run(): n_threads - 1
-  // workers are started here. Waiting threads spin briefly, then sleep on a futex.
+  // workers are started here. Waiting threads poll, yielding the core, then sleep on a futex.
   explicit thread_pool(int n_threads);
   ~thread_pool();
   thread_pool(const thread_pool&) = delete;

@@ -11,6 +11,11 @@
 //   start/<service>      present when a gate asked for a service with no backend to be started
 //   usage.jsonl          one JSON line per request (owned by chatai::gate)
 //   tick.stamp           the time of the last scheduler tick, flock'ed while a tick runs
+//   scheduler.json       the scheduler's own record of its jobs; replaced whole by rename
+//   scheduler.lock       flock'ed for the whole of a scheduler tick
+//   endpoints/<token>    host and port of a job's server, written by the job itself
+//   local/<job>.*        script, log and record of each job of the local launcher
+//   logs/                the output of Slurm jobs
 #pragma once
 
 #include <cstdint>
@@ -83,6 +88,11 @@ class state_dir {
   std::filesystem::path start_dir() const { return root_ / "start"; }
   std::filesystem::path usage_file() const { return root_ / "usage.jsonl"; }
   std::filesystem::path tick_stamp_file() const { return root_ / "tick.stamp"; }
+  std::filesystem::path scheduler_state_file() const { return root_ / "scheduler.json"; }
+  std::filesystem::path scheduler_lock_file() const { return root_ / "scheduler.lock"; }
+  std::filesystem::path endpoints_dir() const { return root_ / "endpoints"; }
+  std::filesystem::path local_jobs_dir() const { return root_ / "local"; }
+  std::filesystem::path logs_dir() const { return root_ / "logs"; }
 
  private:
   std::filesystem::path root_;
@@ -90,6 +100,10 @@ class state_dir {
 
 // Creates a folder of the layout (0700) when it does not exist.
 status ensure_dir(const std::filesystem::path& dir);
+
+// Writes `path` whole or not at all (mode 0600): a temporary file in the same folder,
+// fsync, rename over `path`, fsync of the folder.
+status replace_file_atomically(const std::filesystem::path& path, std::string_view contents);
 
 // The last complete registry. Readers take no lock: writers replace the file by rename.
 result<registry> read_registry(const state_dir& dir);

@@ -45,6 +45,9 @@ struct deployment_config {
   std::filesystem::path state_dir;
   std::string job_prefix = "chatai-";
   std::map<std::string, std::string> slurm_env;  // e.g. SLURM_CONF
+  std::string sbatch = "sbatch";                  // the Slurm programs: names looked up in PATH, or paths
+  std::string squeue = "squeue";
+  std::string scancel = "scancel";
   std::chrono::milliseconds slurm_timeout{20000};
   double demand_smoothing = 0.5;  // weight of the newest demand sample
   std::vector<service_config> services;

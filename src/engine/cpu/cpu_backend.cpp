@@ -288,26 +288,8 @@ class cpu_backend final : public backend {
     const float* keys = slot.sequence->keys.get() + base;      // [n × kv_dim], this head's hd columns
     const float* values = slot.sequence->values.get() + base;  // [n × kv_dim]
     const float* q = q_.data() + t * hp_.q_dim() + h * hd;     // [hd]
-    const auto stride = static_cast<std::size_t>(kv_dim) * sizeof(float);
-    for (std::int64_t j = 0; j < n; j += cpu::max_dot_columns) {
-      const int columns = static_cast<int>(std::min<std::int64_t>(cpu::max_dot_columns, n - j));
-      kernels_.dot_f32(hd, q, reinterpret_cast<const std::byte*>(keys + j * kv_dim), stride, columns, scores + j, 1);
-    }
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    float max = -INFINITY;
-    for (std::int64_t j = 0; j < n; ++j) max = std::max(max, scores[j] * scale);
-    float sum = 0.0f;
-    for (std::int64_t j = 0; j < n; ++j) {
-      scores[j] = std::exp(scores[j] * scale - max);
-      sum += scores[j];
-    }
-    float* o = attn_.data() + t * hp_.q_dim() + h * hd;  // [hd]
-    std::fill(o, o + hd, 0.0f);
-    for (std::int64_t j = 0; j < n; ++j) {
-      const float p = scores[j] / sum;
-      const float* v = values + j * kv_dim;
-      for (std::int64_t i = 0; i < hd; ++i) o[i] += p * v[i];
-    }
+    float* o = attn_.data() + t * hp_.q_dim() + h * hd;        // [hd]
+    kernels_.attend(hd, q, keys, values, kv_dim, n, 1.0f / std::sqrt(static_cast<float>(hd)), scores, o);
   }
 
   // The whole step; every thread runs it, phases separated by barriers.

@@ -25,6 +25,11 @@ using row_dot_fn = void (*)(std::int64_t n, const void* w, const std::byte* x, s
 // Quantizes n activations (a multiple of 32) into a q8 row.
 using quantize_q8_fn = void (*)(const float* x, std::byte* out, std::int64_t n);
 
+// out[0, head_dim) = sum over j < n of softmax_j(scale * q . k_j) * v_j, where k_j and v_j
+// start at keys + j * kv_stride and values + j * kv_stride; scores is scratch for n floats.
+using attention_fn = void (*)(std::int64_t head_dim, const float* q, const float* keys, const float* values,
+                              std::int64_t kv_stride, std::int64_t n, float scale, float* scores, float* out);
+
 struct weight_kernel {
   activation_kind activations = activation_kind::f32;
   row_dot_fn dot = nullptr;  // nullptr for types the backend does not compute with
@@ -42,6 +47,7 @@ struct kernel_table {
   row_dot_fn dot_q4_k = nullptr;
   row_dot_fn dot_q6_k = nullptr;
   quantize_q8_fn quantize_q8 = nullptr;
+  attention_fn attend = nullptr;
 
   // The kernel for weights of `type`.
   weight_kernel for_type(ggml_type type) const noexcept;

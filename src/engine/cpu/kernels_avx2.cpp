@@ -2,6 +2,9 @@
 // products with vpmaddubsw, each weight row unpacked once for up to four activation rows.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "kernels.hpp"
 #include "quant_blocks.hpp"
 
@@ -283,11 +286,51 @@ CHATAI_COLUMN_DISPATCH(dot_q4_k)
 CHATAI_COLUMN_DISPATCH(dot_q6_k)
 #undef CHATAI_COLUMN_DISPATCH
 
+// Lanes below `count` set, for masked loads and stores.
+inline __m256i first_lanes(std::int64_t count) {
+  const auto c = static_cast<int>(std::clamp<std::int64_t>(count, 0, 8));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(c), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// Scores a position at a time; the weighted values in 32-float slices of the head, held in
+// registers over all positions.
+void attend(std::int64_t head_dim, const float* q, const float* keys, const float* values, std::int64_t kv_stride,
+            std::int64_t n, float scale, float* scores, float* out) {
+  float max = -INFINITY;
+  for (std::int64_t j = 0; j < n; ++j) {
+    const float* k = keys + j * kv_stride;
+    __m256 acc = _mm256_setzero_ps();
+    for (std::int64_t i = 0; i < head_dim; i += 8) {
+      const __m256i mask = first_lanes(head_dim - i);
+      acc = _mm256_fmadd_ps(_mm256_maskload_ps(q + i, mask), _mm256_maskload_ps(k + i, mask), acc);
+    }
+    scores[j] = scale * hsum(acc);
+    max = std::max(max, scores[j]);
+  }
+  float sum = 0.0f;
+  for (std::int64_t j = 0; j < n; ++j) {
+    scores[j] = std::exp(scores[j] - max);
+    sum += scores[j];
+  }
+  const __m256 inverse = _mm256_set1_ps(1.0f / sum);
+  for (std::int64_t c = 0; c < head_dim; c += 32) {
+    const __m256i mask[4] = {first_lanes(head_dim - c), first_lanes(head_dim - c - 8), first_lanes(head_dim - c - 16),
+                             first_lanes(head_dim - c - 24)};
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (std::int64_t j = 0; j < n; ++j) {
+      const __m256 p = _mm256_set1_ps(scores[j]);
+      const float* v = values + j * kv_stride + c;
+      for (int u = 0; u < 4; ++u) acc[u] = _mm256_fmadd_ps(p, _mm256_maskload_ps(v + 8 * u, mask[u]), acc[u]);
+    }
+    for (int u = 0; u < 4; ++u) _mm256_maskstore_ps(out + c + 8 * u, mask[u], _mm256_mul_ps(acc[u], inverse));
+  }
+}
+
 }  // namespace
 
 const kernel_table& avx2_kernels() noexcept {
   static const kernel_table table{cpu_isa::avx2, dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0,
-                                  dot_q4_1, dot_q4_k, dot_q6_k, quantize_q8};
+                                  dot_q4_1, dot_q4_k, dot_q6_k, quantize_q8, attend};
   return table;
 }
 

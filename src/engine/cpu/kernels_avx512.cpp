@@ -6,6 +6,9 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "kernels.hpp"
 #include "quant_blocks.hpp"
 
@@ -27,17 +30,6 @@ inline __m512i pair_index(int first) {
 inline __m512i quad_index(int first) {
   return _mm512_setr_epi32(first, first, first, first, first + 1, first + 1, first + 1, first + 1, first + 2,
                            first + 2, first + 2, first + 2, first + 3, first + 3, first + 3, first + 3);
-}
-
-// Two consecutive floats, spread over the lanes of two blocks.
-inline __m512 load_pair(const float* p) {
-  const __m512 v = _mm512_zextps128_ps512(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(p))));
-  return _mm512_permutexvar_ps(pair_index(0), v);
-}
-
-inline __m512 make_pair(float a, float b) {
-  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(a)),
-                                             _mm256_castps_pd(_mm256_set1_ps(b)), 1));
 }
 
 // Signed weights times signed activations: |w| * (x with the sign of w), for vpdpbusd.
@@ -108,36 +100,27 @@ void dot_bf16_n(std::int64_t n, const void* w, const std::byte* x, std::size_t x
 
 // ---- 32-element block types, q8 activations ----
 
+// Blocks go eight at a time: their scales are converted together (one gather of the 32-bit
+// word at each block's start), multiplied by the activation scales, and spread over the
+// pairs of blocks with a permute; the weights go a pair (64 values) at a time.
+inline constexpr int group_blocks = 8;
+
 // Loads the activations of blocks i and i + 1 (or block i alone, upper half zero).
 inline __m512i load_x_pair(const std::int8_t* qs, std::int64_t i, bool both) {
   return both ? _mm512_loadu_si512(qs + i * qk) : _mm512_maskz_loadu_epi8(0xffffffffULL, qs + i * qk);
 }
-inline __m512 load_dx_pair(const float* d, std::int64_t i, bool both) {
-  return both ? load_pair(d + i) : make_pair(d[i], 0.0f);
+
+// The 32-bit words at the start of the first `mask` blocks of `first` (zero elsewhere).
+template <class Block>
+inline __m256i gather_block_words(const Block* first, __mmask8 mask) {
+  constexpr int s = static_cast<int>(sizeof(Block));
+  const __m256i offsets = _mm256_setr_epi32(0, s, 2 * s, 3 * s, 4 * s, 5 * s, 6 * s, 7 * s);
+  return _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), mask, offsets, first, 1);
 }
 
-template <int NX>
-void dot_q8_0_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
-  const auto* b = static_cast<const block_q8_0*>(w);
-  const q8_columns<NX> c(x, xs, n);
-  const std::int64_t nb = n / qk;
-  __m512 acc[NX];
-  for (int j = 0; j < NX; ++j) acc[j] = _mm512_setzero_ps();
-  for (std::int64_t i = 0; i < nb; i += 2) {
-    const bool both = i + 1 < nb;
-    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs));
-    const __m256i hi = both ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i + 1].qs)) : _mm256_setzero_si256();
-    const __m512i wv = _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
-    const __m512i w_abs = _mm512_abs_epi8(wv);
-    const __mmask64 w_negative = _mm512_movepi8_mask(wv);
-    const __m512 dw = make_pair(f16_to_f32(b[i].d), both ? f16_to_f32(b[i + 1].d) : 0.0f);
-    for (int j = 0; j < NX; ++j) {
-      const __m512i p = signed_dot(w_abs, w_negative, load_x_pair(c.rows[j].qs, i, both));
-      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, load_dx_pair(c.rows[j].d, i, both)), acc[j]);
-    }
-  }
-  store(acc, out, os);
-}
+// The f16 in the low (or, shifted down first, the high) half of each word, as floats.
+inline __m256 low_halves(__m256i words) { return _mm256_cvtph_ps(_mm256_cvtepi32_epi16(words)); }
+inline __m256 high_halves(__m256i words) { return low_halves(_mm256_srli_epi32(words, 16)); }
 
 // The nibbles of two 16-byte blocks as 64 values 0..15, in element order.
 inline __m512i unpack_nibble_pair(const std::uint8_t* q0, const std::uint8_t* q1) {
@@ -149,48 +132,114 @@ inline __m512i unpack_nibble_pair(const std::uint8_t* q0, const std::uint8_t* q1
   return _mm512_and_si512(shifted, _mm512_set1_epi8(0x0f));
 }
 
-template <int NX>
-void dot_q4_0_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
-  const auto* b = static_cast<const block_q4_0*>(w);
+// Each format gives, per group, the weight scales and the offsets (the value of quantum 0,
+// which multiplies the activation sums; absent for Q8_0), and per pair the 64 quanta: signed
+// ones as magnitude and sign, unsigned ones as they are.
+struct q8_0_format {
+  using block = block_q8_0;
+  static constexpr bool is_signed = true;
+  static constexpr bool has_offset = false;
+  static __m256 scales(__m256i words) { return low_halves(words); }
+  static __m256 offsets(__m256i) { return _mm256_setzero_ps(); }
+  static __m512i quanta(const block* b, bool both) {
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[0].qs));
+    const __m256i hi = both ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[1].qs)) : _mm256_setzero_si256();
+    return _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
+  }
+};
+
+// Q4_0 as unsigned nibbles with offset -8 d: one instruction fewer per pair than signed.
+struct q4_0_format {
+  using block = block_q4_0;
+  static constexpr bool is_signed = false;
+  static constexpr bool has_offset = true;
+  static __m256 scales(__m256i words) { return low_halves(words); }
+  static __m256 offsets(__m256i words) { return _mm256_mul_ps(low_halves(words), _mm256_set1_ps(-8.0f)); }
+  static __m512i quanta(const block* b, bool both) { return unpack_nibble_pair(b[0].qs, both ? b[1].qs : nullptr); }
+};
+
+struct q4_1_format {
+  using block = block_q4_1;
+  static constexpr bool is_signed = false;
+  static constexpr bool has_offset = true;
+  static __m256 scales(__m256i words) { return low_halves(words); }
+  static __m256 offsets(__m256i words) { return high_halves(words); }
+  static __m512i quanta(const block* b, bool both) { return unpack_nibble_pair(b[0].qs, both ? b[1].qs : nullptr); }
+};
+
+inline float reduce_add(__m256 v) {
+  const __m128 o = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 o2 = _mm_add_ps(o, _mm_movehl_ps(o, o));
+  return _mm_cvtss_f32(_mm_add_ss(o2, _mm_movehdup_ps(o2)));
+}
+
+template <int NX, class Format>
+void dot_blocks_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  using block = typename Format::block;
+  const auto* b = static_cast<const block*>(w);
   const q8_columns<NX> c(x, xs, n);
   const std::int64_t nb = n / qk;
+  const __m512i pair_at[group_blocks / 2] = {pair_index(0), pair_index(2), pair_index(4), pair_index(6)};
   __m512 acc[NX];
-  for (int j = 0; j < NX; ++j) acc[j] = _mm512_setzero_ps();
-  for (std::int64_t i = 0; i < nb; i += 2) {
-    const bool both = i + 1 < nb;
-    const __m512i wv = _mm512_sub_epi8(unpack_nibble_pair(b[i].qs, both ? b[i + 1].qs : nullptr), _mm512_set1_epi8(8));
-    const __m512i w_abs = _mm512_abs_epi8(wv);
-    const __mmask64 w_negative = _mm512_movepi8_mask(wv);
-    const __m512 dw = make_pair(f16_to_f32(b[i].d), both ? f16_to_f32(b[i + 1].d) : 0.0f);
-    for (int j = 0; j < NX; ++j) {
-      const __m512i p = signed_dot(w_abs, w_negative, load_x_pair(c.rows[j].qs, i, both));
-      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, load_dx_pair(c.rows[j].d, i, both)), acc[j]);
+  __m256 offsets[NX];
+  for (int j = 0; j < NX; ++j) {
+    acc[j] = _mm512_setzero_ps();
+    offsets[j] = _mm256_setzero_ps();
+  }
+  for (std::int64_t g = 0; g < nb; g += group_blocks) {
+    const int count = static_cast<int>(std::min<std::int64_t>(group_blocks, nb - g));
+    const auto mask = static_cast<__mmask8>((1u << count) - 1);
+    const __m256i words = gather_block_words(b + g, mask);
+    const __m256 dw = Format::scales(words);
+    __m512 scale[NX];
+    for (int j = 0; j < NX; ++j) scale[j] = _mm512_zextps256_ps512(_mm256_mul_ps(dw, _mm256_maskz_loadu_ps(mask, c.rows[j].d + g)));
+    if constexpr (Format::has_offset) {
+      const __m256 m = Format::offsets(words);
+      for (int j = 0; j < NX; ++j) offsets[j] = _mm256_fmadd_ps(m, _mm256_maskz_loadu_ps(mask, c.rows[j].sums + g), offsets[j]);
+    }
+    const auto pair = [&](int k, bool both) {
+      const std::int64_t i = g + 2 * k;
+      const __m512i q = Format::quanta(b + i, both);
+      if constexpr (Format::is_signed) {
+        const __m512i q_abs = _mm512_abs_epi8(q);
+        const __mmask64 q_negative = _mm512_movepi8_mask(q);
+        for (int j = 0; j < NX; ++j) {
+          const __m512i p = signed_dot(q_abs, q_negative, load_x_pair(c.rows[j].qs, i, both));
+          acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(pair_at[k], scale[j]), acc[j]);
+        }
+      } else {
+        for (int j = 0; j < NX; ++j) {
+          const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, load_x_pair(c.rows[j].qs, i, both));
+          acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_permutexvar_ps(pair_at[k], scale[j]), acc[j]);
+        }
+      }
+    };
+    if (count == group_blocks) {
+#pragma GCC unroll 4
+      for (int k = 0; k < group_blocks / 2; ++k) pair(k, true);
+    } else {
+      for (int k = 0; 2 * k < count; ++k) pair(k, 2 * k + 1 < count);
     }
   }
-  store(acc, out, os);
+  for (int j = 0; j < NX; ++j) {
+    out[j * os] = _mm512_reduce_add_ps(acc[j]);
+    if constexpr (Format::has_offset) out[j * os] += reduce_add(offsets[j]);
+  }
+}
+
+template <int NX>
+void dot_q8_0_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  dot_blocks_n<NX, q8_0_format>(n, w, x, xs, out, os);
+}
+
+template <int NX>
+void dot_q4_0_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  dot_blocks_n<NX, q4_0_format>(n, w, x, xs, out, os);
 }
 
 template <int NX>
 void dot_q4_1_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
-  const auto* b = static_cast<const block_q4_1*>(w);
-  const q8_columns<NX> c(x, xs, n);
-  const std::int64_t nb = n / qk;
-  __m512 acc[NX];
-  float offsets[NX] = {};
-  for (int j = 0; j < NX; ++j) acc[j] = _mm512_setzero_ps();
-  for (std::int64_t i = 0; i < nb; i += 2) {
-    const bool both = i + 1 < nb;
-    const __m512i wv = unpack_nibble_pair(b[i].qs, both ? b[i + 1].qs : nullptr);
-    const __m512 dw = make_pair(f16_to_f32(b[i].d), both ? f16_to_f32(b[i + 1].d) : 0.0f);
-    const float m0 = f16_to_f32(b[i].m);
-    const float m1 = both ? f16_to_f32(b[i + 1].m) : 0.0f;
-    for (int j = 0; j < NX; ++j) {
-      const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, load_x_pair(c.rows[j].qs, i, both));
-      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, load_dx_pair(c.rows[j].d, i, both)), acc[j]);
-      offsets[j] += m0 * c.rows[j].sums[i] + (both ? m1 * c.rows[j].sums[i + 1] : 0.0f);
-    }
-  }
-  for (int j = 0; j < NX; ++j) out[j * os] = _mm512_reduce_add_ps(acc[j]) + offsets[j];
+  dot_blocks_n<NX, q4_1_format>(n, w, x, xs, out, os);
 }
 
 // ---- K-quants, q8 activations ----
@@ -208,8 +257,8 @@ void dot_q4_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t x
   const __m512i nibble_shift = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
   const __m512i low4 = _mm512_set1_epi8(0x0f);
   for (std::int64_t i = 0; i < n / qk_k; ++i) {
-    const float d = f16_to_f32(b[i].d);
-    const float dmin = f16_to_f32(b[i].dmin);
+    const float d = _cvtsh_ss(b[i].d);
+    const float dmin = _cvtsh_ss(b[i].dmin);
     const std::uint8_t* s = b[i].scales;
     alignas(32) float scales[8];
     alignas(32) float mins[8];
@@ -239,11 +288,7 @@ void dot_q4_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t x
       }
     }
   }
-  for (int j = 0; j < NX; ++j) {
-    const __m128 o = _mm_add_ps(_mm256_castps256_ps128(offsets[j]), _mm256_extractf128_ps(offsets[j], 1));
-    const __m128 o2 = _mm_add_ps(o, _mm_movehl_ps(o, o));
-    out[j * os] = _mm512_reduce_add_ps(acc[j]) - _mm_cvtss_f32(_mm_add_ss(o2, _mm_movehdup_ps(o2)));
-  }
+  for (int j = 0; j < NX; ++j) out[j * os] = _mm512_reduce_add_ps(acc[j]) - reduce_add(offsets[j]);
 }
 
 template <int NX>
@@ -259,7 +304,7 @@ void dot_q6_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t x
   const __m512i shift_b = _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6);
   for (std::int64_t i = 0; i < n / qk_k; ++i) {
     const __m512 scale_v = _mm512_mul_ps(
-        _mm512_set1_ps(f16_to_f32(b[i].d)),
+        _mm512_set1_ps(_cvtsh_ss(b[i].d)),
         _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].scales)))));
     __m512 dx[NX];
     for (int j = 0; j < NX; ++j) dx[j] = _mm512_zextps256_ps512(_mm256_loadu_ps(c.rows[j].d + 8 * i));
@@ -308,6 +353,44 @@ void quantize_q8(const float* src, std::byte* dst, std::int64_t n) {
   }
 }
 
+inline __mmask16 first_lanes(std::int64_t count) {
+  return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << count) - 1);
+}
+
+// Scores a position at a time; the weighted values in 64-float slices of the head, held in
+// registers over all positions.
+void attend(std::int64_t head_dim, const float* q, const float* keys, const float* values, std::int64_t kv_stride,
+            std::int64_t n, float scale, float* scores, float* out) {
+  float max = -INFINITY;
+  for (std::int64_t j = 0; j < n; ++j) {
+    const float* k = keys + j * kv_stride;
+    __m512 acc = _mm512_setzero_ps();
+    for (std::int64_t i = 0; i < head_dim; i += 16) {
+      const __mmask16 mask = first_lanes(head_dim - i);
+      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, q + i), _mm512_maskz_loadu_ps(mask, k + i), acc);
+    }
+    scores[j] = scale * _mm512_reduce_add_ps(acc);
+    max = std::max(max, scores[j]);
+  }
+  float sum = 0.0f;
+  for (std::int64_t j = 0; j < n; ++j) {
+    scores[j] = std::exp(scores[j] - max);
+    sum += scores[j];
+  }
+  const __m512 inverse = _mm512_set1_ps(1.0f / sum);
+  for (std::int64_t c = 0; c < head_dim; c += 64) {
+    const __mmask16 mask[4] = {first_lanes(head_dim - c), first_lanes(head_dim - c - 16), first_lanes(head_dim - c - 32),
+                               first_lanes(head_dim - c - 48)};
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (std::int64_t j = 0; j < n; ++j) {
+      const __m512 p = _mm512_set1_ps(scores[j]);
+      const float* v = values + j * kv_stride + c;
+      for (int u = 0; u < 4; ++u) acc[u] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mask[u], v + 16 * u), acc[u]);
+    }
+    for (int u = 0; u < 4; ++u) _mm512_mask_storeu_ps(out + c + 16 * u, mask[u], _mm512_mul_ps(acc[u], inverse));
+  }
+}
+
 #define CHATAI_COLUMN_DISPATCH(name)                                                                  \
   void name(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, int n_columns,        \
             float* out, std::size_t os) {                                                            \
@@ -333,7 +416,7 @@ CHATAI_COLUMN_DISPATCH(dot_q6_k)
 
 const kernel_table& avx512_kernels() noexcept {
   static const kernel_table table{cpu_isa::avx512, dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0,
-                                  dot_q4_1, dot_q4_k, dot_q6_k, quantize_q8};
+                                  dot_q4_1, dot_q4_k, dot_q6_k, quantize_q8, attend};
   return table;
 }
 

@@ -1,5 +1,7 @@
 // Plain C++ kernels: the fallback for CPUs without the vector extensions, with the same
 // integer arithmetic per block as the vector kernels.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "kernels.hpp"
@@ -160,6 +162,27 @@ void quantize_q8(const float* src, std::byte* dst, std::int64_t n) {
   }
 }
 
+void attend(std::int64_t head_dim, const float* q, const float* keys, const float* values, std::int64_t kv_stride,
+            std::int64_t n, float scale, float* scores, float* out) {
+  float max = -INFINITY;
+  for (std::int64_t j = 0; j < n; ++j) {
+    scores[j] = scale * dot_f32_one(head_dim, q, reinterpret_cast<const std::byte*>(keys + j * kv_stride));
+    max = std::max(max, scores[j]);
+  }
+  float sum = 0.0f;
+  for (std::int64_t j = 0; j < n; ++j) {
+    scores[j] = std::exp(scores[j] - max);
+    sum += scores[j];
+  }
+  std::fill(out, out + head_dim, 0.0f);
+  for (std::int64_t j = 0; j < n; ++j) {
+    const float* v = values + j * kv_stride;
+    for (std::int64_t i = 0; i < head_dim; ++i) out[i] += scores[j] * v[i];
+  }
+  const float inverse = 1.0f / sum;
+  for (std::int64_t i = 0; i < head_dim; ++i) out[i] *= inverse;
+}
+
 }  // namespace
 
 const kernel_table& portable_kernels() noexcept {
@@ -174,6 +197,7 @@ const kernel_table& portable_kernels() noexcept {
       columns<dot_q4_k_one>,
       columns<dot_q6_k_one>,
       quantize_q8,
+      attend,
   };
   return table;
 }

@@ -1,0 +1,650 @@
+// The SSH transport: libssh sessions driven by one I/O thread through libssh's event loop,
+// connections made on short-lived threads, one channel per request.
+#include "chatai/tunnel/ssh_transport.hpp"
+
+#include <libssh/callbacks.h>
+#include <libssh/libssh.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "chatai/core/log.hpp"
+#include "stream_state.hpp"
+
+namespace chatai::tunnel {
+
+using detail::clock;
+using detail::stream_state;
+
+namespace {
+
+constexpr std::size_t read_chunk = 64 * 1024;
+constexpr auto close_grace = std::chrono::seconds(10);
+
+struct session_deleter {
+  void operator()(ssh_session s) const {
+    ssh_disconnect(s);
+    ssh_free(s);
+  }
+};
+using session_ptr = std::unique_ptr<ssh_session_struct, session_deleter>;
+
+struct key_deleter {
+  void operator()(ssh_key k) const { ssh_key_free(k); }
+};
+using key_ptr = std::unique_ptr<ssh_key_struct, key_deleter>;
+
+result<key_ptr> load_key(const ssh_options& o) {
+  ssh_key key = nullptr;
+  const int rc = ssh_pki_import_privkey_file(o.key_file.c_str(), o.passphrase.empty() ? nullptr : o.passphrase.c_str(),
+                                             nullptr, nullptr, &key);
+  if (rc != SSH_OK || !key)
+    return error(errc::permission_denied,
+                 "cannot read the private key " + o.key_file + " (missing, unreadable or wrong passphrase)");
+  return key_ptr(key);
+}
+
+// Connects, checks the host key and authenticates, blocking; returns a non-blocking session.
+result<session_ptr> connect_session(const ssh_options& o) {
+  const std::string where = o.user + "@" + o.host + ":" + std::to_string(o.port);
+  session_ptr s(ssh_new());
+  if (!s) return error(errc::resource_exhausted, "ssh_new failed");
+  const long timeout_s = std::max<long>(1, static_cast<long>((o.connect_timeout.count() + 999) / 1000));
+  const int process_config = 0;
+  const int nodelay = 1;  // requests and answers are small: Nagle's algorithm would hold them back
+  const unsigned port = static_cast<unsigned>(o.port);
+  if (ssh_options_set(s.get(), SSH_OPTIONS_HOST, o.host.c_str()) != SSH_OK ||
+      ssh_options_set(s.get(), SSH_OPTIONS_PORT, &port) != SSH_OK ||
+      ssh_options_set(s.get(), SSH_OPTIONS_USER, o.user.c_str()) != SSH_OK ||
+      ssh_options_set(s.get(), SSH_OPTIONS_KNOWNHOSTS, o.known_hosts.c_str()) != SSH_OK ||
+      ssh_options_set(s.get(), SSH_OPTIONS_GLOBAL_KNOWNHOSTS, o.known_hosts.c_str()) != SSH_OK ||
+      ssh_options_set(s.get(), SSH_OPTIONS_PROCESS_CONFIG, &process_config) != SSH_OK ||
+      ssh_options_set(s.get(), SSH_OPTIONS_NODELAY, &nodelay) != SSH_OK ||
+      ssh_options_set(s.get(), SSH_OPTIONS_TIMEOUT, &timeout_s) != SSH_OK)
+    return error(errc::invalid_argument, where + ": " + ssh_get_error(s.get()));
+  if (ssh_connect(s.get()) != SSH_OK)
+    return error(errc::unavailable, "cannot connect to " + where + ": " + ssh_get_error(s.get()));
+
+  switch (ssh_session_is_known_server(s.get())) {
+    case SSH_KNOWN_HOSTS_OK:
+      break;
+    case SSH_KNOWN_HOSTS_CHANGED:
+      return error(errc::permission_denied, "the host key of " + where + " differs from the one in " + o.known_hosts +
+                                                ": refused (the server was replaced, or someone is in between)");
+    case SSH_KNOWN_HOSTS_OTHER:
+      return error(errc::permission_denied, "the host key of " + where + " is of another type than the one in " +
+                                                o.known_hosts + ": refused");
+    case SSH_KNOWN_HOSTS_UNKNOWN:
+    case SSH_KNOWN_HOSTS_NOT_FOUND:
+      if (!o.trust_on_first_use)
+        return error(errc::permission_denied,
+                     "the host key of " + where + " is not in " + o.known_hosts + ": refused (add it to the file)");
+      if (ssh_session_update_known_hosts(s.get()) != SSH_OK)
+        return error(errc::io_error, "cannot add the host key of " + where + " to " + o.known_hosts);
+      log::warn("tunnel: trusted a new host key on first use", {{"server", where}, {"known_hosts", o.known_hosts}});
+      break;
+    case SSH_KNOWN_HOSTS_ERROR:
+    default:
+      return error(errc::io_error, "cannot check the host key of " + where + ": " + ssh_get_error(s.get()));
+  }
+
+  auto key = load_key(o);
+  if (!key) return std::move(key).err();
+  if (ssh_userauth_publickey(s.get(), nullptr, key->get()) != SSH_AUTH_SUCCESS)
+    return error(errc::permission_denied, "authentication to " + where + " with " + o.key_file +
+                                              " failed: " + ssh_get_error(s.get()));
+  ssh_set_blocking(s.get(), 0);
+  return s;
+}
+
+}  // namespace
+
+struct ssh_transport::impl {
+  enum class phase { opening, exec, running, closing };
+
+  struct session_slot;
+
+  // One channel: of a request while it runs, then (closing) until the server closed it too,
+  // since sshd counts it against MaxSessions until then.
+  struct channel_ctx {
+    session_slot* slot = nullptr;
+    ssh_channel channel = nullptr;
+    std::shared_ptr<stream_state> req;
+    phase ph = phase::opening;
+    bool exit_seen = false;
+    int exit_status = -1;
+    bool remote_closed = false;
+    bool opened = false;  // the server accepted the channel
+    clock::time_point closing_since{};
+    ssh_channel_callbacks_struct callbacks{};
+  };
+
+  struct session_slot {
+    int index = 0;
+    enum class state { down, connecting, up } st = state::down;
+    session_ptr session;
+    std::list<channel_ctx> channels;
+    bool full = false;  // the server refused a channel: no new one until one closes
+    clock::time_point retry_at{};
+    std::chrono::milliseconds backoff{};
+    std::thread connector;
+  };
+
+  ssh_options opts;
+  std::shared_ptr<detail::waker> wake;
+  ssh_event event = nullptr;
+  std::vector<std::unique_ptr<session_slot>> slots;
+  std::thread io;
+  std::mt19937 rng{std::random_device{}()};
+
+  // Shared with other threads, under `mutex`.
+  mutable std::mutex mutex;
+  std::condition_variable connected_cv;
+  bool stopping = false;
+  std::deque<std::shared_ptr<stream_state>> submitted;
+  std::vector<std::pair<int, result<session_ptr>>> connect_results;
+  transport_health health;
+  std::optional<error> connect_error;  // the last failed connection attempt's, until one succeeds
+
+  // I/O thread only.
+  std::deque<std::shared_ptr<stream_state>> pending;
+  std::optional<error> auth_failure;  // the last connection attempt was refused for good
+  clock::time_point next_keep_alive{};
+  std::shared_ptr<stream_state> keep_alive_req;
+
+  ~impl() {
+    if (event) ssh_event_free(event);
+  }
+
+  // --- connecting -------------------------------------------------------------------------
+
+  void start_connect(session_slot& slot) {
+    slot.st = session_slot::state::connecting;
+    if (slot.connector.joinable()) slot.connector.join();
+    slot.connector = std::thread([this, index = slot.index] {
+      detail::block_sigpipe();
+      auto r = connect_session(opts);
+      std::lock_guard lock(mutex);
+      connect_results.emplace_back(index, std::move(r));
+      wake->wake();
+    });
+  }
+
+  std::chrono::milliseconds jittered(std::chrono::milliseconds base) {
+    std::uniform_real_distribution<double> d(0.5, 1.0);
+    return std::chrono::milliseconds(static_cast<long long>(static_cast<double>(base.count()) * d(rng)));
+  }
+
+  void schedule_retry(session_slot& slot) {
+    slot.st = session_slot::state::down;
+    slot.backoff = slot.backoff.count() == 0 ? opts.reconnect_initial : std::min(slot.backoff * 2, opts.reconnect_max);
+    slot.retry_at = clock::now() + jittered(slot.backoff);
+  }
+
+  void collect_connections() {
+    std::vector<std::pair<int, result<session_ptr>>> results;
+    {
+      std::lock_guard lock(mutex);
+      results.swap(connect_results);
+    }
+    for (auto& [index, r] : results) {
+      auto& slot = *slots[static_cast<std::size_t>(index)];
+      if (slot.connector.joinable()) slot.connector.join();
+      if (!r) {
+        log::warn("tunnel: connection failed", {{"error", r.err().message()}});
+        if (r.err().code() == errc::permission_denied) auth_failure = r.err();
+        {
+          std::lock_guard lock(mutex);
+          health.last_error = r.err().message();
+          connect_error = r.err();
+        }
+        schedule_retry(slot);
+        continue;
+      }
+      slot.session = std::move(*r);
+      if (ssh_event_add_session(event, slot.session.get()) != SSH_OK) {
+        slot.session.reset();
+        set_last_error("cannot add a session to the event loop");
+        schedule_retry(slot);
+        continue;
+      }
+      slot.st = session_slot::state::up;
+      slot.backoff = {};
+      slot.full = false;
+      auth_failure.reset();
+      log::debug("tunnel: session up", {{"session", std::to_string(slot.index)}});
+      {
+        std::lock_guard lock(mutex);
+        ++health.sessions_up;
+        connect_error.reset();
+      }
+      connected_cv.notify_all();
+    }
+    if (!results.empty()) connected_cv.notify_all();
+  }
+
+  void set_last_error(std::string message) {
+    std::lock_guard lock(mutex);
+    health.last_error = std::move(message);
+  }
+
+  // A broken session: requests that sent nothing go back to the queue, the others end.
+  void break_session(session_slot& slot, const std::string& why) {
+    log::warn("tunnel: session lost", {{"session", std::to_string(slot.index)}, {"reason", why}});
+    std::vector<std::shared_ptr<stream_state>> retry;
+    for (auto& c : slot.channels) {
+      if (!c.req || c.req->ended()) continue;
+      c.req->session_ = -1;
+      if (c.req->written_ == 0 && !c.req->cancel_requested())
+        retry.push_back(c.req);
+      else
+        c.req->finish(error(errc::unavailable, "the SSH session broke during the request: " + why));
+    }
+    for (auto it = retry.rbegin(); it != retry.rend(); ++it) pending.push_front(*it);
+    // ssh_free frees the channels with the session.
+    slot.channels.clear();
+    ssh_event_remove_session(event, slot.session.get());
+    slot.session.reset();
+    {
+      std::lock_guard lock(mutex);
+      --health.sessions_up;
+      health.last_error = why;
+    }
+    schedule_retry(slot);
+  }
+
+  // --- channels ---------------------------------------------------------------------------
+
+  static void on_exit_status(ssh_session, ssh_channel, int status, void* user) {
+    auto* c = static_cast<channel_ctx*>(user);
+    c->exit_seen = true;
+    c->exit_status = status;
+  }
+
+  static void on_close(ssh_session, ssh_channel, void* user) { static_cast<channel_ctx*>(user)->remote_closed = true; }
+
+  static void on_exit_signal(ssh_session, ssh_channel, const char*, int, const char*, const char*, void* user) {
+    auto* c = static_cast<channel_ctx*>(user);
+    c->exit_seen = true;
+    c->exit_status = 255;
+  }
+
+  bool open_channel(session_slot& slot, std::shared_ptr<stream_state> req) {
+    ssh_channel ch = ssh_channel_new(slot.session.get());
+    if (!ch) return false;
+    auto& c = slot.channels.emplace_back();
+    c.slot = &slot;
+    c.channel = ch;
+    c.req = std::move(req);
+    c.req->session_ = slot.index;
+    ssh_callbacks_init(&c.callbacks);
+    c.callbacks.userdata = &c;
+    c.callbacks.channel_exit_status_function = &impl::on_exit_status;
+    c.callbacks.channel_exit_signal_function = &impl::on_exit_signal;
+    c.callbacks.channel_close_function = &impl::on_close;
+    ssh_add_channel_callbacks(ch, &c.callbacks);
+    return true;
+  }
+
+  static int open_count(const session_slot& slot) { return static_cast<int>(slot.channels.size()); }
+
+  void assign_pending() {
+    while (!pending.empty()) {
+      auto& req = pending.front();
+      if (req->ended()) {
+        pending.pop_front();
+        continue;
+      }
+      session_slot* best = nullptr;
+      for (auto& s : slots)
+        if (s->st == session_slot::state::up && !s->full && open_count(*s) < opts.channels_per_session &&
+            (!best || open_count(*s) < open_count(*best)))
+          best = s.get();
+      if (!best) return;
+      if (!open_channel(*best, req)) return;
+      pending.pop_front();
+    }
+  }
+
+  // Starts closing a channel; it stays counted until the server has closed it too.
+  void begin_close(channel_ctx& c) {
+    if (c.ph == phase::closing) return;
+    c.ph = phase::closing;
+    c.closing_since = clock::now();
+    if (c.req) c.req->session_ = -1;
+    c.req.reset();
+    ssh_channel_close(c.channel);
+  }
+
+  // Moves one channel on as far as it goes without blocking. Returns false when the session
+  // failed.
+  bool drive(channel_ctx& c, clock::time_point now) {
+    auto& req = c.req;
+    if (c.ph != phase::closing && req) {
+      if (req->cancel_requested()) {
+        req->finish(error(errc::cancelled, "the request was cancelled"));
+        begin_close(c);
+        return true;
+      }
+      if (req->expired(now)) {
+        req->finish(req->timeout_error());
+        if (req->verb_ == verb::keep_alive) return false;
+        begin_close(c);
+        return true;
+      }
+    }
+    switch (c.ph) {
+      case phase::opening: {
+        const int rc = ssh_channel_open_session(c.channel);
+        if (rc == SSH_AGAIN) return true;
+        if (rc != SSH_OK) {
+          if (ssh_get_status(c.slot->session.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) return false;
+          // The server refused one more channel (MaxSessions): retry elsewhere or later.
+          c.slot->full = true;
+          pending.push_front(req);
+          req->session_ = -1;
+          req.reset();
+          c.ph = phase::closing;
+          c.remote_closed = true;
+          return true;
+        }
+        c.opened = true;
+        c.ph = phase::exec;
+        [[fallthrough]];
+      }
+      case phase::exec: {
+        const int rc = ssh_channel_request_exec(c.channel, std::string(verb_name(req->verb_)).c_str());
+        if (rc == SSH_AGAIN) return true;
+        if (rc != SSH_OK) {
+          if (ssh_get_status(c.slot->session.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) return false;
+          req->finish(error(errc::unavailable, "the server refused to run the gate"));
+          begin_close(c);
+          return true;
+        }
+        c.ph = phase::running;
+        [[fallthrough]];
+      }
+      case phase::running:
+        return drive_running(c);
+      case phase::closing:
+        return true;
+    }
+    return true;
+  }
+
+  bool drive_running(channel_ctx& c) {
+    auto& req = c.req;
+    while (req->written_ < req->input_.size()) {
+      const std::uint32_t room = ssh_channel_window_size(c.channel);
+      if (room == 0) break;
+      const auto n = std::min<std::size_t>({req->input_.size() - req->written_, room, 32 * 1024});
+      const int rc = ssh_channel_write(c.channel, req->input_.data() + req->written_, static_cast<std::uint32_t>(n));
+      if (rc == SSH_ERROR) return false;
+      if (rc <= 0) break;
+      req->written_ += static_cast<std::size_t>(rc);
+    }
+    if (req->verb_ != verb::request && !req->input_closed_ && req->written_ == req->input_.size()) {
+      if (ssh_channel_send_eof(c.channel) == SSH_ERROR) return false;
+      req->input_closed_ = true;
+    }
+    char buf[read_chunk];
+    for (;;) {
+      const int n = ssh_channel_read_nonblocking(c.channel, buf, sizeof buf, 1);
+      if (n == SSH_ERROR) return false;
+      if (n <= 0) break;
+      if (req->stderr_.size() < detail::max_stderr)
+        req->stderr_.append(buf, std::min<std::size_t>(static_cast<std::size_t>(n), detail::max_stderr - req->stderr_.size()));
+    }
+    while (req->may_read() && !req->ended()) {
+      const int n = ssh_channel_read_nonblocking(c.channel, buf, sizeof buf, 0);
+      if (n == SSH_ERROR) return false;
+      if (n <= 0) break;
+      req->deliver(std::string_view(buf, static_cast<std::size_t>(n)));
+    }
+    if (req->ended()) {
+      begin_close(c);
+      return true;
+    }
+    if (ssh_channel_is_eof(c.channel) && (c.exit_seen || c.remote_closed)) {
+      req->finish(detail::gate_outcome(req->verb_, c.exit_seen ? c.exit_status : 255, req->stderr_));
+      begin_close(c);
+    }
+    return true;
+  }
+
+  void drive_session(session_slot& slot, clock::time_point now) {
+    if (slot.st != session_slot::state::up) return;
+    if (!ssh_is_connected(slot.session.get()) ||
+        (ssh_get_status(slot.session.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR))) {
+      break_session(slot, std::string("connection closed: ") + ssh_get_error(slot.session.get()));
+      return;
+    }
+    for (auto it = slot.channels.begin(); it != slot.channels.end();) {
+      if (!drive(*it, now)) {
+        break_session(slot, std::string("session error: ") + ssh_get_error(slot.session.get()));
+        return;
+      }
+      if (it->ph == phase::closing && (it->remote_closed || now - it->closing_since > close_grace)) {
+        ssh_channel_free(it->channel);
+        if (it->opened) slot.full = false;
+        it = slot.channels.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  // --- the loop ---------------------------------------------------------------------------
+
+  void take_submitted() {
+    std::deque<std::shared_ptr<stream_state>> in;
+    {
+      std::lock_guard lock(mutex);
+      in.swap(submitted);
+    }
+    for (auto& r : in) {
+      if (pending.size() >= static_cast<std::size_t>(opts.max_queued))
+        r->finish(error(errc::resource_exhausted, "the tunnel's queue is full"));
+      else
+        pending.push_back(std::move(r));
+    }
+  }
+
+  void expire_pending(clock::time_point now) {
+    for (auto it = pending.begin(); it != pending.end();) {
+      auto& r = *it;
+      if (r->cancel_requested())
+        r->finish(error(errc::cancelled, "the request was cancelled"));
+      else if (auth_failure)
+        r->finish(*auth_failure);
+      else if (r->expired(now))
+        r->finish(error(errc::timeout, "no SSH session became available before the first-byte timeout" +
+                                           (health_error().empty() ? std::string() : ": " + health_error())));
+      it = r->ended() ? pending.erase(it) : it + 1;
+    }
+  }
+
+  std::string health_error() {
+    std::lock_guard lock(mutex);
+    return health.last_error;
+  }
+
+  void run_keep_alive(clock::time_point now) {
+    if (opts.keep_alive_interval.count() == 0 || now < next_keep_alive) return;
+    if (keep_alive_req && !keep_alive_req->ended()) return;
+    next_keep_alive = now + opts.keep_alive_interval;
+    auto answer = std::make_shared<std::string>();
+    request_options o;
+    o.first_byte_timeout = opts.keep_alive_timeout;
+    o.idle_timeout = opts.keep_alive_timeout;
+    keep_alive_req = std::make_shared<stream_state>(
+        verb::keep_alive, std::string(),
+        stream_callbacks{[answer](std::string_view b) { answer->append(b); },
+                         [this, answer](const chatai::status& outcome) {
+                           std::lock_guard lock(mutex);
+                           health.alive = outcome.ok() && *answer == "OK\n";
+                           if (health.alive)
+                             health.last_keep_alive = clock::now();
+                           else
+                             health.last_error = outcome.ok() ? "keep-alive: unexpected answer" : outcome.err().message();
+                         }},
+        o, wake);
+    pending.push_front(keep_alive_req);
+  }
+
+  int poll_timeout_ms(clock::time_point now) {
+    auto next = now + std::chrono::milliseconds(500);
+    for (auto& s : slots) {
+      if (s->st == session_slot::state::down) next = std::min(next, s->retry_at);
+      for (auto& c : s->channels)
+        if (c.req && !c.req->ended()) next = std::min(next, c.req->deadline());
+    }
+    for (auto& r : pending) next = std::min(next, r->deadline());
+    if (opts.keep_alive_interval.count() > 0) next = std::min(next, next_keep_alive);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
+    return static_cast<int>(std::clamp<long long>(ms, 0, 500));
+  }
+
+  static int on_wake(socket_t, int, void* user) {
+    static_cast<detail::waker*>(user)->drain();
+    return 0;
+  }
+
+  void loop() {
+    ssh_event_add_fd(event, wake->fd(), POLLIN, &impl::on_wake, wake.get());
+    for (;;) {
+      {
+        std::lock_guard lock(mutex);
+        if (stopping) break;
+      }
+      auto now = clock::now();
+      collect_connections();
+      for (auto& s : slots)
+        if (s->st == session_slot::state::down && now >= s->retry_at) start_connect(*s);
+      take_submitted();
+      run_keep_alive(now);
+      for (int round = 0; round < 2; ++round) {
+        // A second round lets requests re-queued by a broken session find another one.
+        assign_pending();
+        now = clock::now();
+        for (auto& s : slots) drive_session(*s, now);
+      }
+      expire_pending(clock::now());
+      update_counts();
+      ssh_event_dopoll(event, poll_timeout_ms(clock::now()));
+    }
+    shutdown();
+  }
+
+  void update_counts() {
+    int running = 0;
+    for (auto& s : slots)
+      for (auto& c : s->channels)
+        if (c.req && !c.req->ended()) ++running;
+    std::lock_guard lock(mutex);
+    health.requests_running = running;
+    health.requests_queued = static_cast<int>(pending.size() + submitted.size());
+  }
+
+  void shutdown() {
+    take_submitted();
+    const error gone(errc::cancelled, "the tunnel was closed");
+    for (auto& r : pending) r->finish(gone);
+    pending.clear();
+    for (auto& s : slots) {
+      for (auto& c : s->channels)
+        if (c.req) c.req->finish(gone);
+      s->channels.clear();
+      if (s->session) {
+        ssh_event_remove_session(event, s->session.get());
+        s->session.reset();
+      }
+    }
+    ssh_event_remove_fd(event, wake->fd());
+    for (auto& s : slots)
+      if (s->connector.joinable()) s->connector.join();
+    std::lock_guard lock(mutex);
+    connect_results.clear();
+  }
+};
+
+result<std::unique_ptr<ssh_transport>> ssh_transport::create(ssh_options options) {
+  if (options.host.empty() || options.user.empty() || options.key_file.empty() || options.known_hosts.empty())
+    return error(errc::invalid_argument, "ssh_transport: host, user, key_file and known_hosts are required");
+  if (options.port <= 0 || options.port > 65535) return error(errc::invalid_argument, "ssh_transport: bad port");
+  if (options.sessions < 1 || options.channels_per_session < 1 || options.max_queued < 1)
+    return error(errc::invalid_argument, "ssh_transport: sessions, channels_per_session and max_queued must be >= 1");
+  if (options.reconnect_initial.count() <= 0 || options.reconnect_max < options.reconnect_initial)
+    return error(errc::invalid_argument, "ssh_transport: bad reconnect backoff");
+  CHATAI_RETURN_IF_ERROR(load_key(options));
+  auto wake = detail::waker::create();
+  if (!wake) return std::move(wake).err();
+
+  auto p = std::make_unique<impl>();
+  p->opts = std::move(options);
+  p->wake = std::move(*wake);
+  p->event = ssh_event_new();
+  if (!p->event) return error(errc::resource_exhausted, "ssh_event_new failed");
+  for (int i = 0; i < p->opts.sessions; ++i) {
+    auto slot = std::make_unique<impl::session_slot>();
+    slot->index = i;
+    p->slots.push_back(std::move(slot));
+  }
+  p->next_keep_alive = clock::now() + p->opts.keep_alive_interval;
+  auto* raw = p.get();
+  p->io = std::thread([raw] {
+    detail::block_sigpipe();
+    try {
+      raw->loop();
+    } catch (const std::exception& e) {
+      log::error("tunnel: I/O thread failed", {{"error", e.what()}});
+    }
+  });
+  return std::unique_ptr<ssh_transport>(new ssh_transport(std::move(p)));
+}
+
+ssh_transport::ssh_transport(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+
+ssh_transport::~ssh_transport() {
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->stopping = true;
+  }
+  impl_->wake->wake();
+  if (impl_->io.joinable()) impl_->io.join();
+}
+
+chatai::status ssh_transport::wait_connected(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(impl_->mutex);
+  if (impl_->connected_cv.wait_for(lock, timeout, [&] { return impl_->health.sessions_up > 0 || impl_->connect_error; }))
+    if (impl_->health.sessions_up > 0) return ok_status();
+  if (impl_->connect_error) return *impl_->connect_error;
+  return error(errc::timeout, "no SSH session came up in time");
+}
+
+std::shared_ptr<stream> ssh_transport::start(verb v, std::string input, stream_callbacks callbacks,
+                                             request_options options) {
+  auto req = std::make_shared<stream_state>(v, std::move(input), std::move(callbacks), std::move(options), impl_->wake);
+  req->watch_cancellation();
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->submitted.push_back(req);
+  }
+  impl_->wake->wake();
+  return req;
+}
+
+transport_health ssh_transport::health() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->health;
+}
+
+}  // namespace chatai::tunnel

@@ -1,0 +1,84 @@
+"""The engine against independent references on the real model: perplexity against the NumPy
+forward pass (tests/engine/reference/llama_reference.py), token ids against Hugging Face's
+tokenizer, and the model-using CLI commands."""
+
+import json
+import pathlib
+import re
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TEXT = ROOT / "tests" / "engine" / "data" / "library.txt"
+REFERENCE_RESULT = ROOT / "tests" / "engine" / "data" / "library_perplexity.json"
+
+
+def chatai(build_dir, *args, stdin="", timeout=300):
+    proc = subprocess.run([str(build_dir / "bin" / "chatai"), *args], input=stdin.encode(), capture_output=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout.decode()
+
+
+def perplexity_of(output):
+    match = re.search(r"^perplexity: ([0-9.]+)$", output, re.MULTILINE)
+    assert match, output
+    return float(match.group(1))
+
+
+def test_perplexity_matches_the_numpy_reference(build_dir, test_model):
+    """The NumPy reference takes minutes, so its figure is kept beside the text with the command
+    that printed it."""
+    reference = json.loads(REFERENCE_RESULT.read_text())
+    assert reference["model"] == test_model.name
+    out = chatai(build_dir, "perplexity", "--model", str(test_model), "--file", str(TEXT), "--ctx",
+                 str(reference["ctx"]), "--device", "cpu")
+    assert re.search(rf"^tokens: {reference['tokens']}, windows: 8 of 128$", out, re.MULTILINE), out
+    engine = perplexity_of(out)
+    assert abs(engine - reference["perplexity"]) / reference["perplexity"] < 0.01, (engine, reference)
+
+
+def test_generate_chat_answers_paris(build_dir, test_model):
+    out = chatai(build_dir, "generate", "--model", str(test_model), "--chat", "-p",
+                 "What is the capital of France? Answer in one sentence.", "--temperature", "0", "-n", "24")
+    assert any("Paris" in line for line in out.splitlines()), out
+
+
+def test_bench_json(build_dir, test_model):
+    out = chatai(build_dir, "bench", "--model", str(test_model), "--json", "-p", "16", "-n", "8")
+    doc = json.loads(out)
+    assert isinstance(doc, dict)
+    for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes"):
+        assert doc[key] > 0, (key, doc)
+
+
+@pytest.mark.parametrize("text", [
+    "Hello, world!",
+    "A library lends books, films and tools.",
+    "naïve café — 東京 🙂",
+    "<|im_start|>user\nHi<|im_end|>\n",
+])
+def test_tokenize_and_decode_round_trip(build_dir, test_model, text):
+    ids = chatai(build_dir, "tokenize", "--model", str(test_model), stdin=text).split()
+    assert ids and all(i.isdigit() for i in ids)
+    assert chatai(build_dir, "tokenize", "--model", str(test_model), "--decode", stdin=" ".join(ids)) == text
+    special = chatai(build_dir, "tokenize", "--model", str(test_model), "--special", stdin=text).split()
+    if "<|im_start|>" in text:
+        assert len(special) < len(ids)
+        assert chatai(build_dir, "tokenize", "--model", str(test_model), "--decode", "--special",
+                      stdin=" ".join(special)) == text
+    else:
+        assert special == ids
+
+
+def test_tokenize_matches_the_reference_tokenizer(build_dir, test_model):
+    """Ids from Hugging Face's tokenizer for SmolLM2, kept in tokenizer_reference.json."""
+    cases = json.loads((ROOT / "tests" / "engine" / "reference" / "tokenizer_reference.json").read_text())["smollm2"]
+    for text, expected in cases:
+        ids = [int(i) for i in chatai(build_dir, "tokenize", "--model", str(test_model), stdin=text).split()]
+        assert ids == expected, text
+    hello = cases[0][1]
+    bos = [int(i) for i in chatai(build_dir, "tokenize", "--model", str(test_model), "--bos",
+                                  stdin=cases[0][0]).split()]
+    assert bos[1:] == hello and len(bos) == len(hello) + 1
