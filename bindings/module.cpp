@@ -13,6 +13,7 @@ void bind_gate(py::module_& m);  // gate.cpp
 void bind_tunnel(py::module_& m);  // tunnel.cpp
 void bind_model(py::module_& m);  // model.cpp
 void bind_serve(py::module_& m);  // serve.cpp
+void bind_scheduler(py::module_& m);  // scheduler.cpp
 }  // namespace chatai::python
 
 PYBIND11_MODULE(_chatai, m) {
@@ -37,4 +38,5 @@ PYBIND11_MODULE(_chatai, m) {
   chatai::python::bind_tunnel(m);
   chatai::python::bind_model(m);
   chatai::python::bind_serve(m);
+  chatai::python::bind_scheduler(m);
 }

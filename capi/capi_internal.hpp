@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <new>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "chatai.h"
@@ -18,6 +19,11 @@ chatai_status to_status(errc code) noexcept;
 // Records `err` as this thread's last error and returns its status code.
 chatai_status fail(const error& err) noexcept;
 chatai_status fail(chatai_status code, const char* message) noexcept;
+
+// Copies `text` into a caller's buffer as chatai.h describes for its string outputs: sets
+// *length (if not NULL) to text.size(), writes at most buffer_size - 1 bytes and a NUL, and
+// returns CHATAI_ERROR_OUT_OF_RANGE when the text was cut.
+chatai_status copy_out(std::string_view text, char* buffer, size_t buffer_size, size_t* length) noexcept;
 
 // Runs `fn` (returning chatai_status or status) and converts any exception.
 template <class Fn>

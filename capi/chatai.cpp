@@ -1,5 +1,8 @@
 // The C ABI's version and error functions.
+#include <algorithm>
+#include <cstring>
 #include <string>
+#include <string_view>
 
 #include "capi_internal.hpp"
 #include "chatai.h"
@@ -46,6 +49,22 @@ chatai_status fail(chatai_status code, const char* message) noexcept {
     t_last_error.clear();
   }
   return code;
+}
+
+chatai_status copy_out(std::string_view text, char* buffer, size_t buffer_size, size_t* length) noexcept {
+  if (length != nullptr) *length = text.size();
+  if (buffer_size == 0) return CHATAI_OK;
+  const std::size_t copied = std::min(text.size(), buffer_size - 1);
+  std::memcpy(buffer, text.data(), copied);
+  buffer[copied] = '\0';
+  if (copied == text.size()) return CHATAI_OK;
+  try {
+    const std::string message = "the text needs " + std::to_string(text.size() + 1) + " bytes, the buffer has " +
+                                std::to_string(buffer_size);
+    return fail(CHATAI_ERROR_OUT_OF_RANGE, message.c_str());
+  } catch (...) {
+    return fail(CHATAI_ERROR_OUT_OF_RANGE, "the buffer is too small");
+  }
 }
 
 }  // namespace chatai::capi

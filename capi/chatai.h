@@ -285,6 +285,57 @@ CHATAI_API chatai_status chatai_server_stop(chatai_server *server);
 /* Stops the server if it runs and releases it. NULL is fine. */
 CHATAI_API void chatai_server_free(chatai_server *server);
 
+/* ---- Scheduler -------------------------------------------------------------------------
+ * The Slurm adapter's autoscaler over one deployment file, as `chatai scheduler` runs it: each
+ * tick lists the deployment's jobs, probes them, counts demand and submits, rotates or cancels
+ * jobs, then publishes the ready backends in the state directory's registry. Every tick works
+ * from the state directory's files, so ticks may run in different processes one after another.
+ * Thread safety: chatai_scheduler_init, chatai_scheduler_tick and chatai_scheduler_status may be
+ * called from any thread at once; ticks never overlap, even across processes.
+ * chatai_scheduler_free must not overlap any other call on the scheduler. */
+typedef struct chatai_scheduler chatai_scheduler;
+
+/* Loads and checks the deployment file at `config_path` into *out. Nothing is created on disk
+ * and Slurm is not asked.
+ * Returns CHATAI_OK, or: CHATAI_ERROR_INVALID_ARGUMENT (a NULL argument, or a field refused:
+ * the message names the file and the field), CHATAI_ERROR_NOT_FOUND, CHATAI_ERROR_IO,
+ * CHATAI_ERROR_PARSE (malformed JSON; the message names the file). On failure *out is NULL. */
+CHATAI_API chatai_status chatai_scheduler_create(chatai_scheduler **out, const char *config_path);
+
+/* Releases the scheduler; the jobs it started keep running. NULL is fine. */
+CHATAI_API void chatai_scheduler_free(chatai_scheduler *scheduler);
+
+/* Creates the state directory's layout and publishes the services in the registry.
+ * Returns CHATAI_OK, CHATAI_ERROR_INVALID_ARGUMENT (NULL) or CHATAI_ERROR_IO /
+ * CHATAI_ERROR_PERMISSION_DENIED (the state directory cannot be written). */
+CHATAI_API chatai_status chatai_scheduler_init(chatai_scheduler *scheduler);
+
+/* Runs one tick and copies its report, a JSON object {"submitted", "cancelled", "adopted",
+ * "rotated", "probes", "unknown_listings": [launcher names whose listing failed],
+ * "duration_ms"}, into `report` as chatai_model_detokenize copies text (`report` may be NULL
+ * when report_size is 0). A launcher whose listing failed is named in "unknown_listings" and
+ * none of its jobs was submitted or cancelled; the call still returns CHATAI_OK.
+ * Returns CHATAI_OK, or: CHATAI_ERROR_INVALID_ARGUMENT (a NULL scheduler, or NULL report with a
+ * non-zero size: no tick ran), CHATAI_ERROR_UNAVAILABLE (another tick held the state directory
+ * for too long: no tick ran), CHATAI_ERROR_IO or CHATAI_ERROR_PARSE (the state directory could
+ * not be read or written: the last recorded state stands), or CHATAI_ERROR_OUT_OF_RANGE (the tick ran, but
+ * the buffer was too small: it holds the truncated report and *length the length needed). */
+CHATAI_API chatai_status chatai_scheduler_tick(chatai_scheduler *scheduler, char *report, size_t report_size,
+                                               size_t *length);
+
+/* Copies the state recorded by the last tick, without asking Slurm, into `buffer` as a JSON
+ * object {"last_tick_ms", "services": [{"id", "launcher", "target", "instances", "ready",
+ * "in_flight", "demand", "listing_known"}], "jobs": [{"job", "service", "launcher", "phase",
+ * "queue_state", "host", "port", "time_left_s", "time_limit_s", "failed_probes", "in_flight",
+ * "replaced_by"}]}, as chatai_model_detokenize copies text. Before the first tick it lists the
+ * services with no jobs and "last_tick_ms" 0.
+ * Returns CHATAI_OK, CHATAI_ERROR_INVALID_ARGUMENT (a NULL scheduler, or NULL buffer with a
+ * non-zero size), CHATAI_ERROR_IO or CHATAI_ERROR_PARSE (the state file cannot be read), or
+ * CHATAI_ERROR_OUT_OF_RANGE (the buffer was too small: it holds the truncated JSON and
+ * *length the length needed). */
+CHATAI_API chatai_status chatai_scheduler_status(const chatai_scheduler *scheduler, char *buffer, size_t buffer_size,
+                                                 size_t *length);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -23,28 +22,9 @@ struct chatai_model {
   std::atomic<std::uint64_t> cancel_epoch{0};
 };
 
+using chatai::capi::copy_out;
 using chatai::capi::fail;
 using chatai::capi::guard;
-
-namespace {
-
-// Copies `text` into the caller's buffer as chatai.h describes for its string outputs.
-chatai_status copy_out(std::string_view text, char* buffer, size_t buffer_size, size_t* length) {
-  if (length != nullptr) *length = text.size();
-  if (buffer_size == 0) return CHATAI_OK;
-  const std::size_t copied = std::min(text.size(), buffer_size - 1);
-  std::memcpy(buffer, text.data(), copied);
-  buffer[copied] = '\0';
-  if (copied < text.size()) {
-    return fail(CHATAI_ERROR_OUT_OF_RANGE,
-                ("the text needs " + std::to_string(text.size() + 1) + " bytes, the buffer has " +
-                 std::to_string(buffer_size))
-                    .c_str());
-  }
-  return CHATAI_OK;
-}
-
-}  // namespace
 
 extern "C" {
 

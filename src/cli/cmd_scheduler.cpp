@@ -33,16 +33,7 @@ int run_scheduler(const std::string& config_path, const std::string& action, boo
       std::fprintf(stderr, "chatai scheduler tick: %s\n", report.err().message().c_str());
       return report.err().code() == errc::unavailable ? exit_busy : 1;
     }
-    if (json) {
-      std::string unknown;
-      for (const auto& l : report->unknown_listings) unknown += (unknown.empty() ? "\"" : ",\"") + l + "\"";
-      std::printf("{\"submitted\":%lld,\"cancelled\":%lld,\"adopted\":%lld,\"rotated\":%lld,\"probes\":%lld,"
-                  "\"unknown_listings\":[%s],\"duration_ms\":%lld}\n",
-                  static_cast<long long>(report->submitted), static_cast<long long>(report->cancelled),
-                  static_cast<long long>(report->adopted), static_cast<long long>(report->rotated),
-                  static_cast<long long>(report->probes), unknown.c_str(),
-                  static_cast<long long>(report->duration.count()));
-    }
+    if (json) std::printf("%s\n", slurm::to_json(*report).c_str());
     // A tick that could not list the jobs did nothing it could regret, but it did not finish its work.
     return report->unknown_listings.empty() ? 0 : 3;
   }

@@ -1,5 +1,7 @@
 // `chatai serve`: the OpenAI-compatible model server, as it runs inside a Slurm job. SIGTERM,
 // SIGINT and SIGUSR1 (Slurm's --signal) drain it; a second SIGTERM or SIGINT ends it at once.
+// With --endpoint-file it reports where it listens the way the scheduler reads it.
+#include <limits.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -7,11 +9,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <thread>
 
 #include "chatai/core/json.hpp"
 #include "chatai/core/log.hpp"
 #include "chatai/serve/server.hpp"
+#include "chatai/slurm/registry.hpp"
 #include "commands.hpp"
 #include "model_flags.hpp"
 
@@ -61,6 +65,21 @@ void show_loading(const serve::model_server& server, const std::string& model) {
   std::fputs("\r\033[K", stderr);
 }
 
+// Writes {"host":...,"port":...} to `path` whole or not at all (mode 0600). A server bound to
+// every address names its node, which is how other nodes reach it.
+status write_endpoint_file(const std::string& path, const serve::model_server& server) {
+  std::string host = server.host();
+  if (host == "0.0.0.0" || host == "::") {
+    char name[HOST_NAME_MAX + 1] = {};
+    if (::gethostname(name, sizeof name - 1) != 0) return error(errc::io_error, "gethostname failed");
+    host = name;
+  }
+  std::string doc = "{\"host\":";
+  json::append_quoted(doc, host);
+  doc += ",\"port\":" + std::to_string(server.port()) + "}\n";
+  return slurm::replace_file_atomically(std::filesystem::absolute(path), doc);
+}
+
 }  // namespace
 
 void add_serve_command(CLI::App& app, int& exit_code) {
@@ -68,6 +87,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     model_flags model;
     serve::server_options server;
     std::string api_key_file;
+    std::string endpoint_file;
     int port = 8000;
   };
   auto opts = std::make_shared<options>();
@@ -76,6 +96,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--api-key-file", opts->api_key_file,
                   "file holding the key every endpoint but /health requires (mode 600)")
       ->check(CLI::ExistingFile);
+  cmd->add_option("--endpoint-file", opts->endpoint_file,
+                  "once listening, write {\"host\":...,\"port\":...} here (the scheduler's endpoint file)");
   cmd->add_option("--host", opts->server.host, "address to listen on")->capture_default_str();
   cmd->add_option("--port", opts->port, "port to listen on (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
   cmd->add_option("--served-model-name", opts->server.served_model_name,
@@ -115,6 +137,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       std::fprintf(stderr, "chatai: %s\n", ready.err().message().c_str());
       exit_code = 1;
     } else {
+      status reported;
       if (server.state() == serve::server_state::ready) {
         std::string line = "{\"event\":\"listening\",\"host\":";
         json::append_quoted(line, server.host());
@@ -124,9 +147,15 @@ void add_serve_command(CLI::App& app, int& exit_code) {
         std::fputs(line.c_str(), stdout);
         std::fflush(stdout);
         log::info("serve: listening", {{"host", server.host()}, {"port", std::to_string(server.port())}});
+        if (!opts->endpoint_file.empty()) reported = write_endpoint_file(opts->endpoint_file, server);
       }
-      server.wait_drained();
-      log::info("serve: drained, exiting");
+      if (!reported) {
+        std::fprintf(stderr, "chatai: --endpoint-file: %s\n", reported.err().message().c_str());
+        exit_code = 1;
+      } else {
+        server.wait_drained();
+        log::info("serve: drained, exiting");
+      }
     }
     server.stop();
     done.store(true);

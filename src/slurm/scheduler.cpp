@@ -887,6 +887,19 @@ std::string to_json(const scheduler_status& status) {
   return out;
 }
 
+std::string to_json(const tick_report& report) {
+  std::string out = "{\"submitted\":" + std::to_string(report.submitted) + ",\"cancelled\":" +
+                    std::to_string(report.cancelled) + ",\"adopted\":" + std::to_string(report.adopted) +
+                    ",\"rotated\":" + std::to_string(report.rotated) + ",\"probes\":" + std::to_string(report.probes) +
+                    ",\"unknown_listings\":[";
+  for (std::size_t i = 0; i < report.unknown_listings.size(); ++i) {
+    if (i) out += ',';
+    json::append_quoted(out, report.unknown_listings[i]);
+  }
+  out += "],\"duration_ms\":" + std::to_string(report.duration.count()) + "}";
+  return out;
+}
+
 std::string to_table(const scheduler_status& status) {
   const auto row = [](std::string& out, const std::vector<std::string>& cells, const std::vector<std::size_t>& widths) {
     for (std::size_t i = 0; i < cells.size(); ++i) {

@@ -1,5 +1,9 @@
-/* Calls the C ABI from C99: version, status names, the last-error contract, model files and models. */
+/* Calls the C ABI from C99: version, status names, the last-error contract, model files, models,
+ * the gate, the model server and the scheduler. */
+#define _XOPEN_SOURCE 700 /* mkdtemp, nftw */
+#include <ftw.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "chatai.h"
@@ -284,6 +288,89 @@ static void test_server(void) {
   chatai_server_free(server);
 }
 
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+/* Writes `text` to dir/name; returns 0 on success. */
+static int write_file(const char *dir, const char *name, const char *text) {
+  char path[512];
+  FILE *f;
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  f = fopen(path, "w");
+  if (f == NULL) return -1;
+  fputs(text, f);
+  return fclose(f);
+}
+
+/* Scheduler: a deployment of one local-launcher service with min_instances 0, so that ticks
+ * start no process; init, tick and status, the buffer contract and a refused config. */
+static void test_scheduler(void) {
+  static const char deploy[] =
+      "{\"state_dir\": \"state\", \"job_prefix\": \"ctest-\", \"services\": [{\"id\": \"chat\", "
+      "\"models\": [\"m\"], \"launcher\": \"local\", \"min_instances\": 0, \"max_instances\": 1, "
+      "\"template\": \"#!/bin/sh\\nexit 0\\n\"}]}\n";
+  static const char bad[] =
+      "{\"state_dir\": \"state\", \"services\": [{\"id\": \"chat\", \"models\": [\"m\"], "
+      "\"min_instances\": 2, \"max_instances\": 1, \"template\": \"#!/bin/sh\\n\"}]}\n";
+  char dir[] = "/tmp/chatai-capi-sched-XXXXXX";
+  char path[512], bad_path[512], buffer[4096], small[8];
+  size_t length = 0, needed = 0;
+  chatai_scheduler *scheduler = NULL;
+
+  chatai_scheduler_free(NULL);
+  EXPECT(chatai_scheduler_create(NULL, "deploy.json") == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_scheduler_create(&scheduler, NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_scheduler_init(NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_scheduler_tick(NULL, NULL, 0, NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_scheduler_status(NULL, NULL, 0, NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_scheduler_create(&scheduler, "/nonexistent/chatai-deploy.json") == CHATAI_ERROR_NOT_FOUND);
+  EXPECT(scheduler == NULL);
+  EXPECT(strstr(chatai_last_error(), "/nonexistent/chatai-deploy.json") != NULL);
+
+  EXPECT(mkdtemp(dir) != NULL);
+  EXPECT(write_file(dir, "deploy.json", deploy) == 0);
+  EXPECT(write_file(dir, "bad.json", bad) == 0);
+  snprintf(path, sizeof path, "%s/deploy.json", dir);
+  snprintf(bad_path, sizeof bad_path, "%s/bad.json", dir);
+
+  EXPECT(chatai_scheduler_create(&scheduler, bad_path) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(scheduler == NULL);
+  EXPECT(strstr(chatai_last_error(), "bad.json") != NULL);
+  EXPECT(strstr(chatai_last_error(), "max_instances") != NULL);
+
+  EXPECT(chatai_scheduler_create(&scheduler, path) == CHATAI_OK);
+  if (scheduler != NULL) {
+    EXPECT(chatai_scheduler_status(scheduler, buffer, sizeof buffer, &length) == CHATAI_OK);
+    EXPECT(strstr(buffer, "\"last_tick_ms\":0") != NULL);
+    EXPECT(chatai_scheduler_init(scheduler) == CHATAI_OK);
+    EXPECT(chatai_scheduler_tick(scheduler, buffer, sizeof buffer, &length) == CHATAI_OK);
+    EXPECT(length == strlen(buffer));
+    EXPECT(strstr(buffer, "\"submitted\":0") != NULL);
+    EXPECT(strstr(buffer, "\"unknown_listings\":[]") != NULL);
+    EXPECT(chatai_scheduler_tick(scheduler, small, 1, &length) == CHATAI_ERROR_OUT_OF_RANGE); /* the tick ran */
+    EXPECT(small[0] == '\0' && length > 0);
+    EXPECT(chatai_scheduler_tick(scheduler, NULL, 4, NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+
+    EXPECT(chatai_scheduler_status(scheduler, NULL, 0, &needed) == CHATAI_OK);
+    EXPECT(chatai_scheduler_status(scheduler, small, sizeof small, &length) == CHATAI_ERROR_OUT_OF_RANGE);
+    EXPECT(length == needed);
+    EXPECT(strlen(small) == sizeof small - 1);
+    EXPECT(strncmp(small, "{\"last_", 7) == 0);
+    EXPECT(chatai_scheduler_status(scheduler, buffer, sizeof buffer, &length) == CHATAI_OK);
+    EXPECT(length == needed && strlen(buffer) == needed);
+    EXPECT(strstr(buffer, "\"last_tick_ms\":0") == NULL);
+    EXPECT(strstr(buffer, "\"id\":\"chat\"") != NULL);
+    EXPECT(strstr(buffer, "\"target\":0") != NULL);
+    EXPECT(strstr(buffer, "\"jobs\":[]") != NULL);
+  }
+  chatai_scheduler_free(scheduler);
+  nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void) {
   char expected[32];
   snprintf(expected, sizeof expected, "%d.%d.%d", CHATAI_VERSION_MAJOR, CHATAI_VERSION_MINOR, CHATAI_VERSION_PATCH);
@@ -306,6 +393,8 @@ int main(void) {
   test_gate();
 
   test_server();
+
+  test_scheduler();
 
   if (failures == 0) printf("C ABI test passed\n");
   return failures == 0 ? 0 : 1;

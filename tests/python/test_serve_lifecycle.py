@@ -1,7 +1,10 @@
 """`chatai serve` under load and shutdown: the queue limit, draining on SIGUSR1 and SIGTERM,
-API keys, and chatai.Server in-process. Each test starts its own small server."""
+API keys, the endpoint file the scheduler reads, and chatai.Server in-process. Each test starts
+its own small server."""
 
+import json
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -113,6 +116,45 @@ def test_api_key(build_dir, test_model, tmp_path):
         assert proc.returncode == 0 and "s3cret" not in err
     finally:
         stop_server(proc)
+
+
+def wait_for_file(path, limit=30):
+    deadline = time.time() + limit
+    while not path.exists():
+        assert time.time() < deadline, f"{path} was not written"
+        time.sleep(0.02)
+    return json.loads(path.read_text())
+
+
+def test_endpoint_file(build_dir, test_model, tmp_path):
+    endpoint = tmp_path / "endpoints" / "job.json"
+    endpoint.parent.mkdir()
+    proc, event = start_server(build_dir, test_model, "--ctx", "256", "--endpoint-file", str(endpoint))
+    try:
+        assert wait_for_file(endpoint) == {"host": "127.0.0.1", "port": event["port"]}
+        assert endpoint.stat().st_mode & 0o777 == 0o600
+        assert [p.name for p in endpoint.parent.iterdir()] == ["job.json"]  # written by rename
+        assert get(event["port"], "/health")[0] == 200
+    finally:
+        stop_server(proc)
+
+    # Bound to every address, the server names its node.
+    endpoint.unlink()
+    proc = subprocess.Popen(
+        [str(build_dir / "bin" / "chatai"), "--log-level", "warn", "serve", "--model", str(test_model), "--host",
+         "0.0.0.0", "--port", "0", "--ctx", "256", "--threads", "1", "--endpoint-file", str(endpoint)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        event = json.loads(proc.stdout.readline())
+        assert wait_for_file(endpoint) == {"host": socket.gethostname(), "port": event["port"]}
+    finally:
+        stop_server(proc)
+
+    refused = subprocess.run(
+        [str(build_dir / "bin" / "chatai"), "serve", "--model", str(test_model), "--port", "0", "--ctx", "256",
+         "--endpoint-file", str(tmp_path / "missing" / "job.json")],
+        capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "--endpoint-file" in refused.stderr
 
 
 def test_server_in_process(test_model):

@@ -1,10 +1,12 @@
 // The scheduler on a real single-node Slurm: scaling up under load and back down, a job
 // cancelled from outside replaced, slurmctld down during ticks, rotation before the time
-// limit with a steady client through the gate, and --time-min filling a gap before a
-// reservation.
+// limit with a steady client through the gate, --time-min filling a gap before a
+// reservation, and a tick killed with SIGKILL at different points.
 #include <doctest/doctest.h>
 
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <mutex>
@@ -17,6 +19,7 @@
 #include "chatai/core/config.hpp"
 #include "chatai/core/json.hpp"
 #include "chatai/core/subprocess.hpp"
+#include "chatai/slurm/slurm_driver.hpp"
 #include "scheduler_test_util.hpp"
 #include "slurm_cluster.hpp"
 
@@ -209,4 +212,81 @@ TEST_CASE("on a real Slurm: rotation before the time limit without a failed requ
   CHECK(*job.time_limit <= 5min);
   REQUIRE(job.time_left);
   CHECK(*job.time_left <= 5min);
+}
+
+// Polls `pred` for up to 30 seconds.
+template <class Pred>
+bool tick_free_wait(Pred pred) {
+  for (int i = 0; i < 150; ++i) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(200ms);
+  }
+  return pred();
+}
+
+TEST_CASE("on a real Slurm: a tick killed with SIGKILL at any point leaves a state the next tick completes") {
+  slurm_cluster cluster;
+  driver_options slurm;
+  slurm.env["SLURM_CONF"] = cluster.conf;
+  const slurm_driver driver(slurm);
+  // The jobs of the prefix that Slurm still runs or queues.
+  auto live_jobs = [&] {
+    auto jobs = driver.list("ct-");
+    REQUIRE(jobs);
+    std::vector<std::string> ids;
+    for (const auto& j : *jobs)
+      if (j.state == "PENDING" || j.state == "RUNNING" || j.state == "CONFIGURING") ids.push_back(j.job_id);
+    return ids;
+  };
+  // sbatch is Slurm's own, run through a wrapper that waits 200 ms first, so that the kill
+  // points fall before the listing, between submissions and after the last one.
+  std::set<std::size_t> submitted_before_kill;
+  for (const int delay_ms : {50, 320, 520, 900}) {
+    CAPTURE(delay_ms);
+    for (const auto& id : live_jobs()) REQUIRE(driver.cancel(id));
+    REQUIRE(tick_free_wait([&] { return live_jobs().empty(); }));
+    deployment_dir d;
+    std::ofstream(d.path / "slow-sbatch") << "#!/bin/sh\nsleep 0.2\nexec sbatch \"$@\"\n";
+    fs::permissions(d.path / "slow-sbatch", fs::perms::owner_all);
+    std::string cfg = slurm_deployment(cluster, R"("min_instances": 3, "max_instances": 3, "time_limit": "10:00")");
+    const std::string timeout = R"("timeout_ms": 5000)";
+    cfg.replace(cfg.find(timeout), timeout.size(), timeout + R"(, "sbatch": "./slow-sbatch")");
+    scheduler sched(d.write(cfg));
+    REQUIRE(sched.init());
+    const pid_t child = ::fork();
+    if (child == 0) {
+      (void)sched.tick();
+      ::_exit(0);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    // An sbatch the killed tick had started finishes on its own: let it land first.
+    std::this_thread::sleep_for(600ms);
+    const std::size_t orphans = live_jobs().size();
+    submitted_before_kill.insert(orphans);
+
+    // The next tick runs (the killed one's lock went with it) and reaches the target: what the
+    // killed tick submitted is kept (adopted unless it was already recorded), nothing twice.
+    auto next = sched.tick();
+    REQUIRE_MESSAGE(next, (next ? "" : next.err().message()));
+    CHECK(next->adopted <= static_cast<std::int64_t>(orphans));
+    CHECK(next->submitted == 3 - static_cast<std::int64_t>(orphans));
+    CHECK(next->cancelled == 0);
+    auto st = sched.status();
+    REQUIRE(st);
+    CHECK(st->jobs.size() == 3);
+    CHECK(live_jobs().size() == 3);
+    CHECK(read_registry(state_dir(d.state())));
+    // A further tick changes nothing.
+    auto again = sched.tick();
+    REQUIRE(again);
+    CHECK(again->submitted == 0);
+    CHECK(again->cancelled == 0);
+    CHECK(live_jobs().size() == 3);
+  }
+  // The kills fell at different points of the tick, at least one between two submissions.
+  CHECK(submitted_before_kill.size() >= 3);
+  CHECK((submitted_before_kill.count(1) + submitted_before_kill.count(2)) >= 1);
+  for (const auto& id : live_jobs()) CHECK(driver.cancel(id));
 }

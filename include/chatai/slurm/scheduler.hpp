@@ -117,4 +117,7 @@ class scheduler {
 std::string to_json(const scheduler_status& status);
 std::string to_table(const scheduler_status& status);
 
+// A tick report as one JSON object: {"submitted":..., ..., "unknown_listings":[...], "duration_ms":...}.
+std::string to_json(const tick_report& report);
+
 }  // namespace chatai::slurm
