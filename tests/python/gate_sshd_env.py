@@ -30,7 +30,7 @@ def free_port() -> int:
 
 
 def unavailable_reason(gate_binary: pathlib.Path):
-    """Why the environment cannot be set up here, or None."""
+    """Why the environment cannot be set up here (the tests then fail with it), or None."""
     if os.geteuid() != 0:
         return "needs root to create the login user and run sshd"
     for tool in (SSHD, shutil.which("ssh"), shutil.which("ssh-keygen"), shutil.which("useradd")):

@@ -22,7 +22,7 @@ def env(build_dir):
     gate_binary = pathlib.Path(build_dir) / "bin" / "chatai-gate"
     reason = unavailable_reason(gate_binary)
     if reason:
-        pytest.skip(reason)
+        pytest.fail(reason)
     environment = GateEnvironment(gate_binary)
     yield environment
     environment.close()

@@ -20,8 +20,7 @@ CONTEXT = 512
 def start_server(build_dir, test_model, *extra):
     """Starts `chatai serve` on a free port; returns the process and its listening line."""
     binary = build_dir / "bin" / "chatai"
-    if not binary.exists():
-        pytest.skip(f"{binary} is not built")
+    assert binary.exists(), f"{binary} is not built"
     proc = subprocess.Popen(
         [str(binary), "--log-level", "warn", "serve", "--model", str(test_model), "--port", "0",
          "--served-model-name", MODEL, "--threads", "2", *extra],

@@ -11,11 +11,11 @@ import subprocess
 import threading
 import time
 
+import chatai
 import pytest
 
 from gate_sshd_env import USER, GateEnvironment, dechunk, unavailable_reason
 
-chatai = pytest.importorskip("chatai")
 
 STREAM_BODY = json.dumps({"model": "smol", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
 
@@ -25,7 +25,7 @@ def env(build_dir):
     gate_binary = pathlib.Path(build_dir) / "bin" / "chatai-gate"
     reason = unavailable_reason(gate_binary)
     if reason:
-        pytest.skip(reason)
+        pytest.fail(reason)
     environment = GateEnvironment(gate_binary, breaker_threshold=1000, sshd_options=["MaxSessions 32", "MaxStartups 100"])
     environment.add_backend("1001", service="chat", events=5, gap=0.01)
     environment.add_backend("2001", service="slow", events=200, gap=0.05)
