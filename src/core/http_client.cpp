@@ -1,6 +1,9 @@
 // The blocking HTTP client: one connection per request, each step run under its own deadline.
 #include "chatai/core/http_client.hpp"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+
 #include <array>
 #include <optional>
 
@@ -186,6 +189,23 @@ result<client_response> fetch(const client_request& req, const client_options& o
   out.status = head->status;
   out.headers = std::move(head->headers);
   return out;
+}
+
+result<std::string> resolve_address(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || !found)
+    return error(errc::not_found, "host \"" + host + "\" does not resolve");
+  char text[INET6_ADDRSTRLEN] = {};
+  const void* address = found->ai_family == AF_INET6
+                            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_addr)
+                            : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr);
+  const bool ok = ::inet_ntop(found->ai_family, address, text, sizeof text) != nullptr;
+  ::freeaddrinfo(found);
+  if (!ok) return error(errc::not_found, "host \"" + host + "\" has no usable address");
+  return std::string(text);
 }
 
 }  // namespace chatai::http

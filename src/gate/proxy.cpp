@@ -1,8 +1,6 @@
 // The `request` verb: read and check the request, route it, stream the backend's response,
 // watch the client, keep the breaker, the in-flight marker and the usage record.
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -62,22 +60,6 @@ struct exchange {
   int exit_code = exit_ok;
 };
 
-std::optional<std::string> resolve(const std::string& host) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || !found) return std::nullopt;
-  char text[INET6_ADDRSTRLEN] = {};
-  const void* address = found->ai_family == AF_INET6
-                            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_addr)
-                            : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr);
-  const bool ok = ::inet_ntop(found->ai_family, address, text, sizeof text) != nullptr;
-  ::freeaddrinfo(found);
-  if (!ok) return std::nullopt;
-  return std::string(text);
-}
-
 std::string head_bytes(const http::response_head& head, bool chunked) {
   std::string out = "HTTP/1.1 " + std::to_string(head.status) + " " + std::string(http::reason_phrase(head.status)) + "\r\n";
   for (const auto& field : head.headers) {
@@ -124,7 +106,7 @@ bool try_backend(exchange& ex, const slurm::backend_entry& b, bool last_attempt)
     fail_backend("backend key unreadable", key.err().message());
     return false;
   }
-  const auto address = resolve(b.host);
+  const auto address = http::resolve_address(b.host);
   if (!address) {
     fail_backend("backend host does not resolve", b.host);
     return false;

@@ -1,9 +1,7 @@
 // The scheduler tick: listing, adoption, parallel probes, demand, scaling, rotation, registry.
 #include "chatai/slurm/scheduler.hpp"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <sys/file.h>
 #include <sys/random.h>
 
@@ -232,22 +230,6 @@ result<scheduler_state> load_state(const state_dir& dir) {
   return parse_state(*text, dir.scheduler_state_file().string());
 }
 
-std::optional<std::string> resolve(const std::string& host) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || !found) return std::nullopt;
-  char text[INET6_ADDRSTRLEN] = {};
-  const void* address = found->ai_family == AF_INET6
-                            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_addr)
-                            : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr);
-  const bool ok = ::inet_ntop(found->ai_family, address, text, sizeof text) != nullptr;
-  ::freeaddrinfo(found);
-  if (!ok) return std::nullopt;
-  return std::string(text);
-}
-
 // The host and port a job's server wrote, once it has.
 std::optional<std::pair<std::string, std::int64_t>> read_endpoint(const state_dir& dir, const std::string& token) {
   const fs::path path = dir.endpoints_dir() / (token + ".json");
@@ -280,7 +262,7 @@ struct probe_task {
 };
 
 void run_probe(probe_task& t) {
-  const auto address = resolve(t.host);
+  const auto address = http::resolve_address(t.host);
   if (!address) {
     t.failure = "host does not resolve";
     return;

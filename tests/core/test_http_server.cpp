@@ -521,3 +521,13 @@ TEST_CASE("IPv6 literals work on both sides where the host has IPv6") {
   REQUIRE(res.ok());
   CHECK(res->body == "hello");
 }
+
+TEST_CASE("host names resolve to address literals for the client") {
+  CHECK(*http::resolve_address("127.0.0.1") == "127.0.0.1");
+  auto local = http::resolve_address("localhost");
+  REQUIRE(local);
+  CHECK((*local == "127.0.0.1" || *local == "::1"));
+  auto missing = http::resolve_address("no-such-host.invalid");
+  REQUIRE_FALSE(missing);
+  CHECK(missing.err().code() == errc::not_found);
+}

@@ -56,4 +56,9 @@ result<response_head> fetch_streaming(const client_request& req, const response_
 // The same, collecting the body.
 result<client_response> fetch(const client_request& req, const client_options& options = {});
 
+// The first address of a host name (or the literal itself) as text, for client_request::host.
+// Errors: not_found when the name does not resolve.
+// Thread safety: a free function (getaddrinfo).
+result<std::string> resolve_address(const std::string& host);
+
 }  // namespace chatai::http
