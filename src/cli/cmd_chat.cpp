@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <iostream>
 
-#include "chatai/engine/generator.hpp"
+#include "chatai/engine/completion.hpp"
 #include "commands.hpp"
 #include "model_flags.hpp"
 
@@ -58,7 +58,6 @@ void add_chat_command(CLI::App& app, int& exit_code) {
     std::vector<engine::chat_turn> turns;
     if (!opts->system.empty()) turns.push_back({"system", opts->system});
     const bool tty = ::isatty(STDIN_FILENO);
-    engine::generator gen(rt->compute(), rt->vocab());
     std::string line;
     for (;;) {
       if (tty) std::fputs("\n> ", stdout);
@@ -72,37 +71,35 @@ void add_chat_command(CLI::App& app, int& exit_code) {
         turns.pop_back();
         continue;
       }
-      engine::generation_request req;
-      req.prompt = rt->encode_prompt(*rendered, true);
+      engine::completion_request req;
+      req.prompt = std::move(*rendered);
+      req.is_chat = true;
       req.max_tokens = opts->n;
       req.sampling.temperature = opts->temperature;
       req.sampling.top_p = opts->top_p;
       req.sampling.seed = opts->seed;
-      auto id = gen.add(std::move(req));
-      if (!id) {
-        std::fprintf(stderr, "chatai: %s\n", id.err().message().c_str());
+      auto run = engine::completion::start(*rt, std::move(req));
+      if (!run) {
+        std::fprintf(stderr, "chatai: %s\n", run.err().message().c_str());
         turns.pop_back();
         continue;
       }
       std::string answer;
       g_interrupted.store(false);
       g_generating.store(true);
-      while (gen.active() > 0) {
+      while (!(*run)->done()) {
         if (g_interrupted.load()) {
-          (void)gen.remove(*id);
           std::fputs(" [stopped]", stdout);
           break;
         }
-        auto events = gen.step();
-        if (!events) {
-          std::fprintf(stderr, "\nchatai: %s\n", events.err().message().c_str());
+        auto piece = (*run)->next();
+        if (!piece) {
+          std::fprintf(stderr, "\nchatai: %s\n", piece.err().message().c_str());
           exit_code = 1;
           break;
         }
-        for (const auto& ev : *events) {
-          answer += ev.text;
-          std::fputs(ev.text.c_str(), stdout);
-        }
+        answer += *piece;
+        std::fputs(piece->c_str(), stdout);
         std::fflush(stdout);
       }
       g_generating.store(false);

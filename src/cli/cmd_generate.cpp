@@ -1,7 +1,7 @@
 // `chatai generate`: prints the continuation of a prompt, streaming.
 #include <cstdio>
 
-#include "chatai/engine/generator.hpp"
+#include "chatai/engine/completion.hpp"
 #include "commands.hpp"
 #include "model_flags.hpp"
 
@@ -47,8 +47,9 @@ void add_generate_command(CLI::App& app, int& exit_code) {
       }
       text = *rendered;
     }
-    engine::generation_request req;
-    req.prompt = rt->encode_prompt(text, opts->chat);
+    engine::completion_request req;
+    req.prompt = std::move(text);
+    req.is_chat = opts->chat;
     req.max_tokens = opts->n;
     req.stop = opts->stop;
     req.sampling.temperature = opts->temperature;
@@ -57,22 +58,21 @@ void add_generate_command(CLI::App& app, int& exit_code) {
     req.sampling.min_p = opts->min_p;
     req.sampling.repetition_penalty = opts->repeat;
     req.sampling.seed = opts->seed;
-    engine::generator gen(rt->compute(), rt->vocab());
-    auto id = gen.add(std::move(req));
-    if (!id) {
-      std::fprintf(stderr, "chatai: %s\n", id.err().message().c_str());
+    auto run = engine::completion::start(*rt, std::move(req));
+    if (!run) {
+      std::fprintf(stderr, "chatai: %s\n", run.err().message().c_str());
       exit_code = 1;
       return;
     }
     if (!opts->chat) std::fputs(opts->prompt.c_str(), stdout);
-    while (gen.active() > 0) {
-      auto events = gen.step();
-      if (!events) {
-        std::fprintf(stderr, "\nchatai: %s\n", events.err().message().c_str());
+    while (!(*run)->done()) {
+      auto piece = (*run)->next();
+      if (!piece) {
+        std::fprintf(stderr, "\nchatai: %s\n", piece.err().message().c_str());
         exit_code = 1;
         return;
       }
-      for (const auto& ev : *events) std::fputs(ev.text.c_str(), stdout);
+      std::fputs(piece->c_str(), stdout);
       std::fflush(stdout);
     }
     std::fputc('\n', stdout);

@@ -45,6 +45,15 @@ def test_generate_chat_answers_paris(build_dir, test_model):
     assert any("Paris" in line for line in out.splitlines()), out
 
 
+def test_chat_keeps_the_conversation(build_dir, test_model):
+    """Two turns on stdin: the second question only makes sense with the first one's context."""
+    out = chatai(build_dir, "chat", "--model", str(test_model), "--temperature", "0", "-n", "30",
+                 stdin="What is the capital of France? Answer in one sentence.\nAnd of Italy?\n")
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 2, out
+    assert "Paris" in lines[0] and "Rome" in lines[1], out
+
+
 def test_bench_json(build_dir, test_model):
     out = chatai(build_dir, "bench", "--model", str(test_model), "--json", "-p", "16", "-n", "8")
     doc = json.loads(out)
