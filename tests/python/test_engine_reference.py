@@ -5,6 +5,7 @@ tokenizer, and the model-using CLI commands."""
 import json
 import pathlib
 import re
+import signal
 import subprocess
 
 import pytest
@@ -52,6 +53,25 @@ def test_chat_keeps_the_conversation(build_dir, test_model):
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == 2, out
     assert "Paris" in lines[0] and "Rome" in lines[1], out
+
+
+def test_chat_ctrl_c_stops_the_answer_not_the_program(build_dir, test_model):
+    proc = subprocess.Popen([str(build_dir / "bin" / "chatai"), "chat", "--model", str(test_model), "--temperature",
+                             "0", "-n", "2000"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"Write a very long story about a lighthouse keeper.\n")
+        proc.stdin.flush()
+        first = proc.stdout.read1(4096)  # the answer has started
+        assert first, proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(b"What is the capital of France? Answer in one sentence.\n", timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = (first + out).decode()
+    assert proc.returncode == 0, err.decode()
+    assert "[stopped]" in text, text
+    assert "Paris" in text.split("[stopped]", 1)[1], text
 
 
 def test_bench_json(build_dir, test_model):
