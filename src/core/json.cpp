@@ -116,6 +116,15 @@ std::string quoted(std::string_view text) {
   return out;
 }
 
+void append_string_array(std::string& out, const std::vector<std::string>& items) {
+  out.push_back('[');
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i) out.push_back(',');
+    append_quoted(out, items[i]);
+  }
+  out.push_back(']');
+}
+
 std::string_view type_name(const rapidjson::Value& value) {
   switch (value.GetType()) {
     case rapidjson::kNullType: return "null";

@@ -131,12 +131,9 @@ result<std::string> status_json(const gate_config& config) {
     if (i) out += ',';
     out += "{\"id\":";
     json::append_quoted(out, s.id);
-    out += ",\"models\":[";
-    for (std::size_t m = 0; m < s.models.size(); ++m) {
-      if (m) out += ',';
-      json::append_quoted(out, s.models[m]);
-    }
-    out += "],\"can_scale_from_zero\":";
+    out += ",\"models\":";
+    json::append_string_array(out, s.models);
+    out += ",\"can_scale_from_zero\":";
     out += s.can_scale_from_zero ? "true" : "false";
     out += ",\"backends\":{\"ready\":" + std::to_string(by_state[slurm::backend_state::ready]) +
            ",\"starting\":" + std::to_string(by_state[slurm::backend_state::starting]) +

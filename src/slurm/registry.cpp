@@ -179,12 +179,9 @@ std::string to_json(const registry& reg) {
     if (i) out += ',';
     out += "{\"id\":";
     json::append_quoted(out, s.id);
-    out += ",\"models\":[";
-    for (std::size_t m = 0; m < s.models.size(); ++m) {
-      if (m) out += ',';
-      json::append_quoted(out, s.models[m]);
-    }
-    out += "],\"can_scale_from_zero\":";
+    out += ",\"models\":";
+    json::append_string_array(out, s.models);
+    out += ",\"can_scale_from_zero\":";
     out += s.can_scale_from_zero ? "true}" : "false}";
   }
   out += "],\"backends\":[";

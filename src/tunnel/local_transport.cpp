@@ -310,14 +310,7 @@ result<std::unique_ptr<local_transport>> local_transport::create(local_options o
   p->health.sessions_up = 1;
   p->next_keep_alive = clock::now() + p->opts.keep_alive_interval;
   auto* raw = p.get();
-  p->io = std::thread([raw] {
-    detail::block_sigpipe();
-    try {
-      raw->loop();
-    } catch (const std::exception& e) {
-      log::error("tunnel: local I/O thread failed", {{"error", e.what()}});
-    }
-  });
+  p->io = detail::start_io_thread("tunnel: local I/O thread failed", [raw] { raw->loop(); });
   return std::unique_ptr<local_transport>(new local_transport(std::move(p)));
 }
 

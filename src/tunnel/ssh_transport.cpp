@@ -600,14 +600,7 @@ result<std::unique_ptr<ssh_transport>> ssh_transport::create(ssh_options options
   }
   p->next_keep_alive = clock::now() + p->opts.keep_alive_interval;
   auto* raw = p.get();
-  p->io = std::thread([raw] {
-    detail::block_sigpipe();
-    try {
-      raw->loop();
-    } catch (const std::exception& e) {
-      log::error("tunnel: I/O thread failed", {{"error", e.what()}});
-    }
-  });
+  p->io = detail::start_io_thread("tunnel: I/O thread failed", [raw] { raw->loop(); });
   return std::unique_ptr<ssh_transport>(new ssh_transport(std::move(p)));
 }
 

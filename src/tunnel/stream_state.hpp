@@ -5,9 +5,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "chatai/core/status.hpp"
 #include "chatai/core/unique_fd.hpp"
@@ -83,6 +85,10 @@ status gate_outcome(verb v, int exit_status, std::string_view stderr_text);
 // Blocks SIGPIPE on the calling thread, so that a write to a closed pipe or socket fails with
 // EPIPE there instead of ending the process.
 void block_sigpipe() noexcept;
+
+// Starts a transport's I/O thread running `loop` with SIGPIPE blocked; an exception that
+// escapes the loop is logged with `what` instead of ending the process.
+std::thread start_io_thread(std::string_view what, std::function<void()> loop);
 
 // How much of the gate's stderr a request keeps for its error message.
 inline constexpr std::size_t max_stderr = 2048;

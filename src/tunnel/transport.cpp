@@ -11,6 +11,7 @@
 #include <future>
 
 #include "chatai/core/json.hpp"
+#include "chatai/core/log.hpp"
 #include "stream_state.hpp"
 
 namespace chatai::tunnel {
@@ -157,6 +158,17 @@ void block_sigpipe() noexcept {
   sigemptyset(&set);
   sigaddset(&set, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+std::thread start_io_thread(std::string_view what, std::function<void()> loop) {
+  return std::thread([what = std::string(what), loop = std::move(loop)] {
+    block_sigpipe();
+    try {
+      loop();
+    } catch (const std::exception& e) {
+      log::error(what, {{"error", e.what()}});
+    }
+  });
 }
 
 status gate_outcome(verb v, int exit_status, std::string_view stderr_text) {

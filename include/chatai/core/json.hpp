@@ -25,6 +25,8 @@ std::string to_string(const rapidjson::Value& value);
 // replaced by U+FFFD so the output is always valid JSON.
 void append_quoted(std::string& out, std::string_view text);
 std::string quoted(std::string_view text);
+// Appends ["a","b",...] to `out`.
+void append_string_array(std::string& out, const std::vector<std::string>& items);
 
 // The name of a value's JSON type for error messages ("a string", "an integer", ...).
 std::string_view type_name(const rapidjson::Value& value);
