@@ -62,9 +62,11 @@ class Backend:
 
 
 class GateEnvironment:
-    def __init__(self, gate_binary: pathlib.Path, breaker_threshold: int = 1, sshd_options=()):
-        """sshd_options: extra sshd_config lines ("MaxSessions 64", ...)."""
+    def __init__(self, gate_binary: pathlib.Path, breaker_threshold: int = 1, sshd_options=(), gate_settings=None):
+        """sshd_options: extra sshd_config lines ("MaxSessions 64", ...); gate_settings: fields of the
+        gate's config file that replace the defaults here (a scheduler tick, say)."""
         self.sshd_options = list(sshd_options)
+        self.gate_settings = dict(gate_settings or {})
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="chatai-gate-sshd-"))
         os.chmod(self.tmp, 0o755)
         self.backends = []
@@ -100,6 +102,7 @@ class GateEnvironment:
             "state_dir": str(self.state),
             "backend": {"connect_timeout_ms": 1000, "first_byte_timeout_ms": 10000, "idle_timeout_ms": 5000},
             "breaker": {"failure_threshold": breaker_threshold, "cooldown_ms": 60000},
+            **self.gate_settings,
         }))
         os.chmod(self.config, 0o644)
 
