@@ -5,7 +5,9 @@ A small stdlib HTTP server serves the page's files from src/gateway/web with the
 Content-Security-Policy and forwards /v1/* to a real `chatai serve` on the real model, streaming
 the answer through unbuffered. Every /v1 request needs the key. /v1/models gives each model a
 "state", and lists a second model, "echo", whose answer streams back the last user message
-word by word, so that a test can choose the model's exact text.
+word by word, so that a test can choose the model's exact text. Two more echo models answer
+with an error first: "starting" (state starting) answers 503 with Retry-After: 1 once, and
+"limited" always answers 429 with Retry-After: 7.
 """
 
 import http.client
@@ -27,9 +29,13 @@ CSP = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 ECHO = "echo"
+# Echo models that fail first: name -> (state, status, Retry-After, how many requests fail).
+FAILING = {"starting": ("starting", 503, "1", 1), "limited": ("ready", 429, "7", float("inf"))}
 
 
 def make_handler(api_key, upstream_port):
+    failures_left = {name: count for name, (_, _, _, count) in FAILING.items()}
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -45,9 +51,9 @@ def make_handler(api_key, upstream_port):
             self.end_headers()
             self.wfile.write(body)
 
-        def error(self, status, message, code):
+        def error(self, status, message, code, headers=()):
             body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
-            self.reply(status, json.dumps(body).encode())
+            self.reply(status, json.dumps(body).encode(), headers=headers)
 
         def start_stream(self, status=200, content_type="text/event-stream", retry_after=None):
             self.send_response(status)
@@ -80,7 +86,8 @@ def make_handler(api_key, upstream_port):
                 conn.close()
                 for model in listing["data"]:
                     model["state"] = "ready"
-                listing["data"].append({"id": ECHO, "object": "model", "owned_by": "chatai", "state": "ready"})
+                for name, model_state in [(ECHO, "ready")] + [(n, f[0]) for n, f in FAILING.items()]:
+                    listing["data"].append({"id": name, "object": "model", "owned_by": "chatai", "state": model_state})
                 return self.reply(200, json.dumps(listing).encode())
             name = "index.html" if self.path == "/" else self.path.lstrip("/")
             path = WEB_DIR / name
@@ -93,8 +100,13 @@ def make_handler(api_key, upstream_port):
                 return
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             request = json.loads(body or b"{}")
+            model = request.get("model")
+            if failures_left.get(model, 0) > 0:
+                failures_left[model] -= 1
+                _, status, retry_after, _ = FAILING[model]
+                return self.error(status, f"{model} can't answer now", "unavailable", [("Retry-After", retry_after)])
             try:
-                if request.get("model") == ECHO:
+                if model == ECHO or model in FAILING:
                     self.echo(request)
                 else:
                     self.forward(body)

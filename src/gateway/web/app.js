@@ -19,17 +19,20 @@ const ui = Object.fromEntries([
   'notice-retry', 'composer', 'prompt', 'send', 'stop',
 ].map((id) => [id.replace(/-(\w)/g, (_, c) => c.toUpperCase()), document.getElementById(id)]));
 
+const narrow = () => matchMedia('(max-width: 720px)').matches;
 const state = { conversations: loadConversations(), current: null, models: [], running: null, retry: null };
 
 // ---- API key: from the address (#key=...) once, then from localStorage.
 
+// True when the address held a key.
 function takeKeyFromAddress() {
   const params = new URLSearchParams(location.hash.slice(1));
-  if (!params.has('key')) return;
+  if (!params.has('key')) return false;
   localStorage.setItem(KEY_STORAGE, params.get('key').trim());
   params.delete('key');
   const rest = params.toString();
   history.replaceState(null, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
+  return true;
 }
 
 const apiKey = () => localStorage.getItem(KEY_STORAGE) ?? '';
@@ -133,6 +136,7 @@ function fillMessage(view, message) {
   const content = view.querySelector('.content');
   content.replaceChildren(message.role === 'assistant' ? renderMarkdown(message.content) : message.content);
   view.dataset.state = message.stopped ? 'stopped' : 'done';
+  view.removeAttribute('aria-busy');
   view.querySelector('.note').hidden = !message.stopped;
 }
 
@@ -176,7 +180,7 @@ function select(id) {
   localStorage.setItem(CURRENT_STORAGE, id);
   clearNotice();
   renderConversation();
-  if (matchMedia('(max-width: 720px)').matches) setSidebar(false);
+  if (narrow()) setSidebar(false);
   ui.prompt.focus();
 }
 
@@ -200,6 +204,7 @@ function setRunning(controller) {
   ui.send.hidden = Boolean(controller);
   ui.stop.hidden = !controller;
   ui.deleteChat.disabled = Boolean(controller);
+  ui.newChat.disabled = Boolean(controller);
 }
 
 function wait(seconds, signal) {
@@ -221,12 +226,14 @@ async function answer(conversation) {
     showNotice('No model to ask: the model list is empty or could not be loaded.', () => answer(conversation));
     return;
   }
+  conversation.model = model;
   const messages = conversation.messages.map(({ role, content }) => ({ role, content }));
   if (conversation.system.trim()) messages.unshift({ role: 'system', content: conversation.system });
   const request = { model, messages, temperature: conversation.temperature };
   const reply = { role: 'assistant', content: '', model };
   const view = messageView(reply);
   view.dataset.state = 'streaming';
+  view.setAttribute('aria-busy', 'true');
   const controller = new AbortController();
   setRunning(controller);
   let failed = null;
@@ -278,7 +285,6 @@ function send(text) {
   const conversation = current();
   conversation.messages.push({ role: 'user', content: text });
   if (conversation.title === NEW_TITLE) conversation.title = text.replace(/\s+/g, ' ').trim().slice(0, 60);
-  conversation.model = ui.model.value;
   touch(conversation);
   appendView(messageView(conversation.messages.at(-1)));
   renderList();
@@ -333,6 +339,13 @@ ui.noticeRetry.addEventListener('click', () => {
 });
 ui.newChat.addEventListener('click', startNew);
 ui.toggleSidebar.addEventListener('click', () => setSidebar(document.body.classList.contains('sidebar-hidden')));
+// On a narrow screen the sidebar covers the chat: Escape or a click beside it closes it.
+document.querySelector('main').addEventListener('click', (event) => {
+  if (narrow() && !ui.toggleSidebar.contains(event.target)) setSidebar(false);
+});
+addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' && narrow()) setSidebar(false);
+});
 ui.model.addEventListener('change', () => {
   current().model = ui.model.value;
   save();
@@ -382,6 +395,9 @@ ui.importFile.addEventListener('change', async () => {
     showNotice(`Nothing was imported: ${err.message}.`);
   }
 });
+addEventListener('hashchange', () => {
+  if (takeKeyFromAddress()) refreshModels();
+});
 addEventListener('storage', (event) => {
   if (event.key === KEY_STORAGE) refreshModels();
 });
@@ -390,7 +406,7 @@ addEventListener('storage', (event) => {
 
 takeKeyFromAddress();
 ui.apiKey.placeholder = apiKey() ? 'Saved' : 'Paste your key';
-if (matchMedia('(max-width: 720px)').matches) setSidebar(false);
+if (narrow()) setSidebar(false);
 const remembered = localStorage.getItem(CURRENT_STORAGE);
 if (state.conversations.some((c) => c.id === remembered)) select(remembered);
 else startNew();

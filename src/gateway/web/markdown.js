@@ -25,7 +25,7 @@ export function el(tag, ...children) {
 }
 
 // The URL when it is an absolute http(s) URL, else null.
-export function safeUrl(text) {
+function safeUrl(text) {
   try {
     const url = new URL(text);
     return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null;
@@ -44,7 +44,7 @@ function link(label, target, fallback) {
   return a;
 }
 
-export function renderInline(text) {
+function renderInline(text) {
   const out = document.createDocumentFragment();
   let last = 0;
   for (const m of text.matchAll(INLINE)) {
