@@ -1,6 +1,9 @@
-"""The chat page in headless Chromium (selenium): picking a model, a streamed answer, stopping
-one, the conversation after a reload, model text that can't inject HTML, and the API key given
-in the address. The service comes from the `chat_service` fixture."""
+"""The chat page in headless Chromium (selenium): the API key given in the address, picking a
+model, an answer streaming in, stopping one, the conversation after a reload, model text that
+can't inject HTML, Markdown blocks, the errors of a refused key, a starting model and a rate
+limit, rename, export, delete and import, a narrow screen, and the Content-Security-Policy.
+The service comes from the `chat_service` fixture. A screenshot of the page is saved into
+$CHATAI_SCREENSHOT_DIR, or the test's temporary folder, and its path printed."""
 
 import json
 import os
@@ -44,7 +47,7 @@ def browser(tmp_path_factory, chat_service):
 
 
 def wait(driver, condition, timeout=30, message=""):
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d), message)
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition, message)
 
 
 def answers(driver):

@@ -13,14 +13,16 @@ const MAX_IMPORT_BYTES = 20 << 20;
 const MODEL_REFRESH_MS = 30000;
 
 const ui = Object.fromEntries([
-  'sidebar', 'toggle-sidebar', 'new-chat', 'conversation-list', 'export', 'import', 'import-file',
-  'key-settings', 'api-key', 'model', 'model-state', 'chat-settings', 'title', 'system-prompt',
+  'toggle-sidebar', 'new-chat', 'conversation-list', 'export', 'import', 'import-file',
+  'key-settings', 'api-key', 'model', 'model-state', 'title', 'system-prompt',
   'temperature', 'temperature-value', 'delete-chat', 'messages', 'notice', 'notice-text',
   'notice-retry', 'composer', 'prompt', 'send', 'stop',
 ].map((id) => [id.replace(/-(\w)/g, (_, c) => c.toUpperCase()), document.getElementById(id)]));
 
 const narrow = () => matchMedia('(max-width: 720px)').matches;
-const state = { conversations: loadConversations(), current: null, models: [], running: null, retry: null };
+const state = {
+  conversations: loadConversations(), current: null, models: [], running: null, retry: null, keyRefused: false,
+};
 
 // ---- API key: from the address (#key=...) once, then from localStorage.
 
@@ -92,8 +94,10 @@ function touch(conversation) {
 async function refreshModels() {
   try {
     state.models = await listModels(apiKey());
+    state.keyRefused = false;
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) askForKey(explain(err));
+    state.keyRefused = err instanceof ApiError && err.status === 401;
+    if (state.keyRefused) askForKey(explain(err));
     else ui.modelState.textContent = 'The models could not be listed.';
     return;
   }
@@ -351,7 +355,6 @@ ui.model.addEventListener('change', () => {
   save();
   renderModelState();
 });
-ui.apiKey.value = '';
 ui.apiKey.addEventListener('change', () => {
   localStorage.setItem(KEY_STORAGE, ui.apiKey.value.trim());
   ui.apiKey.value = '';
@@ -411,4 +414,5 @@ const remembered = localStorage.getItem(CURRENT_STORAGE);
 if (state.conversations.some((c) => c.id === remembered)) select(remembered);
 else startNew();
 refreshModels();
-setInterval(() => { if (!state.running) refreshModels(); }, MODEL_REFRESH_MS);
+// Model states change as services start and stop; a refused key waits for a new one.
+setInterval(() => { if (!state.running && !state.keyRefused) refreshModels(); }, MODEL_REFRESH_MS);
