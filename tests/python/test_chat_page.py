@@ -113,7 +113,7 @@ def test_stream_stop_and_reload(browser, chat_service):
     # The answer streams in: its text grows while it is still streaming.
     wait(browser, lambda d: len(answer_text(d)) > 0, timeout=120, message="no answer started")
     lengths = []
-    for _ in range(30):
+    for _ in range(100):
         assert last_answer(browser).get_attribute("data-state") == "streaming"
         lengths.append(len(answer_text(browser)))
         if len(set(lengths)) >= 3:
@@ -247,6 +247,23 @@ def test_rate_limit_is_explained_and_retried(browser, chat_service):
     wait(browser, lambda d: last_answer(d) is not None and last_answer(d).get_attribute("data-state") == "done",
          message="no answer after the retry")
     assert answer_text(browser) == "are you there" and not notice(browser)
+
+
+def test_network_error_is_explained_and_retried(browser, chat_service):
+    base_url, _ = chat_service
+    browser.get(f"{base_url}/")
+    new_chat(browser, "echo")
+    browser.set_network_conditions(offline=True, latency=0, download_throughput=-1, upload_throughput=-1)
+    try:
+        type_message(browser, "still there?")
+        wait(browser, lambda d: "Network error" in notice(d), message="no network error notice")
+    finally:
+        browser.delete_network_conditions()
+    assert "the service could not be reached" in notice(browser) and not answers(browser)
+    browser.find_element(By.ID, "notice-retry").click()
+    wait(browser, lambda d: last_answer(d) is not None and last_answer(d).get_attribute("data-state") == "done",
+         message="no answer after the retry")
+    assert answer_text(browser) == "still there?" and not notice(browser)
 
 
 def import_file(driver, path):
