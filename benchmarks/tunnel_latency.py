@@ -6,8 +6,9 @@ backend. Needs root (it runs sshd and creates the login user chatai-test), like 
 
 Where the time goes: the gate program alone (run as sshd runs it, with SSH_ORIGINAL_COMMAND set,
 one after another), and the CPU time per request of each part: the client (libssh, or the ssh
-processes), sshd with the shell and the gate it starts per channel (the listening sshd's reaped
-children), and the backend. On a machine with few cores the sum bounds the request rate.
+processes), sshd with the shell and the gate it starts per channel (sshd in a cgroup of its own,
+its connection processes sampled while they live), and the backend. On a machine with few cores
+the sum bounds the request rate. Run it at a high priority (nice -n -15) on a shared machine.
 
 Usage: sudo .venv/bin/python benchmarks/tunnel_latency.py [--build build] [--requests 2000]
        [--backend native|python] [--sessions 8 --channels 10] [--sshd-log-level INFO]
@@ -32,7 +33,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from gate_latency import BODY, direct, percentile, through_ssh  # noqa: E402
 from gate_sshd_env import USER, GateEnvironment, request_bytes, unavailable_reason  # noqa: E402
 
-CONTROL_SOCKETS = 4
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -259,7 +259,8 @@ def main():
 
         if args.skip_ssh:
             return
-        controls = [env.tmp / f"control-{i}.sock" for i in range(CONTROL_SOCKETS)]
+        # As many master connections as the tunnel has sessions, so both sides have the same channels.
+        controls = [env.tmp / f"control-{i}.sock" for i in range(args.sessions)]
         for c in controls:
             masters.append(subprocess.Popen(env.ssh_args("-N", "-M", "-S", str(c), "-o", "ControlPersist=no")))
         deadline = time.time() + 10

@@ -35,6 +35,12 @@ struct asio_stream_callbacks {
 // Timeouts are request_options' (first byte, idle). Cancelling closes the request's channel or
 // child process at once; data not yet delivered is dropped and on_end gets errc::cancelled
 // (unless the answer had ended already). The callbacks hold the stream until on_end has run.
+//
+// With core's http::response as the consumer: on_data writes the bytes with response::write()
+// and calls consumed() once response::buffered_bytes() is below the server's low-water mark
+// (checking again on a timer of the strand while it is not); on_end calls finish(); the
+// response's cancelled() token goes in request_options::cancel, so a client that leaves closes
+// the channel. No thread waits on anything.
 // Thread safety: consumed(), cancel() and strand() may be called from any thread.
 class asio_stream : public std::enable_shared_from_this<asio_stream> {
  public:
