@@ -126,8 +126,8 @@ class GateEnvironment:
         self.sshd_log = self.tmp / "sshd.log"
         self.sshd_config = self.tmp / "sshd_config"
         # The server itself would allow forwarding, PTYs and sftp: `restrict` on the key has to
-        # be what refuses them. UseDNS, PrintMotd and PrintLastLog off are what the operators'
-        # guide (README.md) recommends for the gate's host: each costs every channel or login.
+        # be what refuses them. UseDNS, PrintMotd and PrintLastLog off: the settings README.md
+        # recommends for the gate's host (nothing looked up, read or printed per connection).
         self.sshd_config.write_text("\n".join([
             f"Port {self.port}",
             "ListenAddress 127.0.0.1",
