@@ -1,5 +1,7 @@
-// A server with one trivial handler on loopback, to be driven by a load generator such as wrk
-// (see http_server_bench.sh). Prints the port, then serves until SIGINT or SIGTERM.
+// A server with trivial handlers on loopback, to be driven by a load generator such as wrk
+// (see http_server_bench.sh), and the trivial backend of benchmarks/tunnel_latency.py (a small
+// chat completion answer, whatever the request). Prints the port, then serves until SIGINT or
+// SIGTERM.
 #include <pthread.h>
 #include <signal.h>
 
@@ -33,6 +35,10 @@ int main(int argc, char** argv) {
   chatai::http::router routes;
   routes.add("GET", "/", [](chatai::http::request&, chatai::http::response res) {
     res.send(200, "text/plain", "hello, world\n");
+  });
+  routes.add("POST", "/v1/chat/completions", [](chatai::http::request&, chatai::http::response res) {
+    res.send(200, "application/json",
+             R"({"choices":[{"message":{"content":"hello"}}],"usage":{"prompt_tokens":7,"completion_tokens":1}})");
   });
   auto srv = chatai::http::server::start(options, std::move(routes));
   if (!srv) {

@@ -3,6 +3,8 @@
 // Driven by benchmarks/tunnel_latency.py, which sets up sshd, the gate and the backend.
 //
 // Usage: tunnel_bench HOST PORT USER KEY KNOWN_HOSTS SERVICE CONCURRENCY REQUESTS [SESSIONS CHANNELS]
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -94,7 +96,13 @@ int main(int argc, char** argv) {
   const double seconds = std::chrono::duration<double>(clock_type::now() - begin).count();
   std::sort(latencies_ms.begin(), latencies_ms.end());
   auto pct = [&](double p) { return latencies_ms[std::min(latencies_ms.size() - 1, static_cast<std::size_t>(p / 100 * (latencies_ms.size() - 1) + 0.5))]; };
-  std::printf("{\"concurrency\":%d,\"requests\":%d,\"failed\":%d,\"rps\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
-              concurrency, total, failed, total / seconds, pct(50), pct(99));
+  // This process's CPU time (the libssh client side) from start to end, connecting included.
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  const double cpu_ms = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e3 +
+                        (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e3;
+  std::printf("{\"concurrency\":%d,\"requests\":%d,\"failed\":%d,\"rps\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
+              "\"cpu_ms\":%.1f}\n",
+              concurrency, total, failed, total / seconds, pct(50), pct(99), cpu_ms);
   return failed ? 1 : 0;
 }

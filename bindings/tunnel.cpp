@@ -211,7 +211,7 @@ void bind_tunnel(py::module_& m) {
              return std::make_unique<py_tunnel>(std::move(t), raw);
            }),
            py::arg("host"), py::arg("user"), py::arg("key"), py::arg("known_hosts"), py::kw_only(), py::arg("port") = 22,
-           py::arg("passphrase") = "", py::arg("trust_on_first_use") = false, py::arg("sessions") = 4,
+           py::arg("passphrase") = "", py::arg("trust_on_first_use") = false, py::arg("sessions") = 8,
            py::arg("channels_per_session") = 10, py::arg("connect_timeout") = 5.0, py::arg("reconnect_initial") = 0.1,
            py::arg("reconnect_max") = 2.0, py::arg("keep_alive_interval") = 5.0,
            "Connects in the background to user@host with the private key file `key`; the server's host key must "

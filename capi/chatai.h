@@ -336,6 +336,174 @@ CHATAI_API chatai_status chatai_scheduler_tick(chatai_scheduler *scheduler, char
 CHATAI_API chatai_status chatai_scheduler_status(const chatai_scheduler *scheduler, char *buffer, size_t buffer_size,
                                                  size_t *length);
 
+/* ---- Tunnel ----------------------------------------------------------------------------
+ * The transport from the gateway to chatai-gate (gate protocol version 1): a pool of SSH
+ * sessions to the login node, one channel per request, the server's host key pinned in a
+ * known_hosts file; or the gate run as a local child process per request. Requests stream their
+ * answer (the backend's HTTP/1.1 response) through callbacks.
+ * Callbacks run on the tunnel's I/O thread: they must return quickly, must not block, and must
+ * not call chatai_tunnel_status, chatai_tunnel_keep_alive, chatai_tunnel_wait_connected or
+ * chatai_tunnel_free (chatai_tunnel_stream_consumed and chatai_tunnel_stream_cancel are fine).
+ * Thread safety: every function on a chatai_tunnel or chatai_tunnel_stream may be called from
+ * any thread at once, except chatai_tunnel_free, which must not overlap another call on the
+ * tunnel. */
+typedef struct chatai_tunnel chatai_tunnel;
+typedef struct chatai_tunnel_stream chatai_tunnel_stream;
+
+#define CHATAI_TUNNEL_SSH_OPTIONS_VERSION 1
+
+/* Zero in a count or duration means the default given beside it. */
+typedef struct chatai_tunnel_ssh_options {
+  unsigned version;              /* CHATAI_TUNNEL_SSH_OPTIONS_VERSION */
+  const char *host;              /* the login node; required */
+  int port;                      /* 1..65535; 22 by default */
+  const char *user;              /* required */
+  const char *key_file;          /* an ed25519 or RSA private key; required */
+  const char *passphrase;        /* of the key file; NULL: none */
+  const char *known_hosts;       /* the file the server's host key is checked against; required */
+  int trust_on_first_use;        /* non-zero: accept an unlisted server and add its key to the file */
+  int sessions;                  /* SSH connections in the pool; 0: 8 */
+  int channels_per_session;      /* at most sshd's MaxSessions; 0: 10 */
+  int max_queued;                /* requests waiting for a channel; 0: 4096 */
+  int64_t connect_timeout_ms;    /* TCP, key exchange and authentication; 0: 5000 */
+  int64_t reconnect_initial_ms;  /* the first backoff after a failure; 0: 100 */
+  int64_t reconnect_max_ms;      /* the backoff doubles up to this, with jitter; 0: 2000 */
+  int64_t keep_alive_interval_ms;/* 0: 5000; negative: no keep-alive */
+  int64_t keep_alive_timeout_ms; /* 0: 5000 */
+} chatai_tunnel_ssh_options;
+
+#define CHATAI_TUNNEL_SSH_OPTIONS_INIT {CHATAI_TUNNEL_SSH_OPTIONS_VERSION, NULL, 22, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+#define CHATAI_TUNNEL_LOCAL_OPTIONS_VERSION 1
+
+typedef struct chatai_tunnel_local_options {
+  unsigned version;               /* CHATAI_TUNNEL_LOCAL_OPTIONS_VERSION */
+  const char *gate_program;       /* the chatai-gate binary; required */
+  const char *gate_config;        /* passed as --config; required */
+  int max_running;                /* gate processes at once; 0: 64 */
+  int max_queued;                 /* requests waiting; 0: 4096 */
+  int64_t keep_alive_interval_ms; /* 0: 5000; negative: no keep-alive */
+  int64_t keep_alive_timeout_ms;  /* 0: 5000 */
+} chatai_tunnel_local_options;
+
+#define CHATAI_TUNNEL_LOCAL_OPTIONS_INIT {CHATAI_TUNNEL_LOCAL_OPTIONS_VERSION, NULL, NULL, 0, 0, 0, 0}
+
+/* Creates an SSH tunnel into *out: checks the options, reads the key file and starts
+ * connecting in the background (see chatai_tunnel_wait_connected).
+ * Returns CHATAI_OK, or: CHATAI_ERROR_INVALID_ARGUMENT (a NULL argument or required field, an
+ * unknown options version, a value out of range; the message names the field) or
+ * CHATAI_ERROR_PERMISSION_DENIED (the key file cannot be read or decrypted). On failure *out
+ * is NULL and nothing runs. */
+CHATAI_API chatai_status chatai_tunnel_create_ssh(chatai_tunnel **out, const chatai_tunnel_ssh_options *opts);
+
+/* Creates a tunnel that runs `gate_program --config gate_config` as a child process per request,
+ * with SSH_ORIGINAL_COMMAND set as sshd sets it.
+ * Returns CHATAI_OK, or CHATAI_ERROR_INVALID_ARGUMENT (as above). On failure *out is NULL. */
+CHATAI_API chatai_status chatai_tunnel_create_local(chatai_tunnel **out, const chatai_tunnel_local_options *opts);
+
+/* Ends every request with CHATAI_ERROR_CANCELLED (their end callbacks run before it returns),
+ * closes the sessions and joins the threads. NULL is fine. */
+CHATAI_API void chatai_tunnel_free(chatai_tunnel *tunnel);
+
+/* Waits until an SSH session is up. A local tunnel is always connected.
+ * Returns CHATAI_OK, CHATAI_ERROR_INVALID_ARGUMENT (NULL), CHATAI_ERROR_TIMEOUT (none came up
+ * in time), or the error of the last failed attempt: CHATAI_ERROR_UNAVAILABLE, or
+ * CHATAI_ERROR_PERMISSION_DENIED (the host key or the client key was refused). */
+CHATAI_API chatai_status chatai_tunnel_wait_connected(chatai_tunnel *tunnel, int64_t timeout_ms);
+
+#define CHATAI_TUNNEL_REQUEST_OPTIONS_VERSION 1
+
+typedef struct chatai_tunnel_request_options {
+  unsigned version;                 /* CHATAI_TUNNEL_REQUEST_OPTIONS_VERSION */
+  const char *id;                   /* the request id the gate logs; required */
+  const char *user;                 /* the web user's tag for usage records; NULL: "" */
+  const char *service;              /* the service id; required */
+  const char *method;               /* NULL: "POST" */
+  const char *path;                 /* NULL: "/v1/chat/completions" */
+  const char *const *header_names;  /* `n_headers` HTTP headers for the backend */
+  const char *const *header_values;
+  size_t n_headers;
+  const char *body;                 /* `body_len` bytes; may be NULL when body_len is 0 */
+  size_t body_len;
+  int64_t first_byte_timeout_ms;    /* from the call to the first byte of the answer; 0: 30000 */
+  int64_t idle_timeout_ms;          /* the longest gap between two pieces; 0: 60000 */
+  size_t window;                    /* bytes delivered but not reported by
+                                       chatai_tunnel_stream_consumed before reading pauses; 0: no limit */
+} chatai_tunnel_request_options;
+
+#define CHATAI_TUNNEL_REQUEST_OPTIONS_INIT {CHATAI_TUNNEL_REQUEST_OPTIONS_VERSION, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, 0, 0, 0, 0}
+
+/* Receives the next `len` bytes of the answer (borrowed until it returns). Return 0 to go on,
+ * non-zero to cancel the request (its end callback then gets CHATAI_ERROR_CANCELLED). */
+typedef int (*chatai_tunnel_data_callback)(const char *data, size_t len, void *user);
+
+/* Called exactly once per started request, after its last data callback: CHATAI_OK when the
+ * gate answered whole (refused requests are HTTP error responses and still end with CHATAI_OK);
+ * otherwise CHATAI_ERROR_CANCELLED, CHATAI_ERROR_TIMEOUT, CHATAI_ERROR_UNAVAILABLE (the
+ * connection broke after the request was sent, or the gate failed), CHATAI_ERROR_INVALID_ARGUMENT
+ * (the gate refused the verb), CHATAI_ERROR_PERMISSION_DENIED (the host key or client key was
+ * refused) or CHATAI_ERROR_RESOURCE_EXHAUSTED (the queue is full). `message` describes the
+ * failure ("" on success), borrowed until the callback returns. */
+typedef void (*chatai_tunnel_end_callback)(chatai_status status, const char *message, void *user);
+
+/* Starts one request and returns at once; the callbacks run later on the I/O thread with `user`.
+ * `on_data` may be NULL (the answer is dropped). When `out` is not NULL, *out receives a handle
+ * for chatai_tunnel_stream_consumed and chatai_tunnel_stream_cancel, released with
+ * chatai_tunnel_stream_free (freeing it does not cancel the request).
+ * Returns CHATAI_OK (on_end will be called exactly once), or CHATAI_ERROR_INVALID_ARGUMENT (a NULL
+ * tunnel, opts, on_end, id or service, an unknown options version, NULL body with a non-zero
+ * length, a NULL header name or value, a negative timeout): nothing was started, no callback
+ * runs and *out is NULL. */
+CHATAI_API chatai_status chatai_tunnel_request(chatai_tunnel *tunnel, const chatai_tunnel_request_options *opts,
+                                               chatai_tunnel_data_callback on_data, chatai_tunnel_end_callback on_end,
+                                               void *user, chatai_tunnel_stream **out);
+
+/* Reports `bytes` of the answer as passed on, reopening the window (see window above).
+ * Returns CHATAI_OK or CHATAI_ERROR_INVALID_ARGUMENT (NULL). */
+CHATAI_API chatai_status chatai_tunnel_stream_consumed(chatai_tunnel_stream *stream, size_t bytes);
+
+/* Ends the request now: its channel (or child) is closed, so the gate sees its client leave;
+ * the end callback gets CHATAI_ERROR_CANCELLED unless the request had ended already.
+ * Returns CHATAI_OK or CHATAI_ERROR_INVALID_ARGUMENT (NULL). */
+CHATAI_API chatai_status chatai_tunnel_stream_cancel(chatai_tunnel_stream *stream);
+
+/* Releases the handle; the request goes on. NULL is fine. */
+CHATAI_API void chatai_tunnel_stream_free(chatai_tunnel_stream *stream);
+
+/* Copies the gate's status document (JSON: services, models, ready backends, demand) into
+ * `buffer` as chatai_model_detokenize copies text (`buffer` may be NULL when buffer_size is 0).
+ * Blocks for at most timeout_ms (0: 10000).
+ * Returns CHATAI_OK, CHATAI_ERROR_INVALID_ARGUMENT (a NULL tunnel, NULL buffer with a non-zero
+ * size, a negative timeout), an error of the request as the end callback lists them, or
+ * CHATAI_ERROR_OUT_OF_RANGE (the buffer was too small: it holds the truncated document and
+ * *length the length needed). */
+CHATAI_API chatai_status chatai_tunnel_status(chatai_tunnel *tunnel, int64_t timeout_ms, char *buffer,
+                                              size_t buffer_size, size_t *length);
+
+/* Runs one keep-alive now (the gate answers OK and runs a scheduler tick when one is due).
+ * Blocks for at most timeout_ms (0: 10000).
+ * Returns CHATAI_OK, CHATAI_ERROR_INVALID_ARGUMENT (NULL, a negative timeout), an error of the
+ * request as the end callback lists them, or CHATAI_ERROR_PARSE (an answer other than OK). */
+CHATAI_API chatai_status chatai_tunnel_keep_alive(chatai_tunnel *tunnel, int64_t timeout_ms);
+
+#define CHATAI_TUNNEL_HEALTH_VERSION 1
+
+typedef struct chatai_tunnel_health {
+  unsigned version;               /* CHATAI_TUNNEL_HEALTH_VERSION, set by the caller */
+  int alive;                      /* non-zero: the last keep-alive was answered */
+  int64_t since_keep_alive_ms;    /* since that answer; -1: never */
+  int sessions_up;                /* SSH sessions connected (1 for a local tunnel) */
+  int requests_running;
+  int requests_queued;
+  char last_error[256];           /* the last connection or keep-alive error, truncated; "" if none */
+} chatai_tunnel_health;
+
+#define CHATAI_TUNNEL_HEALTH_INIT {CHATAI_TUNNEL_HEALTH_VERSION, 0, -1, 0, 0, 0, {0}}
+
+/* Fills *out with a snapshot of the tunnel's health; never blocks.
+ * Returns CHATAI_OK or CHATAI_ERROR_INVALID_ARGUMENT (a NULL argument or an unknown version). */
+CHATAI_API chatai_status chatai_tunnel_get_health(const chatai_tunnel *tunnel, chatai_tunnel_health *out);
+
 #ifdef __cplusplus
 }
 #endif

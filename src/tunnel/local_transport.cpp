@@ -284,6 +284,12 @@ struct local_transport::impl {
       health.requests_queued = static_cast<int>(pending.size() + submitted.size());
     }
     const error gone(errc::cancelled, "the tunnel was closed");
+    {
+      // Requests submitted since the last round end too: every request's on_end runs once.
+      std::lock_guard lock(mutex);
+      for (auto& r : submitted) pending.push_back(std::move(r));
+      submitted.clear();
+    }
     for (auto& r : pending) r->finish(gone);
     for (auto& c : children) {
       if (c.req) c.req->finish(gone);

@@ -362,7 +362,10 @@ struct ssh_transport::impl {
       }
       case phase::exec: {
         const int rc = ssh_channel_request_exec(c.channel, std::string(verb_name(req->verb_)).c_str());
-        if (rc == SSH_AGAIN) return true;
+        // The input follows the exec request at once, without waiting for sshd's reply (as the
+        // ssh program does): sshd reads them in order, so the gate finds its stdin waiting, and
+        // a request saves one round of scheduling both sides.
+        if (rc == SSH_AGAIN) return write_input(c);
         if (rc != SSH_OK) {
           if (ssh_get_status(c.slot->session.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) return false;
           req->finish(error(errc::unavailable, "the server refused to run the gate"));
@@ -380,7 +383,9 @@ struct ssh_transport::impl {
     return true;
   }
 
-  bool drive_running(channel_ctx& c) {
+  // Sends what the channel's window takes of the request's input, then end-of-file for the verbs
+  // other than request. Returns false when the session failed.
+  static bool write_input(channel_ctx& c) {
     auto& req = c.req;
     while (req->written_ < req->input_.size()) {
       const std::uint32_t room = ssh_channel_window_size(c.channel);
@@ -395,6 +400,12 @@ struct ssh_transport::impl {
       if (ssh_channel_send_eof(c.channel) == SSH_ERROR) return false;
       req->input_closed_ = true;
     }
+    return true;
+  }
+
+  bool drive_running(channel_ctx& c) {
+    auto& req = c.req;
+    if (!write_input(c)) return false;
     char buf[read_chunk];
     for (;;) {
       const int n = ssh_channel_read_nonblocking(c.channel, buf, sizeof buf, 1);

@@ -1,10 +1,13 @@
 /* Calls the C ABI from C99: version, status names, the last-error contract, model files, models,
- * the gate, the model server and the scheduler. */
-#define _XOPEN_SOURCE 700 /* mkdtemp, nftw */
+ * the gate, the model server, the scheduler and the tunnel. */
+#define _XOPEN_SOURCE 700 /* mkdtemp, nftw, pthread, chmod */
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "chatai.h"
 
@@ -371,6 +374,273 @@ static void test_scheduler(void) {
   nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* One tunnel request's answer, collected by its callbacks on the tunnel's I/O thread. */
+struct answer {
+  pthread_mutex_t mutex;
+  pthread_cond_t ended_cond;
+  char data[65536];
+  size_t length;
+  size_t pieces;
+  int ended;
+  int end_calls;
+  chatai_status status;
+  char message[256];
+  int cancel_after_first; /* the data callback asks to stop after the first piece */
+};
+
+static void answer_init(struct answer *a) {
+  memset(a, 0, sizeof *a);
+  pthread_mutex_init(&a->mutex, NULL);
+  pthread_cond_init(&a->ended_cond, NULL);
+}
+
+static void answer_destroy(struct answer *a) {
+  pthread_mutex_destroy(&a->mutex);
+  pthread_cond_destroy(&a->ended_cond);
+}
+
+static int on_tunnel_data(const char *data, size_t len, void *user) {
+  struct answer *a = (struct answer *)user;
+  size_t room;
+  pthread_mutex_lock(&a->mutex);
+  room = sizeof a->data - 1 - a->length;
+  if (len < room) room = len;
+  memcpy(a->data + a->length, data, room);
+  a->length += room;
+  a->data[a->length] = '\0';
+  ++a->pieces;
+  pthread_mutex_unlock(&a->mutex);
+  return a->cancel_after_first;
+}
+
+static void on_tunnel_end(chatai_status status, const char *message, void *user) {
+  struct answer *a = (struct answer *)user;
+  pthread_mutex_lock(&a->mutex);
+  a->status = status;
+  snprintf(a->message, sizeof a->message, "%s", message);
+  a->ended = 1;
+  ++a->end_calls;
+  pthread_cond_broadcast(&a->ended_cond);
+  pthread_mutex_unlock(&a->mutex);
+}
+
+/* Waits up to `seconds` for the end callback; returns whether it ran. */
+static int answer_wait(struct answer *a, int seconds) {
+  struct timespec deadline;
+  int ended;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += seconds;
+  pthread_mutex_lock(&a->mutex);
+  while (!a->ended && pthread_cond_timedwait(&a->ended_cond, &a->mutex, &deadline) == 0) {
+  }
+  ended = a->ended;
+  pthread_mutex_unlock(&a->mutex);
+  return ended;
+}
+
+/* Tunnel: the local transport running the real chatai-gate over a state directory whose service
+ * "chat" is the real model served in-process (when the test model is installed): a streamed
+ * chat completion, an unknown service answered 404 by the gate, cancelling from the data
+ * callback and from another thread, status, keep-alive, health and the argument checks. */
+static void test_tunnel(void) {
+  static const char secret[] = "capi-tunnel-secret-0123456789abcdef";
+  static const char chat_body[] =
+      "{\"model\":\"smol\",\"stream\":true,\"max_tokens\":4,\"temperature\":0,"
+      "\"messages\":[{\"role\":\"user\",\"content\":\"Say hi\"}]}";
+  static const char long_body[] =
+      "{\"model\":\"smol\",\"stream\":true,\"max_tokens\":200,\"messages\":[{\"role\":\"user\",\"content\":\"Count\"}]}";
+  const char *header_names[] = {"content-type"};
+  const char *header_values[] = {"application/json"};
+  char dir[] = "/tmp/chatai-capi-tunnel-XXXXXX";
+  char path[512], text[2048], status_doc[8192], small[4];
+  size_t length = 0, needed = 0;
+  chatai_tunnel_local_options local = CHATAI_TUNNEL_LOCAL_OPTIONS_INIT;
+  chatai_tunnel_ssh_options ssh = CHATAI_TUNNEL_SSH_OPTIONS_INIT;
+  chatai_tunnel_request_options req = CHATAI_TUNNEL_REQUEST_OPTIONS_INIT;
+  chatai_tunnel_health health = CHATAI_TUNNEL_HEALTH_INIT;
+  chatai_server_options server_opts = CHATAI_SERVER_OPTIONS_INIT;
+  chatai_server *server = NULL;
+  chatai_tunnel *tunnel = NULL;
+  chatai_tunnel_stream *stream = NULL;
+  struct answer a;
+  struct timespec ten_ms = {0, 10000000};
+  int port = 1, tries;
+
+  EXPECT(local.version == CHATAI_TUNNEL_LOCAL_OPTIONS_VERSION && local.gate_program == NULL);
+  EXPECT(ssh.version == CHATAI_TUNNEL_SSH_OPTIONS_VERSION && ssh.port == 22 && ssh.sessions == 0);
+  EXPECT(req.version == CHATAI_TUNNEL_REQUEST_OPTIONS_VERSION && req.body == NULL && req.window == 0);
+  chatai_tunnel_free(NULL);
+  chatai_tunnel_stream_free(NULL);
+  EXPECT(chatai_tunnel_create_local(NULL, &local) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_tunnel_create_local(&tunnel, &local) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(strstr(chatai_last_error(), "gate_program") != NULL);
+  EXPECT(tunnel == NULL);
+  EXPECT(chatai_tunnel_create_ssh(&tunnel, &ssh) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(strstr(chatai_last_error(), "host") != NULL);
+  ssh.host = "127.0.0.1";
+  ssh.user = "nobody";
+  ssh.key_file = "/nonexistent/key";
+  ssh.known_hosts = "/nonexistent/known_hosts";
+  ssh.port = 70000;
+  EXPECT(chatai_tunnel_create_ssh(&tunnel, &ssh) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(strstr(chatai_last_error(), "port") != NULL);
+  ssh.port = 22;
+  EXPECT(chatai_tunnel_create_ssh(&tunnel, &ssh) == CHATAI_ERROR_PERMISSION_DENIED);
+  EXPECT(tunnel == NULL);
+  EXPECT(chatai_tunnel_wait_connected(NULL, 0) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_tunnel_request(NULL, &req, on_tunnel_data, on_tunnel_end, NULL, &stream) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(stream == NULL);
+  EXPECT(chatai_tunnel_status(NULL, 0, NULL, 0, NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_tunnel_keep_alive(NULL, 0) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_tunnel_get_health(NULL, &health) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_tunnel_stream_cancel(NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_tunnel_stream_consumed(NULL, 1) == CHATAI_ERROR_INVALID_ARGUMENT);
+
+  /* The state directory: keys/, the backend's key and the registry. */
+  EXPECT(mkdtemp(dir) != NULL);
+  snprintf(path, sizeof path, "%s/state", dir);
+  EXPECT(mkdir(path, 0700) == 0);
+  snprintf(path, sizeof path, "%s/state/keys", dir);
+  EXPECT(mkdir(path, 0700) == 0);
+  EXPECT(write_file(dir, "state/keys/101.key", secret) == 0);
+  snprintf(path, sizeof path, "%s/state/keys/101.key", dir);
+  EXPECT(chmod(path, 0600) == 0);
+  if (strlen(CHATAI_TEST_MODEL) > 0) {
+    EXPECT(write_file(dir, "api.key", secret) == 0);
+    snprintf(path, sizeof path, "%s/api.key", dir);
+    EXPECT(chmod(path, 0600) == 0);
+    server_opts.model_path = CHATAI_TEST_MODEL;
+    server_opts.served_model_name = "smol";
+    server_opts.context = 256;
+    server_opts.threads = 1;
+    server_opts.api_key_file = path;
+    EXPECT(chatai_server_create(&server, &server_opts) == CHATAI_OK);
+    if (server != NULL) port = chatai_server_port(server);
+  }
+  snprintf(text, sizeof text,
+           "{\"version\":1,\"generation\":1,\"services\":[{\"id\":\"chat\",\"models\":[\"smol\"]}],"
+           "\"backends\":[{\"job\":\"101\",\"service\":\"chat\",\"host\":\"127.0.0.1\",\"port\":%d,"
+           "\"state\":\"ready\",\"key_file\":\"101.key\"}]}",
+           port);
+  EXPECT(write_file(dir, "state/registry.json", text) == 0);
+  snprintf(path, sizeof path, "%s/state/registry.json", dir);
+  EXPECT(chmod(path, 0600) == 0);
+  snprintf(text, sizeof text, "{\"state_dir\":\"%s/state\"}", dir);
+  EXPECT(write_file(dir, "gate.json", text) == 0);
+  snprintf(path, sizeof path, "%s/gate.json", dir);
+
+  local.gate_program = CHATAI_GATE_PROGRAM;
+  local.gate_config = path;
+  local.keep_alive_interval_ms = -1;
+  EXPECT(chatai_tunnel_create_local(&tunnel, &local) == CHATAI_OK);
+  if (tunnel == NULL) {
+    chatai_server_free(server);
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return;
+  }
+  EXPECT(chatai_tunnel_wait_connected(tunnel, 1000) == CHATAI_OK);
+
+  /* Bad request options: nothing starts and no callback runs. */
+  answer_init(&a);
+  EXPECT(chatai_tunnel_request(tunnel, &req, on_tunnel_data, on_tunnel_end, &a, &stream) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(strstr(chatai_last_error(), "id") != NULL);
+  req.id = "capi-1";
+  req.service = "chat";
+  req.body_len = 3;
+  EXPECT(chatai_tunnel_request(tunnel, &req, on_tunnel_data, on_tunnel_end, &a, &stream) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(strstr(chatai_last_error(), "body") != NULL);
+  EXPECT(chatai_tunnel_request(tunnel, &req, on_tunnel_data, NULL, &a, NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  req.version = 99;
+  EXPECT(chatai_tunnel_request(tunnel, &req, on_tunnel_data, on_tunnel_end, &a, NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  req.version = CHATAI_TUNNEL_REQUEST_OPTIONS_VERSION;
+  EXPECT(stream == NULL && a.end_calls == 0);
+
+  /* A service the registry does not know: the gate answers 404, and the request ends OK. */
+  req.service = "nope";
+  req.body = chat_body;
+  req.body_len = strlen(chat_body);
+  req.header_names = header_names;
+  req.header_values = header_values;
+  req.n_headers = 1;
+  EXPECT(chatai_tunnel_request(tunnel, &req, on_tunnel_data, on_tunnel_end, &a, NULL) == CHATAI_OK);
+  EXPECT(answer_wait(&a, 10));
+  EXPECT(a.status == CHATAI_OK && a.end_calls == 1);
+  EXPECT(strncmp(a.data, "HTTP/1.1 404 ", 13) == 0);
+  EXPECT(strstr(a.data, "\"error\"") != NULL);
+  answer_destroy(&a);
+
+  if (server != NULL) {
+    /* The real model's streamed answer. */
+    answer_init(&a);
+    req.service = "chat";
+    req.user = "c-user";
+    EXPECT(chatai_tunnel_request(tunnel, &req, on_tunnel_data, on_tunnel_end, &a, &stream) == CHATAI_OK);
+    EXPECT(stream != NULL);
+    EXPECT(answer_wait(&a, 60));
+    EXPECT(a.status == CHATAI_OK && a.end_calls == 1);
+    EXPECT(strncmp(a.data, "HTTP/1.1 200 ", 13) == 0);
+    EXPECT(strstr(a.data, "text/event-stream") != NULL);
+    EXPECT(strstr(a.data, "data: [DONE]") != NULL);
+    EXPECT(chatai_tunnel_stream_consumed(stream, a.length) == CHATAI_OK);
+    EXPECT(chatai_tunnel_stream_cancel(stream) == CHATAI_OK); /* ended already: nothing changes */
+    chatai_tunnel_stream_free(stream);
+    stream = NULL;
+    EXPECT(a.end_calls == 1 && a.status == CHATAI_OK);
+    answer_destroy(&a);
+
+    /* Cancelled from the data callback. */
+    answer_init(&a);
+    a.cancel_after_first = 1;
+    req.body = long_body;
+    req.body_len = strlen(long_body);
+    EXPECT(chatai_tunnel_request(tunnel, &req, on_tunnel_data, on_tunnel_end, &a, NULL) == CHATAI_OK);
+    EXPECT(answer_wait(&a, 60));
+    EXPECT(a.status == CHATAI_ERROR_CANCELLED && a.end_calls == 1);
+    EXPECT(a.pieces >= 1 && strstr(a.data, "data: [DONE]") == NULL);
+    answer_destroy(&a);
+
+    /* Cancelled through its handle from this thread. */
+    answer_init(&a);
+    EXPECT(chatai_tunnel_request(tunnel, &req, on_tunnel_data, on_tunnel_end, &a, &stream) == CHATAI_OK);
+    EXPECT(chatai_tunnel_stream_cancel(stream) == CHATAI_OK);
+    EXPECT(answer_wait(&a, 10));
+    EXPECT(a.status == CHATAI_ERROR_CANCELLED && a.end_calls == 1);
+    chatai_tunnel_stream_free(stream);
+    answer_destroy(&a);
+  }
+
+  EXPECT(chatai_tunnel_status(tunnel, 10000, NULL, 0, &needed) == CHATAI_OK);
+  EXPECT(needed > 0);
+  EXPECT(chatai_tunnel_status(tunnel, 10000, small, sizeof small, &length) == CHATAI_ERROR_OUT_OF_RANGE);
+  EXPECT(length == needed && strlen(small) == sizeof small - 1);
+  EXPECT(chatai_tunnel_status(tunnel, 10000, status_doc, sizeof status_doc, &length) == CHATAI_OK);
+  EXPECT(strstr(status_doc, "\"id\":\"chat\"") != NULL);
+  EXPECT(chatai_tunnel_status(tunnel, -1, status_doc, sizeof status_doc, &length) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_tunnel_keep_alive(tunnel, 10000) == CHATAI_OK);
+  /* The counts are refreshed on the I/O thread's next round. */
+  for (tries = 0; tries < 100; ++tries) {
+    EXPECT(chatai_tunnel_get_health(tunnel, &health) == CHATAI_OK);
+    if (health.requests_running == 0 && health.requests_queued == 0) break;
+    nanosleep(&ten_ms, NULL);
+  }
+  EXPECT(health.sessions_up == 1 && health.requests_running == 0 && health.requests_queued == 0);
+  health.version = 0;
+  EXPECT(chatai_tunnel_get_health(tunnel, &health) == CHATAI_ERROR_INVALID_ARGUMENT);
+
+  /* A request still running when the tunnel is freed ends with CHATAI_ERROR_CANCELLED. */
+  answer_init(&a);
+  if (server != NULL) {
+    EXPECT(chatai_tunnel_request(tunnel, &req, on_tunnel_data, on_tunnel_end, &a, NULL) == CHATAI_OK);
+    chatai_tunnel_free(tunnel);
+    EXPECT(a.ended && a.end_calls == 1 && a.status == CHATAI_ERROR_CANCELLED);
+  } else {
+    chatai_tunnel_free(tunnel);
+  }
+  answer_destroy(&a);
+  chatai_server_free(server);
+  nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void) {
   char expected[32];
   snprintf(expected, sizeof expected, "%d.%d.%d", CHATAI_VERSION_MAJOR, CHATAI_VERSION_MINOR, CHATAI_VERSION_PATCH);
@@ -395,6 +665,8 @@ int main(void) {
   test_server();
 
   test_scheduler();
+
+  test_tunnel();
 
   if (failures == 0) printf("C ABI test passed\n");
   return failures == 0 ? 0 : 1;

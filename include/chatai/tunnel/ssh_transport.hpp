@@ -23,7 +23,8 @@ struct ssh_options {
   // differs from a listed one is refused all the same.
   bool trust_on_first_use = false;
 
-  int sessions = 4;              // SSH connections in the pool
+  // 8 x 10 channels carry 80 requests at once, with sshd's default MaxSessions (10).
+  int sessions = 8;              // SSH connections in the pool
   int channels_per_session = 10; // at most sshd's MaxSessions (10 by default)
   int max_queued = 4096;         // requests waiting for a channel before new ones are refused
 
