@@ -109,9 +109,11 @@ class statement {
 
 result<db_ptr> open_db(const std::filesystem::path& path) {
   // Created owner-only before SQLite opens it; SQLite gives its -wal and -shm files the same mode.
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return error(errc::io_error, path.string() + ": " + std::strerror(errno));
-  ::close(fd);
+  // Only a new file is opened here: closing a descriptor of a file this process has open drops
+  // every POSIX lock the process holds on it, SQLite's included.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0) ::close(fd);
+  else if (errno != EEXIST) return error(errc::io_error, path.string() + ": " + std::strerror(errno));
   sqlite3* raw = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr);
   db_ptr db(raw);

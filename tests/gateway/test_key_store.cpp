@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -121,7 +122,9 @@ TEST_CASE("keys expire and can be revoked; limits are kept per key") {
   CHECK((*store)->revoke("000000000000", now).err().code() == errc::not_found);
   auto list = (*store)->list();
   REQUIRE(list);
-  CHECK(list->back().revoked_at_ms == now);
+  const auto listed = std::find_if(list->begin(), list->end(), [&](const key_info& i) { return i.id == k->info.id; });
+  REQUIRE(listed != list->end());
+  CHECK(listed->revoked_at_ms == now);
 
   CHECK((*store)->create("", std::nullopt, {}).err().code() == errc::invalid_argument);
   CHECK((*store)->create("a\nb", std::nullopt, {}).err().code() == errc::invalid_argument);
@@ -179,4 +182,21 @@ TEST_CASE("times from the command line") {
   for (const char* bad : {"", "d", "30x", "-3d", "2026-13-45", "2026-12-31T18:00:00", "tomorrow"})
     CHECK(parse_time(bad, now, true).err().code() == errc::invalid_argument);
   CHECK(format_time(1798675200000) == "2026-12-31T00:00:00Z");
+}
+
+TEST_CASE("a key created by another connection is seen at once") {
+  temp_db db;
+  auto gateway_side = key_store::open(db.path);
+  REQUIRE(gateway_side);
+  auto first = (*gateway_side)->create("alice", std::nullopt, {});
+  REQUIRE(first);
+  CHECK((*gateway_side)->verify(first->key, gate::unix_ms_now()));
+  for (int i = 0; i < 3; ++i) {
+    auto admin = key_store::open(db.path);  // as `chatai keys` does, while the gateway runs
+    REQUIRE(admin);
+    auto key = (*admin)->create("user" + std::to_string(i), std::nullopt, {});
+    REQUIRE(key);
+    admin->reset();
+    CHECK((*gateway_side)->verify(key->key, gate::unix_ms_now()));
+  }
 }
