@@ -112,11 +112,11 @@ class Cluster:
 
 
 class GatewayProcess:
-    def __init__(self, cluster, config):
-        self.config_path = cluster.tmp / "gateway.json"
+    def __init__(self, cluster, config, name="gateway"):
+        self.config_path = cluster.tmp / f"{name}.json"
         self.config_path.write_text(json.dumps(config))
-        self.port_file = cluster.tmp / "gateway.port"
-        self.log = cluster.tmp / "gateway.log"
+        self.port_file = cluster.tmp / f"{name}.port"
+        self.log = cluster.tmp / f"{name}.log"
         self.log_file = open(self.log, "w")
         self.proc = subprocess.Popen(
             [str(cluster.chatai), "--log-level", "debug", "gateway", "--config", str(self.config_path),
@@ -221,7 +221,6 @@ def test_non_streamed_chat_is_answered_and_accounted(cluster, gateway, alice):
     answer = raw.parse()
     assert answer.choices[0].message.content
     assert answer.usage.prompt_tokens > 0 and answer.usage.completion_tokens > 0
-    gateway.answers = getattr(gateway, "answers", []) + [answer.choices[0].message.content]
     # The id reached the gate's usage record and the gateway's log line.
     records = [r for r in cluster.gate_usage() if r["id"] == request_id]
     assert records and records[0]["user"] == "alice" and records[0]["status"] == 200
@@ -244,7 +243,6 @@ def test_streamed_chat_hides_the_usage_chunk_unless_asked(gateway, alice):
     assert all(ch.usage is None for ch in chunks)
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks)
     assert text
-    gateway.answers = getattr(gateway, "answers", []) + [text]
     asked = list(c.chat.completions.create(model=MODEL, max_tokens=8, temperature=0, messages=messages, stream=True,
                                            stream_options={"include_usage": True}))
     assert asked[-1].choices == [] and asked[-1].usage.completion_tokens > 0
@@ -377,12 +375,20 @@ def test_health_metrics_and_the_chat_page(gateway, alice):
     assert http(gateway, "GET", "/no-such-file.js")[0] == 404
 
 
-def test_stop_on_sigterm_keeps_no_text_anywhere(cluster, gateway):
+def test_stop_on_sigterm_keeps_no_text_anywhere(cluster, gateway, alice):
+    c = client(gateway, alice["key"])
+    messages = [{"role": "user", "content": f"Repeat this code exactly: {MARKER}"}]
+    answers = [c.chat.completions.create(model=MODEL, max_tokens=16, temperature=0, messages=messages)
+               .choices[0].message.content]
+    answers.append("".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+        model=MODEL, max_tokens=16, temperature=0, messages=messages, stream=True)))
+    answers.append(c.completions.create(model=MODEL, prompt=f"The code {MARKER} means", max_tokens=16,
+                                        temperature=0).choices[0].text)
+    answers = [a.strip() for a in answers if len(a.strip()) >= 6]
+    assert answers, "no answer text to look for"
     assert gateway.stop() == 0
     log = gateway.log.read_text()
     assert "gateway: stopped" in log
-    answers = [a.strip() for a in getattr(gateway, "answers", []) if len(a.strip()) >= 6]
-    assert answers, "no answer text to look for"
     stored = b""
     for path in cluster.tmp.glob("gateway.db*"):
         stored += path.read_bytes()
@@ -425,3 +431,68 @@ def test_the_gateway_in_process_with_single_sign_on(cluster):
                            capture_output=True, text=True)
     users = {r["user"]: r for r in json.loads(store.stdout)["by_user"]}
     assert users["sso-user"]["requests"] == 2
+
+
+def test_sigterm_lets_a_stream_in_flight_finish_and_accounts_it(cluster):
+    db = cluster.tmp / "draining.db"
+    gw = GatewayProcess(cluster, cluster.gateway_config(database=str(db)), name="draining")
+    try:
+        key = json.loads(subprocess.run([str(cluster.chatai), "keys", "--db", str(db), "create", "--user", "heidi",
+                                         "--json"], capture_output=True, text=True, check=True).stdout)
+        stream = client(gw, key["key"]).completions.with_raw_response.create(
+            model=MODEL, prompt="1, 2, 3, 4, 5, 6,", max_tokens=60, temperature=0, stream=True)
+        request_id = stream.headers["x-request-id"]
+        chunks = []
+        for chunk in stream.parse():
+            if not chunks:
+                gw.proc.send_signal(signal.SIGTERM)
+            chunks.append(chunk)
+        assert len(chunks) > 5
+        assert chunks[-1].choices[0].finish_reason in ("length", "stop")
+        assert gw.stop() == 0
+    finally:
+        if gw.proc.poll() is None:
+            gw.proc.kill()
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT user, status, completion_tokens FROM usage WHERE request_id = ?",
+                            (request_id,)).fetchall()
+    assert len(rows) == 1 and rows[0][:2] == ("heidi", 200)
+    assert rows[0][2] >= len(chunks) - 1  # the last chunk may carry only the finish reason
+
+
+def test_a_cluster_that_cannot_be_reached_is_reported(cluster):
+    config = cluster.gateway_config(database=str(cluster.tmp / "unreachable.db"),
+                                    sso={"header": "X-Remote-User", "trusted_proxies": ["127.0.0.1"]})
+    config["transport"] = {"kind": "local", "gate_program": "/bin/false", "gate_config": str(cluster.gate_config),
+                           "keep_alive_interval_ms": 100}
+    sso = {"X-Remote-User": "ivan"}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    with chatai.Gateway(json.dumps(config)) as gw:
+        class Endpoint:
+            url = gw.url
+
+        status, _, text = http(Endpoint, "GET", "/health")
+        health = json.loads(text)
+        assert status == 503 and health["status"] == "degraded" and health["status_age_s"] is None
+        assert health["status_error"] and not health["tunnel"]["alive"]
+        headers, _ = expect_error(http(Endpoint, "GET", "/v1/models", headers=sso), 503, "cluster_unavailable")
+        assert int(headers["Retry-After"]) > 0
+        expect_error(http(Endpoint, "POST", "/v1/chat/completions", body, sso), 503, "cluster_unavailable")
+
+    # A gate that lists the models but fails every request: the tunnel's failure is mapped.
+    gate = cluster.tmp / "failing-gate.sh"
+    status_doc = json.dumps({"v": 1, "generation": 1, "services": [
+        {"id": "chat", "models": [MODEL], "backends": {"ready": 1, "starting": 0, "draining": 0}}]})
+    gate.write_text("#!/bin/sh\n"
+                    f"if [ \"$SSH_ORIGINAL_COMMAND\" = status ]; then echo '{status_doc}'; exit 0; fi\n"
+                    "echo 'the gate failed' >&2\nexit 1\n")
+    os.chmod(gate, 0o755)
+    config["transport"]["gate_program"] = str(gate)
+    config["database"] = str(cluster.tmp / "failing.db")
+    with chatai.Gateway(json.dumps(config)) as gw:
+        class Endpoint:
+            url = gw.url
+
+        assert http(Endpoint, "GET", "/v1/models", headers=sso)[0] == 200
+        headers, _ = expect_error(http(Endpoint, "POST", "/v1/chat/completions", body, sso), 503, "cluster_unavailable")
+        assert int(headers["Retry-After"]) > 0
