@@ -250,7 +250,6 @@ struct gateway::impl::call : std::enable_shared_from_this<call> {
   http::response_parser parser;
   std::optional<usage_filter> filter;
   bool event_stream = false;
-  bool streaming = false;  // begin_stream() done
   bool complete = false;   // the gate's response was read whole
   bool failed = false;     // the gate's response was malformed or the client left
   std::string whole;       // a non-streamed body
@@ -295,7 +294,7 @@ struct gateway::impl::call : std::enable_shared_from_this<call> {
     if (event_stream) {
       auto h = owner->base_headers(request_id);
       h.add("Cache-Control", "no-cache");
-      streaming = res.begin_stream(head.status, content_type, h);
+      if (!res.begin_stream(head.status, content_type, h)) failed = true;  // the client is gone
     }
   }
 

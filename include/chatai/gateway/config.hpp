@@ -40,6 +40,7 @@ enum class transport_kind { ssh, local };
 // Users signed in by a reverse proxy: the proxy names them in `header`, which is believed only
 // on connections from one of `trusted_proxies` (address literals); from anywhere else the
 // header is ignored and the request needs an API key.
+// Thread safety: a value type.
 struct sso_settings {
   std::string header;
   std::vector<std::string> trusted_proxies;

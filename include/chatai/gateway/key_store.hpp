@@ -15,6 +15,7 @@
 namespace chatai::gateway {
 
 // Overrides of the configured default limits for one key; unset: the default applies.
+// Thread safety: a value type, as are the other structs of this header.
 struct key_limits {
   std::optional<std::int64_t> requests_per_minute;
   std::optional<std::int64_t> concurrent_streams;

@@ -11,6 +11,7 @@
 namespace chatai::gateway {
 
 // The limits of one subject (an API key or a user); 0 means unlimited.
+// Thread safety: a value type (and so is limit_decision).
 struct limits {
   std::int64_t requests_per_minute = 60;
   std::int64_t concurrent_streams = 4;
