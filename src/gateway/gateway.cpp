@@ -209,11 +209,16 @@ struct gateway::impl {
     return p;
   }
 
+  // key_store::verify names expiry and revocation in its message; anything but
+  // errc::permission_denied is the database failing.
   static refusal auth_refusal(const error& e) {
+    if (e.code() != errc::permission_denied) {
+      log::error("gateway: the key store failed", {{"error", e.message()}});
+      return {500, "the key store failed", "server_error", "internal_error", ""};
+    }
     std::string code = "invalid_api_key";
     if (e.message().find("expired") != std::string::npos) code = "api_key_expired";
     else if (e.message().find("revoked") != std::string::npos) code = "api_key_revoked";
-    else if (e.code() != errc::permission_denied) return {500, "the key store failed", "server_error", "internal_error", ""};
     return {401, e.message(), "invalid_request_error", code, ""};
   }
 
