@@ -321,29 +321,33 @@ def test_unknown_model_bad_request_and_backend_down(gateway, alice):
 
 def test_usage_is_recorded_per_key_and_user(cluster, gateway):
     key = cluster.create_key("grace")
+    second = cluster.create_key("grace")
     raw = client(gateway, key["key"]).chat.completions.with_raw_response.create(
         model=MODEL, max_tokens=5, temperature=0, messages=[{"role": "user", "content": "Count to three."}])
     answer = raw.parse()
     streamed = list(client(gateway, key["key"]).chat.completions.create(
         model=MODEL, max_tokens=5, temperature=0, messages=[{"role": "user", "content": "Hi"}], stream=True))
     assert streamed
+    other = client(gateway, second["key"]).completions.create(model=MODEL, prompt="Hello", max_tokens=3)
     deadline = time.time() + 10
     while time.time() < deadline:
         report = json.loads(cluster.keys("usage", "--json").stdout)
-        mine = [r for r in report["by_key"] if r["key"] == key["id"]]
-        if mine and mine[0]["requests"] == 2:
+        keys = {r["key"]: r for r in report["by_key"]}
+        users = {r["user"]: r for r in report["by_user"]}
+        if keys.get(key["id"], {}).get("requests") == 2 and users.get("grace", {}).get("requests") == 3:
             break
         time.sleep(0.1)
-    assert mine[0]["user"] == "grace"
-    assert mine[0]["prompt_tokens"] > answer.usage.prompt_tokens
-    assert mine[0]["completion_tokens"] >= answer.usage.completion_tokens + 1
-    users = {r["user"]: r for r in report["by_user"]}
-    assert users["grace"]["requests"] == 2
-    assert users["alice"]["requests"] >= 3
+    mine = keys[key["id"]]
+    assert mine["user"] == "grace" and mine["requests"] == 2
+    assert mine["prompt_tokens"] > answer.usage.prompt_tokens
+    assert mine["completion_tokens"] >= answer.usage.completion_tokens + 1
+    assert keys[second["id"]]["completion_tokens"] == other.usage.completion_tokens
+    assert users["grace"]["requests"] == 3
+    assert users["grace"]["prompt_tokens"] == mine["prompt_tokens"] + other.usage.prompt_tokens
     assert raw.headers["x-request-id"] in {r["id"] for r in cluster.gate_usage()}
 
 
-def test_health_metrics_and_the_chat_page(gateway, alice):
+def test_health_metrics_and_the_chat_page(cluster, gateway):
     status, _, body = http(gateway, "GET", "/health")
     health = json.loads(body)
     assert status == 200 and health["status"] == "ok" and health["models"] == 4
@@ -354,6 +358,9 @@ def test_health_metrics_and_the_chat_page(gateway, alice):
         health = json.loads(http(gateway, "GET", "/health")[2])
     assert health["tunnel"]["alive"]
 
+    limited = cluster.create_key("judy", "--rpm", "1")
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    assert [http(gateway, "POST", "/v1/chat/completions", body, bearer(limited))[0] for _ in range(2)] == [200, 429]
     status, headers, body = http(gateway, "GET", "/metrics")
     text = body.decode()
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
