@@ -14,6 +14,7 @@ void bind_tunnel(py::module_& m);  // tunnel.cpp
 void bind_model(py::module_& m);  // model.cpp
 void bind_serve(py::module_& m);  // serve.cpp
 void bind_scheduler(py::module_& m);  // scheduler.cpp
+void bind_gateway(py::module_& m);  // gateway.cpp
 }  // namespace chatai::python
 
 PYBIND11_MODULE(_chatai, m) {
@@ -39,4 +40,5 @@ PYBIND11_MODULE(_chatai, m) {
   chatai::python::bind_model(m);
   chatai::python::bind_serve(m);
   chatai::python::bind_scheduler(m);
+  chatai::python::bind_gateway(m);
 }

@@ -503,6 +503,46 @@ typedef struct chatai_tunnel_health {
 /* Fills *out with a snapshot of the tunnel's health; never blocks.
  * Returns CHATAI_OK or CHATAI_ERROR_INVALID_ARGUMENT (a NULL argument or an unknown version). */
 CHATAI_API chatai_status chatai_tunnel_get_health(const chatai_tunnel *tunnel, chatai_tunnel_health *out);
+/* ---- Gateway ---------------------------------------------------------------------------
+ * The web-facing service that `chatai gateway` runs, started in-process: the OpenAI API with
+ * API keys, per-key limits and usage accounting (SQLite), routed by model through the tunnel
+ * to chatai-gate, plus /health, /metrics and the chat page. The config is the JSON document
+ * README.md and include/chatai/gateway/config.hpp describe.
+ * Thread safety: chatai_gateway_port may be called from any thread; chatai_gateway_start and
+ * chatai_gateway_stop from one thread at a time, not together with chatai_gateway_free. */
+typedef struct chatai_gateway chatai_gateway;
+
+#define CHATAI_GATEWAY_OPTIONS_VERSION 1
+
+typedef struct chatai_gateway_options {
+  unsigned version;        /* CHATAI_GATEWAY_OPTIONS_VERSION */
+  const char *config_path; /* the config file, or NULL when config_json is given */
+  const char *config_json; /* the config's JSON text, or NULL when config_path is given */
+} chatai_gateway_options;
+
+#define CHATAI_GATEWAY_OPTIONS_INIT {CHATAI_GATEWAY_OPTIONS_VERSION, NULL, NULL}
+
+/* Reads the config, opens the database and sets up the transport; nothing listens yet.
+ * Returns CHATAI_OK, or: CHATAI_ERROR_INVALID_ARGUMENT (a NULL argument, an unknown options
+ * version, neither or both of config_path and config_json, or a config field refused: the
+ * message names it), CHATAI_ERROR_NOT_FOUND (no config file), CHATAI_ERROR_PARSE (the config
+ * is not JSON), CHATAI_ERROR_IO (the database cannot be opened). On failure *out is NULL. */
+CHATAI_API chatai_status chatai_gateway_create(chatai_gateway **out, const chatai_gateway_options *opts);
+
+/* Fetches the cluster's status once (a failure shows in /health, not here) and listens.
+ * Returns CHATAI_OK, CHATAI_ERROR_INVALID_ARGUMENT (NULL, or started before) or
+ * CHATAI_ERROR_IO (the address cannot be bound: the gateway is then stopped). */
+CHATAI_API chatai_status chatai_gateway_start(chatai_gateway *gateway);
+
+/* The port the gateway listens on; 0 for NULL or before chatai_gateway_start. */
+CHATAI_API int chatai_gateway_port(const chatai_gateway *gateway);
+
+/* Stops listening, lets streams in flight end (until the config's shutdown grace), writes the
+ * queued usage. Idempotent. CHATAI_ERROR_INVALID_ARGUMENT for NULL. */
+CHATAI_API chatai_status chatai_gateway_stop(chatai_gateway *gateway);
+
+/* Stops the gateway if it runs and releases it. NULL is fine. */
+CHATAI_API void chatai_gateway_free(chatai_gateway *gateway);
 
 #ifdef __cplusplus
 }

@@ -33,6 +33,11 @@ void add_tokenize_command(CLI::App& app, int& exit_code);
 // `chatai scheduler --config FILE init|tick|status [--json]`: the Slurm adapter's autoscaler.
 void add_scheduler_command(CLI::App& app, int& exit_code);
 
+// `chatai gateway --config FILE [--port-file F]`: the web-facing OpenAI API.
+void add_gateway_command(CLI::App& app, int& exit_code);
+// `chatai keys --db FILE create|list|revoke|usage`: the gateway's API keys and usage.
+void add_keys_command(CLI::App& app, int& exit_code);
+
 // `chatai template (--template FILE | --model FILE)`: a chat template rendered for the JSON
 // context on stdin.
 void add_template_command(CLI::App& app, int& exit_code);

@@ -31,6 +31,8 @@ int main(int argc, char** argv) {
   chatai::cli::add_tokenize_command(app, exit_code);
   chatai::cli::add_scheduler_command(app, exit_code);
   chatai::cli::add_template_command(app, exit_code);
+  chatai::cli::add_gateway_command(app, exit_code);
+  chatai::cli::add_keys_command(app, exit_code);
 
   try {
     app.parse(argc, argv);

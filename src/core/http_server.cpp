@@ -130,6 +130,8 @@ class connection : public std::enable_shared_from_this<connection> {
     asio::post(strand_, [self = shared_from_this()] {
       std::error_code ignored;
       self->socket_.set_option(tcp::no_delay(true), ignored);
+      const auto peer = self->socket_.remote_endpoint(ignored);
+      if (!ignored) self->remote_address_ = peer.address().to_string();
       self->start_read();
       self->arm_idle_timer();
     });
@@ -268,6 +270,7 @@ class connection : public std::enable_shared_from_this<connection> {
       }
       request req;
       const auto st = parser_.parse(req);
+      req.remote_address = remote_address_;
       if (st == parse_state::need_more) break;
       if (st == parse_state::failed) {
         const auto& failure = parser_.failure();
@@ -421,6 +424,7 @@ class connection : public std::enable_shared_from_this<connection> {
   asio::any_io_executor strand_;  // the socket's strand
   asio::steady_timer timer_;
   request_parser parser_;
+  std::string remote_address_;  // the peer's address literal, set on start()
   std::array<char, 16 * 1024> read_buffer_;
   std::string out_;      // queued, not yet handed to the socket
   std::string writing_;  // being written

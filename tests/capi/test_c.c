@@ -1,6 +1,8 @@
 /* Calls the C ABI from C99: version, status names, the last-error contract, model files, models,
  * the gate, the model server, the scheduler and the tunnel. */
 #define _XOPEN_SOURCE 700 /* mkdtemp, nftw, pthread, chmod */
+ * the gate, the model server, the scheduler and the gateway. */
+#define _XOPEN_SOURCE 700 /* mkdtemp, nftw */
 #include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -638,6 +640,50 @@ static void test_tunnel(void) {
   }
   answer_destroy(&a);
   chatai_server_free(server);
+/* Gateway: refused options and configs, then one started from JSON text on a free port (its
+ * transport runs a program that is no gate, so only /health would notice), stopped and freed. */
+static void test_gateway(void) {
+  char dir[] = "/tmp/chatai-capi-gateway-XXXXXX";
+  char json[1024];
+  chatai_gateway_options opts = CHATAI_GATEWAY_OPTIONS_INIT;
+  chatai_gateway *gateway = NULL;
+
+  chatai_gateway_free(NULL);
+  EXPECT(chatai_gateway_port(NULL) == 0);
+  EXPECT(chatai_gateway_start(NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_gateway_stop(NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_gateway_create(&gateway, NULL) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(chatai_gateway_create(&gateway, &opts) == CHATAI_ERROR_INVALID_ARGUMENT); /* neither path nor JSON */
+  opts.config_path = "/nonexistent/chatai-gateway.json";
+  EXPECT(chatai_gateway_create(&gateway, &opts) == CHATAI_ERROR_NOT_FOUND);
+  EXPECT(gateway == NULL);
+
+  EXPECT(mkdtemp(dir) != NULL);
+  opts.config_path = NULL;
+  snprintf(json, sizeof json,
+           "{\"listen\": {\"port\": 0}, \"database\": \"%s/gateway.db\", \"limits\": {\"rpm\": 1}, "
+           "\"transport\": {\"kind\": \"local\", \"gate_program\": \"/bin/true\", \"gate_config\": \"/dev/null\"}}",
+           dir);
+  opts.config_json = json;
+  EXPECT(chatai_gateway_create(&gateway, &opts) == CHATAI_ERROR_INVALID_ARGUMENT);
+  EXPECT(strstr(chatai_last_error(), "limits.rpm") != NULL);
+
+  snprintf(json, sizeof json,
+           "{\"listen\": {\"port\": 0}, \"database\": \"%s/gateway.db\", \"timeouts\": {\"shutdown_grace_ms\": 0}, "
+           "\"transport\": {\"kind\": \"local\", \"gate_program\": \"/bin/true\", \"gate_config\": \"/dev/null\", "
+           "\"keep_alive_interval_ms\": 0}}",
+           dir);
+  EXPECT(chatai_gateway_create(&gateway, &opts) == CHATAI_OK);
+  if (gateway != NULL) {
+    EXPECT(chatai_gateway_port(gateway) == 0);
+    EXPECT(chatai_gateway_start(gateway) == CHATAI_OK);
+    EXPECT(chatai_gateway_port(gateway) > 0);
+    EXPECT(chatai_gateway_start(gateway) == CHATAI_ERROR_INVALID_ARGUMENT);
+    EXPECT(chatai_gateway_stop(gateway) == CHATAI_OK);
+    EXPECT(chatai_gateway_stop(gateway) == CHATAI_OK);
+    EXPECT(chatai_gateway_port(gateway) == 0);
+  }
+  chatai_gateway_free(gateway);
   nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -667,6 +713,7 @@ int main(void) {
   test_scheduler();
 
   test_tunnel();
+  test_gateway();
 
   if (failures == 0) printf("C ABI test passed\n");
   return failures == 0 ? 0 : 1;

@@ -134,6 +134,7 @@ router basic_routes() {
   r.add_prefix("GET", "/files/", [](request& req, response res) { res.send(200, "text/plain", req.path.substr(7)); });
   r.add("GET", "/throws", [](request&, response) -> void { throw std::runtime_error("boom"); });
   r.add("GET", "/ignores", [](request&, response) {});
+  r.add("GET", "/peer", [](request& req, response res) { res.send(200, "text/plain", req.remote_address); });
   return r;
 }
 
@@ -186,6 +187,10 @@ TEST_CASE("the client talks to the server: bodies, headers, routes") {
   auto ignored = fetch(get(srv->port(), "/ignores"));
   REQUIRE(ignored.ok());
   CHECK(ignored->status == 500);
+
+  auto peer = fetch(get(srv->port(), "/peer"));
+  REQUIRE(peer.ok());
+  CHECK(peer->body == "127.0.0.1");  // the handler sees who connected
 }
 
 TEST_CASE("keep-alive and pipelining on one socket, answered in order") {

@@ -52,6 +52,7 @@ struct request {
   http::headers headers;
   std::string body;
   bool keep_alive = true;  // HTTP/1.1 unless "Connection: close"; HTTP/1.0 only with "keep-alive"
+  std::string remote_address;  // the peer's address literal (set by the server, not the parser)
 };
 
 struct parser_limits {
