@@ -37,6 +37,8 @@ void add_scheduler_command(CLI::App& app, int& exit_code);
 void add_gateway_command(CLI::App& app, int& exit_code);
 // `chatai keys --db FILE create|list|revoke|usage`: the gateway's API keys and usage.
 void add_keys_command(CLI::App& app, int& exit_code);
+// `chatai up [--model FILE | --config FILE]`: the whole service, by default on this machine.
+void add_up_command(CLI::App& app, int& exit_code);
 
 // `chatai template (--template FILE | --model FILE)`: a chat template rendered for the JSON
 // context on stdin.

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   chatai::cli::add_template_command(app, exit_code);
   chatai::cli::add_gateway_command(app, exit_code);
   chatai::cli::add_keys_command(app, exit_code);
+  chatai::cli::add_up_command(app, exit_code);
 
   try {
     app.parse(argc, argv);

@@ -138,6 +138,7 @@ result<std::string> status_json(const gate_config& config) {
     out += ",\"backends\":{\"ready\":" + std::to_string(by_state[slurm::backend_state::ready]) +
            ",\"starting\":" + std::to_string(by_state[slurm::backend_state::starting]) +
            ",\"draining\":" + std::to_string(by_state[slurm::backend_state::draining]) +
+           ",\"pending\":" + std::to_string(s.pending) +
            "},\"open_breakers\":" + std::to_string(open_breakers);
     const auto demand = counts->by_service.find(s.id);
     out += ",\"in_flight\":" + std::to_string(demand == counts->by_service.end() ? 0 : demand->second) + "}";

@@ -27,16 +27,17 @@ result<std::vector<model_entry>> models_from_status(std::string_view status_json
     r.allow_unknown();
     std::string id;
     std::vector<std::string> models;
-    std::int64_t ready = 0, starting = 0;
+    std::int64_t ready = 0, starting = 0, pending = 0;
     r.required("id", id);
     r.optional("models", models);
     r.object("backends", false, [&](json::reader& b) {
       b.allow_unknown();
       b.optional("ready", ready);
       b.optional("starting", starting);
+      b.optional("pending", pending);
     });
     if (r.failed()) return;
-    const model_state state = ready > 0 ? model_state::ready : starting > 0 ? model_state::starting : model_state::offline;
+    const model_state state = ready > 0 ? model_state::ready : starting + pending > 0 ? model_state::starting : model_state::offline;
     for (const auto& m : models) {
       auto [it, inserted] = by_model.try_emplace(m, model_entry{m, id, state});
       if (!inserted && static_cast<int>(state) < static_cast<int>(it->second.state)) it->second = model_entry{m, id, state};

@@ -139,6 +139,7 @@ result<registry> parse_registry(std::string_view text) {
       s.required("id", e.id);
       s.optional("models", e.models);
       s.optional("can_scale_from_zero", e.can_scale_from_zero);
+      s.optional_in_range("pending", e.pending, 0, 1000000);
       if (s.failed()) return;
       if (!valid_service_id(e.id)) return s.fail("id", "is not a valid service id");
       if (!service_ids.insert(e.id).second) return s.fail("id", "appears twice: " + e.id);
@@ -182,7 +183,8 @@ std::string to_json(const registry& reg) {
     out += ",\"models\":";
     json::append_string_array(out, s.models);
     out += ",\"can_scale_from_zero\":";
-    out += s.can_scale_from_zero ? "true}" : "false}";
+    out += s.can_scale_from_zero ? "true" : "false";
+    out += ",\"pending\":" + std::to_string(s.pending) + "}";
   }
   out += "],\"backends\":[";
   for (std::size_t i = 0; i < reg.backends.size(); ++i) {

@@ -667,7 +667,13 @@ struct scheduler::impl {
     for (const auto& svc : config.services)
       reg.services.push_back({svc.id, svc.models, svc.min_instances == 0});
     for (const auto& j : st.jobs) {
-      if (j.host.empty() || !find_service(j.service)) continue;
+      if (!find_service(j.service)) continue;
+      if (j.host.empty()) {
+        if (j.phase == job_phase::pending || j.phase == job_phase::starting)
+          for (auto& s : reg.services)
+            if (s.id == j.service) ++s.pending;
+        continue;
+      }
       backend_state state;
       if (j.phase == job_phase::starting) state = backend_state::starting;
       else if (j.phase == job_phase::ready) state = backend_state::ready;

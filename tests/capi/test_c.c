@@ -1,8 +1,6 @@
 /* Calls the C ABI from C99: version, status names, the last-error contract, model files, models,
- * the gate, the model server, the scheduler and the tunnel. */
+ * the gate, the model server, the scheduler, the tunnel and the gateway. */
 #define _XOPEN_SOURCE 700 /* mkdtemp, nftw, pthread, chmod */
- * the gate, the model server, the scheduler and the gateway. */
-#define _XOPEN_SOURCE 700 /* mkdtemp, nftw */
 #include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -640,6 +638,9 @@ static void test_tunnel(void) {
   }
   answer_destroy(&a);
   chatai_server_free(server);
+  nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 /* Gateway: refused options and configs, then one started from JSON text on a free port (its
  * transport runs a program that is no gate, so only /health would notice), stopped and freed. */
 static void test_gateway(void) {

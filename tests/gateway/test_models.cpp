@@ -28,6 +28,17 @@ TEST_CASE("each model gets the state of its service") {
   CHECK(to_string(model_state::starting) == "starting");
 }
 
+TEST_CASE("a service whose job is submitted but not yet placed is starting") {
+  const auto status = R"({"services":[
+    {"id":"a","models":["m"],"backends":{"ready":0,"starting":0,"draining":0,"pending":1}},
+    {"id":"b","models":["n"],"backends":{"ready":0,"starting":0,"draining":0,"pending":0}}]})";
+  auto models = models_from_status(status);
+  REQUIRE(models);
+  REQUIRE(models->size() == 2);
+  CHECK((*models)[0].state == model_state::starting);
+  CHECK((*models)[1].state == model_state::offline);
+}
+
 TEST_CASE("a model of several services is listed once, with the best one") {
   const auto status = R"({"services":[
     {"id":"a","models":["m"],"backends":{"ready":0,"starting":1}},

@@ -106,7 +106,16 @@ TEST_CASE("local jobs scale with demand, are replaced when killed and scale to z
   REQUIRE(sched.tick());
   CHECK(sched.status()->jobs.empty());
   REQUIRE(request_start(dir, "echo"));
+  REQUIRE(sched.tick());
+  // Submitted but without an endpoint yet: counted as pending, not offered to the gate.
+  reg = read_registry(dir);
+  REQUIRE(reg);
+  CHECK(reg->services[0].pending == 1);
+  CHECK(reg->backends.empty());
   REQUIRE(tick_until(sched, [](const scheduler_status& s) { return count_phase(s, job_phase::ready) == 1; }, 20s));
+  reg = read_registry(dir);
+  REQUIRE(reg);
+  CHECK(reg->services[0].pending == 0);
 
   // The job's key is private, and the backend in the registry answers with it.
   auto st = sched.status();

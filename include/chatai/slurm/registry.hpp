@@ -45,6 +45,7 @@ struct service_entry {
   std::string id;
   std::vector<std::string> models;  // the names its backends serve (a request's "model"); empty: any
   bool can_scale_from_zero = false;
+  std::int64_t pending = 0;  // jobs submitted that have no endpoint yet (queued or starting up)
 };
 
 // One Slurm job serving one service.
