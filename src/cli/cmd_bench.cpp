@@ -17,6 +17,17 @@ std::int64_t peak_rss_bytes() {
   ::getrusage(RUSAGE_SELF, &usage);
   return static_cast<std::int64_t>(usage.ru_maxrss) * 1024;
 }
+
+// Weight bytes one decode step reads: every matrix but the embedding table (of which it
+// reads a row per token), the output projection included.
+std::int64_t matrix_bytes_per_step(const engine::model& m) {
+  const auto bytes = [](const engine::weight_matrix& w) { return w.rows * static_cast<std::int64_t>(w.row_bytes); };
+  std::int64_t total = bytes(m.output());
+  for (const auto& l : m.layers()) {
+    total += bytes(l.wq) + bytes(l.wk) + bytes(l.wv) + bytes(l.wo) + bytes(l.w_gate) + bytes(l.w_up) + bytes(l.w_down);
+  }
+  return total;
+}
 }  // namespace
 
 void add_bench_command(CLI::App& app, int& exit_code) {
@@ -99,10 +110,12 @@ void add_bench_command(CLI::App& app, int& exit_code) {
 
     if (opts->json) {
       std::printf(
-          "{\"model\":\"%s\",\"backend\":\"%s\",\"prompt_tokens\":%lld,\"decode_tokens\":%lld,\"batch\":%lld,"
-          "\"prefill_tokens_per_s\":%.2f,\"decode_tokens_per_s\":%.2f,\"peak_rss_bytes\":%lld}\n",
-          opts->model.model.c_str(), compute.description().c_str(), static_cast<long long>(opts->prompt),
-          static_cast<long long>(opts->decode), static_cast<long long>(opts->batch), best_prefill, decode_tps,
+          "{\"model\":\"%s\",\"device\":\"%s\",\"backend\":\"%s\",\"prompt_tokens\":%lld,\"decode_tokens\":%lld,"
+          "\"batch\":%lld,\"prefill_tokens_per_s\":%.2f,\"decode_tokens_per_s\":%.2f,\"weight_bytes_per_step\":%lld,"
+          "\"peak_rss_bytes\":%lld}\n",
+          opts->model.model.c_str(), opts->model.device.c_str(), compute.description().c_str(),
+          static_cast<long long>(opts->prompt), static_cast<long long>(opts->decode), static_cast<long long>(opts->batch),
+          best_prefill, decode_tps, static_cast<long long>(matrix_bytes_per_step(rt->weights())),
           static_cast<long long>(rss));
     } else {
       std::printf("backend: %s\n", compute.description().c_str());

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# The CUDA backend on a GPU machine in one call, from the repository root: builds with CUDA
+# (Release), runs the GPU tests, synthesizes real-size models into a scratch folder, measures
+# device-to-device copy bandwidth and `chatai bench` decode and prefill speed, and prints a
+# table last: decode tokens/s at batch 1, 8 and 64 (each as a percentage of the bandwidth
+# roofline: batch x bandwidth / weight bytes read per step) and prefill tokens/s.
+#
+# Usage: benchmarks/gpu_check.sh [--device cuda|cpu] [--quick] [--build-dir DIR] [--scratch DIR]
+#                                [--no-build] [--no-tests] [--shapes LIST] [--types LIST]
+#   --device cpu --quick   the same steps on the CPU with a small model and short runs, no CUDA
+#                          build and no GPU tests: checks the script itself on any machine.
+set -euo pipefail
+
+device=cuda
+quick=0
+build_dir=
+scratch=${TMPDIR:-/tmp}/chatai-gpu-check
+build=1
+tests=1
+shapes="smollm2-135m llama-3.2-1b llama-3.1-8b"
+types="q8_0 q4_k bf16"
+batches="1 8 64"
+prompt=512
+jobs=16
+
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+need() { [ "$#" -ge 2 ] || { echo "gpu_check.sh: $1 needs a value" >&2; exit 2; }; }
+
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --device) need "$@"; device=$2; shift 2 ;;
+    --quick) quick=1; shift ;;
+    --build-dir) need "$@"; build_dir=$2; shift 2 ;;
+    --scratch) need "$@"; scratch=$2; shift 2 ;;
+    --no-build) build=0; shift ;;
+    --no-tests) tests=0; shift ;;
+    --shapes) need "$@"; shapes=${2//,/ }; shift 2 ;;
+    --types) need "$@"; types=${2//,/ }; shift 2 ;;
+    -h|--help) usage ;;
+    *) echo "gpu_check.sh: unknown argument '$1'" >&2; usage ;;
+  esac
+done
+case "$device" in
+  cuda|cpu) ;;
+  *) echo "gpu_check.sh: --device must be cuda or cpu, got '$device'" >&2; exit 2 ;;
+esac
+if [ "$quick" = 1 ]; then
+  shapes="smollm2-135m"
+  types="q8_0"
+  batches="1 2"
+  prompt=16
+fi
+if [ "$device" = cpu ]; then
+  build_dir=${build_dir:-build}
+  build=0
+  tests=0
+else
+  build_dir=${build_dir:-build-gpu}
+fi
+
+start=$(date +%s)
+log() { printf '[gpu_check %4ss] %s\n' "$(( $(date +%s) - start ))" "$*" >&2; }
+failed=0
+mkdir -p "$scratch"
+
+if [ "$build" = 1 ]; then
+  log "configure and build $build_dir (Release, CUDA, -j$jobs)"
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCHATAI_WITH_CUDA=ON \
+    -DCHATAI_BUILD_PYTHON=OFF -DCHATAI_BUILD_TESTS=ON -DCHATAI_BUILD_BENCHMARKS=ON >"$scratch/configure.log" 2>&1 ||
+    { cat "$scratch/configure.log" >&2; exit 1; }
+  cmake --build "$build_dir" -j"$jobs" --target chatai_cli test_engine_cuda test_engine_cuda_host copy_bandwidth
+fi
+chatai=$build_dir/bin/chatai
+[ -x "$chatai" ] || { echo "gpu_check.sh: no $chatai: build it first" >&2; exit 1; }
+
+if [ "$tests" = 1 ]; then
+  for t in test_engine_cuda_host test_engine_cuda; do
+    log "test $t"
+    if ! (cd "$build_dir/tests/engine" && "./$t"); then
+      echo "gpu_check.sh: $t FAILED" >&2
+      failed=1
+    fi
+  done
+fi
+
+bandwidth=
+if [ "$device" = cuda ]; then
+  log "copy bandwidth"
+  bw_json=$("$build_dir/benchmarks/copy_bandwidth" 1024)
+  echo "$bw_json" >&2
+  bandwidth=$(sed -n 's/.*"bandwidth_gb_per_s":\([0-9.]*\).*/\1/p' <<<"$bw_json")
+fi
+
+results=$scratch/results.txt
+: >"$results"
+for shape in $shapes; do
+  for type in $types; do
+    model=$scratch/$shape-$type.gguf
+    if [ ! -s "$model" ]; then
+      log "synth $shape $type"
+      "$chatai" synth --shape "$shape" --type "$type" --seed 1 -o "$model" >&2
+    fi
+    for batch in $batches; do
+      decode=128
+      [ "$batch" -ge 8 ] && decode=64
+      [ "$batch" -ge 64 ] && decode=32
+      [ "$quick" = 1 ] && decode=4
+      log "bench $shape $type batch $batch"
+      if json=$("$chatai" --log-level warn bench -m "$model" --device "$device" -p "$prompt" -n "$decode" -b "$batch" -r 2 --json); then
+        echo "$shape $type $batch $json" >>"$results"
+      else
+        echo "gpu_check.sh: bench $shape $type batch $batch FAILED" >&2
+        echo "$shape $type $batch {}" >>"$results"
+        failed=1
+      fi
+    done
+  done
+done
+
+log "done"
+# The table: one row per model; decode tokens/s per batch with the percentage of the
+# roofline, then prefill tokens/s of the first batch's run.
+awk -v bw="$bandwidth" -v batches="$batches" -v prompt="$prompt" '
+  function field(json, key,    m) {
+    if (match(json, "\"" key "\":[0-9.]+")) { m = substr(json, RSTART, RLENGTH); sub(/.*:/, "", m); return m + 0 }
+    return -1
+  }
+  {
+    key = $1 " " $2
+    if (!(key in seen)) { seen[key] = 1; order[++n] = key }
+    tps = field($4, "decode_tokens_per_s"); bytes = field($4, "weight_bytes_per_step")
+    decode[key, $3] = tps
+    if (!((key) in prefill)) prefill[key] = field($4, "prefill_tokens_per_s")
+    if (bytes > 0) wbytes[key] = bytes
+  }
+  END {
+    nb = split(batches, b, " ")
+    printf "%-14s %-5s %9s", "shape", "type", "weights"
+    for (i = 1; i <= nb; i++) printf " %20s", "decode b" b[i] " tok/s"
+    printf " %16s\n", "prefill " prompt " tok/s"
+    for (r = 1; r <= n; r++) {
+      split(order[r], k, " ")
+      printf "%-14s %-5s %8.0fM", k[1], k[2], wbytes[order[r]] / 1e6
+      for (i = 1; i <= nb; i++) {
+        t = decode[order[r], b[i]]
+        if (t < 0) { printf " %20s", "failed"; continue }
+        if (bw != "" && wbytes[order[r]] > 0) {
+          roof = b[i] * bw * 1e9 / wbytes[order[r]]
+          printf " %11.1f (%4.0f%%)", t, 100 * t / roof
+        } else {
+          printf " %11.1f (  n/a)", t
+        }
+      }
+      printf " %16.1f\n", prefill[order[r]]
+    }
+    if (bw != "") printf "copy bandwidth: %s GB/s (read + write); roofline = batch x bandwidth / weight bytes per step\n", bw
+    else printf "copy bandwidth: not measured on the CPU\n"
+  }' "$results"
+exit "$failed"
