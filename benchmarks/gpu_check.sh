@@ -127,10 +127,11 @@ awk -v bw="$bandwidth" -v batches="$batches" -v prompt="$prompt" '
   }
   {
     key = $1 " " $2
+    json = substr($0, index($0, "{"))
     if (!(key in seen)) { seen[key] = 1; order[++n] = key }
-    tps = field($4, "decode_tokens_per_s"); bytes = field($4, "weight_bytes_per_step")
+    tps = field(json, "decode_tokens_per_s"); bytes = field(json, "weight_bytes_per_step")
     decode[key, $3] = tps
-    if (!((key) in prefill)) prefill[key] = field($4, "prefill_tokens_per_s")
+    if (!(key in prefill)) prefill[key] = field(json, "prefill_tokens_per_s")
     if (bytes > 0) wbytes[key] = bytes
   }
   END {

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -122,7 +123,13 @@ TEST_CASE("matrix-vector kernels match the reference for every type and 1 to 8 t
       device_vector<float> dx(x);
       device_vector<float> dy(static_cast<std::size_t>(n * y_stride));
       dy.poison();
-      require_ok(launch_matvec(t, {dw.get(), w.size() / rows, rows, cols, dx.get(), n, dy.get(), y_stride}, nullptr));
+      matvec_args a;
+      a.parts[0] = {dw.get(), rows, dy.get(), y_stride};
+      a.row_bytes = w.size() / rows;
+      a.cols = cols;
+      a.x = dx.get();
+      a.n_tokens = n;
+      require_ok(launch_matvec(t, a, nullptr));
       const auto got = dy.download();
       std::vector<float> want(got.size(), NAN);
       reference_matmul(t, w.data(), rows, cols, x.data(), n, want.data(), y_stride);
@@ -141,6 +148,57 @@ TEST_CASE("matrix-vector kernels match the reference for every type and 1 to 8 t
       REQUIRE(all_finite(got_rows));
       CHECK(relative_error(got_rows, want_rows) < 1e-5);
     }
+  }
+}
+
+TEST_CASE("one launch computes Q, K and V together, and the gate and up products with SwiGLU") {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(6);
+  const std::int64_t cols = 512, n = 5;
+  const std::int64_t rows[3] = {96, 33, 33};
+  for (ggml_type t : {ggml_type::q4_k, ggml_type::q8_0, ggml_type::bf16}) {
+    CAPTURE(to_string(t));
+    const auto x = random_values(rng, n * cols, 1.0f);
+    device_vector<float> dx(x);
+    std::vector<std::vector<std::byte>> w;
+    std::vector<std::unique_ptr<device_vector<std::byte>>> dw;
+    std::vector<std::unique_ptr<device_vector<float>>> dy;
+    matvec_args a;
+    a.n_parts = 3;
+    a.cols = cols;
+    a.x = dx.get();
+    a.n_tokens = n;
+    for (int p = 0; p < 3; ++p) {
+      w.push_back(quantized(t, random_values(rng, rows[p] * cols, 0.05f)));
+      dw.push_back(std::make_unique<device_vector<std::byte>>(w[p]));
+      dy.push_back(std::make_unique<device_vector<float>>(n * rows[p]));
+      dy[p]->poison();
+      a.parts[p] = {dw[p]->get(), rows[p], dy[p]->get(), rows[p]};
+    }
+    a.row_bytes = w[0].size() / rows[0];
+    require_ok(launch_matvec(t, a, nullptr));
+    for (int p = 0; p < 3; ++p) {
+      std::vector<float> want(n * rows[p]);
+      reference_matmul(t, w[p].data(), rows[p], cols, x.data(), n, want.data(), rows[p]);
+      const auto got = dy[p]->download();
+      REQUIRE(all_finite(got));
+      CHECK(relative_error(got, want) < 1e-5);
+    }
+
+    // Gate and up: parts 1 and 2 have equal rows.
+    a.n_parts = 2;
+    a.glu = true;
+    a.parts[0] = {dw[1]->get(), rows[1], dy[1]->get(), rows[1]};
+    a.parts[1] = {dw[2]->get(), rows[2], dy[2]->get(), rows[2]};
+    dy[1]->poison();
+    require_ok(launch_matvec(t, a, nullptr));
+    std::vector<float> gate(n * rows[1]), up(n * rows[2]);
+    reference_matmul(t, w[1].data(), rows[1], cols, x.data(), n, gate.data(), rows[1]);
+    reference_matmul(t, w[2].data(), rows[2], cols, x.data(), n, up.data(), rows[2]);
+    reference_swiglu(gate.data(), up.data(), n * rows[1]);
+    const auto got = dy[1]->download();
+    REQUIRE(all_finite(got));
+    CHECK(relative_error(got, gate) < 1e-4);
   }
 }
 

@@ -78,8 +78,15 @@ def test_bench_json(build_dir, test_model):
     out = chatai(build_dir, "bench", "--model", str(test_model), "--json", "-p", "16", "-n", "8")
     doc = json.loads(out)
     assert isinstance(doc, dict)
-    for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes"):
+    for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "weight_bytes_per_step", "peak_rss_bytes"):
         assert doc[key] > 0, (key, doc)
+    assert doc["device"] == "auto"
+    cpu = json.loads(chatai(build_dir, "bench", "--model", str(test_model), "--device", "cpu", "--json", "-p", "8",
+                            "-n", "4", "-b", "2", "-r", "1"))
+    assert cpu["device"] == "cpu" and cpu["backend"].startswith("cpu"), cpu
+    assert cpu["batch"] == 2 and cpu["decode_tokens_per_s"] > 0, cpu
+    # The matrices one decode step reads: the Q4_1 model's 30 blocks and its tied output.
+    assert 60e6 < cpu["weight_bytes_per_step"] < 120e6, cpu
 
 
 @pytest.mark.parametrize("text", [

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <tuple>
@@ -457,11 +458,50 @@ class cuda_backend final : public backend {
     return {meta + meta_.positions, meta + meta_.tables, meta + meta_.pages};
   }
 
-  // y[t * y_stride + r] = w.row(r) · x[t] for n tokens, with the kernel the plan picks.
-  status matmul(const device_matrix& w, const float* x, std::int64_t n, float* y, std::int64_t y_stride) {
+  // One product of a group: y[t * y_stride + r] = w.row(r) · x[t].
+  struct product {
+    const device_matrix* w;
+    float* y;
+    std::int64_t y_stride;
+  };
+
+  // The products of a group that share their activations x (n tokens), with the kernels the
+  // plan picks: one matrix-vector launch for the whole group when its matrices have one type
+  // and width. With `glu` the group is {gate, up} and gate's output becomes silu(gate) * up.
+  status matmul(std::initializer_list<product> group, const float* x, std::int64_t n, bool glu = false) {
+    const product& first = *group.begin();
+    const bool uniform = std::all_of(group.begin(), group.end(), [&](const product& p) {
+      return p.w->type == first.w->type && p.w->cols == first.w->cols && (!glu || p.w->rows == first.w->rows);
+    });
+    if (plan_matmul(first.w->type, n) == matmul_kernel::matvec && uniform) {
+      matvec_args a;
+      a.n_parts = 0;
+      for (const product& p : group) a.parts[a.n_parts++] = {p.w->data, p.w->rows, p.y, p.y_stride};
+      a.glu = glu;
+      a.row_bytes = first.w->row_bytes;
+      a.cols = first.w->cols;
+      a.x = x;
+      a.n_tokens = n;
+      return launch_matvec(first.w->type, a, stream_);
+    }
+    for (const product& p : group) CHATAI_RETURN_IF_ERROR(matmul_one(*p.w, x, n, p.y, p.y_stride));
+    if (glu) {
+      const product& up = *(group.begin() + 1);
+      CHATAI_RETURN_IF_ERROR(launch_swiglu(first.y, up.y, n * first.w->rows, stream_));
+    }
+    return {};
+  }
+
+  status matmul_one(const device_matrix& w, const float* x, std::int64_t n, float* y, std::int64_t y_stride) {
     const matmul_kernel kernel = plan_matmul(w.type, n);
     if (kernel == matmul_kernel::matvec) {
-      return launch_matvec(w.type, {w.data, w.row_bytes, w.rows, w.cols, x, n, y, y_stride}, stream_);
+      matvec_args a;
+      a.parts[0] = {w.data, w.rows, y, y_stride};
+      a.row_bytes = w.row_bytes;
+      a.cols = w.cols;
+      a.x = x;
+      a.n_tokens = n;
+      return launch_matvec(w.type, a, stream_);
     }
     auto* xb = act_bf16_.as<std::uint16_t>();  // [n × w.cols]
     CHATAI_RETURN_IF_ERROR(launch_to_bf16(x, n * w.cols, xb, stream_));
@@ -498,9 +538,7 @@ class cuda_backend final : public backend {
     for (std::int64_t li = 0; li < hp_.n_layer; ++li) {
       const device_layer& l = layers_[static_cast<std::size_t>(li)];
       CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(x, li > 0 ? proj : nullptr, l.attn_norm, hp_.rms_eps, n, n_embd, nullptr, h, stream_));
-      CHATAI_RETURN_IF_ERROR(matmul(l.wq, h, n, q, q_dim));
-      CHATAI_RETURN_IF_ERROR(matmul(l.wk, h, n, k, kv_dim));
-      CHATAI_RETURN_IF_ERROR(matmul(l.wv, h, n, v, kv_dim));
+      CHATAI_RETURN_IF_ERROR(matmul({{&l.wq, q, q_dim}, {&l.wk, k, kv_dim}, {&l.wv, v, kv_dim}}, h, n));
       CHATAI_RETURN_IF_ERROR(launch_rope_store(rp, q, k, v, l.bq, l.bk, l.bv, inv_freq_, n, map(), layout_, li,
                                                k_cache_.as<std::uint16_t>(), v_cache_.as<std::uint16_t>(), stream_));
       attention_args a;
@@ -518,12 +556,10 @@ class cuda_backend final : public backend {
       a.partial = partial_.as<float>();
       a.out = attn;
       CHATAI_RETURN_IF_ERROR(launch_attention(a, stream_));
-      CHATAI_RETURN_IF_ERROR(matmul(l.wo, attn, n, proj, n_embd));
+      CHATAI_RETURN_IF_ERROR(matmul({{&l.wo, proj, n_embd}}, attn, n));
       CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(x, proj, l.ffn_norm, hp_.rms_eps, n, n_embd, nullptr, h, stream_));
-      CHATAI_RETURN_IF_ERROR(matmul(l.w_gate, h, n, gate, n_ff));
-      CHATAI_RETURN_IF_ERROR(matmul(l.w_up, h, n, up, n_ff));
-      CHATAI_RETURN_IF_ERROR(launch_swiglu(gate, up, n * n_ff, stream_));
-      CHATAI_RETURN_IF_ERROR(matmul(l.w_down, gate, n, proj, n_embd));
+      CHATAI_RETURN_IF_ERROR(matmul({{&l.w_gate, gate, n_ff}, {&l.w_up, up, n_ff}}, h, n, true));  // gate = silu(gate) * up
+      CHATAI_RETURN_IF_ERROR(matmul({{&l.w_down, proj, n_embd}}, gate, n));
     }
     return {};
   }
@@ -534,7 +570,7 @@ class cuda_backend final : public backend {
     // x + proj of the logit tokens: the last layer's output, normalized.
     CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(x_.as<float>(), proj_.as<float>(), output_norm_, hp_.rms_eps, count,
                                               hp_.n_embd, meta + meta_.logit_rows + first, final_.as<float>(), stream_));
-    return matmul(output_, final_.as<float>(), count, logits_.as<float>(), hp_.n_vocab);
+    return matmul({{&output_, logits_.as<float>(), hp_.n_vocab}}, final_.as<float>(), count);
   }
 
   status run_chunk(std::int64_t n, std::int64_t n_logits, std::int64_t max_length, float* host_logits) {

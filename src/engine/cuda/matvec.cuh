@@ -12,16 +12,28 @@
 
 namespace chatai::engine::cuda {
 
-// One product. Thread safety: a value type of borrowed device pointers.
-struct matvec_args {
+// One weight matrix of a launch and where its products go.
+// Thread safety: a value type of borrowed device pointers.
+struct matvec_part {
   const std::byte* w = nullptr;  // [rows × row_bytes]: the weights in their file layout
-  std::size_t row_bytes = 0;
   std::int64_t rows = 0;
+  float* y = nullptr;            // [n_tokens × y_stride], columns [0, rows) written
+  std::int64_t y_stride = 0;
+};
+
+// Up to three matrices of one type and width applied to the same activations in one launch
+// (Q, K and V), or with `glu` the gate and up matrices of a feed-forward block, whose
+// products leave the kernel as silu(gate) * up in parts[0].y.
+// Thread safety: a value type of borrowed device pointers.
+struct matvec_args {
+  static constexpr int max_parts = 3;
+  matvec_part parts[max_parts];
+  int n_parts = 1;
+  bool glu = false;              // parts[0] is the gate, parts[1] the up matrix, of equal rows
+  std::size_t row_bytes = 0;
   std::int64_t cols = 0;         // a multiple of 32 (256 for the K-quants)
   const float* x = nullptr;      // [n_tokens × cols]
   std::int64_t n_tokens = 0;     // 1 .. max_matvec_tokens
-  float* y = nullptr;            // [n_tokens × y_stride], columns [0, rows) written
-  std::int64_t y_stride = 0;
 };
 
 // Each family's kernels, in matvec_<family>.cu; errors are those of the launch.

@@ -12,14 +12,10 @@ namespace chatai::engine::cuda {
 
 inline constexpr int matvec_warps = 4;  // rows per block
 
+// acc[t] += row · x[t] for this lane's chunks of one weight row.
 template <ggml_type T>
-__global__ void __launch_bounds__(matvec_warps * 32) matvec_kernel(matvec_args a) {
-  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * matvec_warps + threadIdx.x / 32;
-  if (row >= a.rows) return;
-  const int lane = static_cast<int>(threadIdx.x % 32);
-  const std::byte* w = a.w + static_cast<std::size_t>(row) * a.row_bytes;  // [row_bytes]
+__device__ __forceinline__ void dot_row(const std::byte* w, const matvec_args& a, int lane, float (&acc)[max_matvec_tokens]) {
   const int n_tokens = static_cast<int>(a.n_tokens);
-  float acc[max_matvec_tokens] = {};
   const std::int64_t chunks = a.cols / 32;
   for (std::int64_t c = lane; c < chunks; c += 32) {
     float v[32];
@@ -40,18 +36,46 @@ __global__ void __launch_bounds__(matvec_warps * 32) matvec_kernel(matvec_args a
   }
 #pragma unroll
   for (int t = 0; t < max_matvec_tokens; ++t) {
-    if (t < n_tokens) {
-      float sum = acc[t];
 #pragma unroll
-      for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-      if (lane == 0) a.y[t * a.y_stride + row] = sum;
+    for (int offset = 16; offset > 0; offset /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], offset);
+  }
+}
+
+// One warp per weight row; the rows of all parts are numbered one after another.
+template <ggml_type T>
+__global__ void __launch_bounds__(matvec_warps * 32) matvec_kernel(matvec_args a) {
+  std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * matvec_warps + threadIdx.x / 32;
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  const int n_tokens = static_cast<int>(a.n_tokens);
+  int p = 0;
+  if (!a.glu) {
+    while (p < a.n_parts && row >= a.parts[p].rows) row -= a.parts[p++].rows;
+  }
+  if (p >= a.n_parts || row >= a.parts[p].rows) return;
+  const matvec_part& part = a.parts[p];
+  float acc[max_matvec_tokens] = {};
+  dot_row<T>(part.w + static_cast<std::size_t>(row) * a.row_bytes, a, lane, acc);
+  if (a.glu) {
+    float up[max_matvec_tokens] = {};
+    dot_row<T>(a.parts[1].w + static_cast<std::size_t>(row) * a.row_bytes, a, lane, up);
+#pragma unroll
+    for (int t = 0; t < max_matvec_tokens; ++t) acc[t] = acc[t] / (1.0f + __expf(-acc[t])) * up[t];
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int t = 0; t < max_matvec_tokens; ++t) {
+      if (t < n_tokens) part.y[t * part.y_stride + row] = acc[t];
     }
   }
 }
 
 template <ggml_type T>
 status launch_matvec_of(const matvec_args& a, cudaStream_t stream) {
-  const auto blocks = static_cast<unsigned>((a.rows + matvec_warps - 1) / matvec_warps);
+  std::int64_t rows = a.parts[0].rows;
+  if (!a.glu) {
+    for (int p = 1; p < a.n_parts; ++p) rows += a.parts[p].rows;
+  }
+  const auto blocks = static_cast<unsigned>((rows + matvec_warps - 1) / matvec_warps);
   matvec_kernel<T><<<blocks, matvec_warps * 32, 0, stream>>>(a);
   CHATAI_CUDA_CHECK_LAUNCH();
   return {};
