@@ -36,6 +36,7 @@ void reference_add_rmsnorm(float* x, const float* add, const float* weight, floa
 // position of token t, then k[t] and v[t] stored as f16 in the caches at that position.
 // q: [n_tokens × n_head × head_dim]; k, v: [n_tokens × kv_dim]; inv_freq: [rope_dim / 2];
 // k_cache, v_cache: the pools of `layout`.
+// Thread safety: a value type.
 struct rope_params {
   std::int64_t n_head = 0;
   std::int64_t n_head_kv = 0;
