@@ -31,6 +31,7 @@
 #include "chatai/engine/cuda_backend.hpp"
 #include "chatai/engine/generator.hpp"
 #include "chatai/engine/model.hpp"
+#include "chatai/engine/quantize.hpp"
 #include "chatai/engine/synth.hpp"
 
 using namespace chatai;
@@ -401,7 +402,7 @@ TEST_CASE("split attention over scrambled pages matches the reference") {
 
 namespace {
 
-// A synthetic model of a small shape in `type`, written once per type.
+// A synthetic model of a small shape in `type`.
 std::shared_ptr<const model> synthetic(ggml_type type, const fs::path& dir) {
   synth_options o;
   o.shape = {"tiny", 512, 2048, 256, 2, 4, 2, 512, 10000.0f, false};
@@ -414,7 +415,24 @@ std::shared_ptr<const model> synthetic(ggml_type type, const fs::path& dir) {
   return *m;
 }
 
+// The same weights expanded to f32: the CPU backend computes with them in f32 throughout,
+// so the comparison with the CUDA backend sees only its own rounding (f16 KV cache, BF16
+// GEMM operands), not the CPU's 8-bit activations.
+std::unique_ptr<backend> cpu_reference_of(const model& m, const fs::path& dir) {
+  const fs::path path = dir / "f32-reference.gguf";
+  quantize_options q;
+  q.type = ggml_type::f32;
+  q.fallback = ggml_type::f32;
+  require_ok(quantize_model(m.file(), path, q));
+  auto f32 = model::load(path);
+  REQUIRE(f32.ok());
+  auto b = create_cpu_backend(*f32);
+  REQUIRE(b.ok());
+  return std::move(*b);
+}
+
 std::unique_ptr<backend> cuda_backend_of(std::shared_ptr<const model> m, cuda_backend_options o = {}) {
+  if (o.kv_cache_bytes == 0) o.kv_cache_bytes = std::int64_t{256} << 20;  // tests share the device
   auto b = create_cuda_backend(std::move(m), o);
   REQUIRE_MESSAGE(b.ok(), (b.ok() ? std::string() : b.err().message()));
   return std::move(*b);
@@ -455,28 +473,32 @@ TEST_CASE("whole-model logits of the CUDA backend match the CPU backend for ever
   for (ggml_type t : all_weight_types) {
     CAPTURE(to_string(t));
     auto m = synthetic(t, dir.path);
-    auto cpu = create_cpu_backend(m);
-    REQUIRE(cpu.ok());
+    auto cpu = cpu_reference_of(*m, dir.path);
     auto gpu = cuda_backend_of(m);
-    // A prompt long enough for the GEMM path, then decode steps on the matrix-vector path.
+    // A prompt long enough for the GEMM path (BF16 operands), then decode steps on the
+    // matrix-vector path (f32 activations).
     const auto prompt = some_tokens(300, m->hparams().n_vocab);
-    const auto want = logits_of(**cpu, prompt, logits_mode::all);
+    const auto want = logits_of(*cpu, prompt, logits_mode::all);
     const auto got = logits_of(*gpu, prompt, logits_mode::all);
     REQUIRE(all_finite(got));
-    CHECK(relative_error(got, want) < 3e-2);
+    const double prefill_error = relative_error(got, want);
+    MESSAGE(to_string(t) << ": prefill relative RMS error " << prefill_error);
+    CHECK(prefill_error < 2e-2);
 
-    auto cs = (*cpu)->create_sequence(0), gs = gpu->create_sequence(0);
+    auto cs = cpu->create_sequence(0), gs = gpu->create_sequence(0);
     REQUIRE(cs.ok());
     REQUIRE(gs.ok());
     logits_out co, go;
-    require_ok((*cpu)->forward({{{*cs, prompt, logits_mode::none}}}, co));
+    require_ok(cpu->forward({{{*cs, prompt, logits_mode::none}}}, co));
     require_ok(gpu->forward({{{*gs, prompt, logits_mode::none}}}, go));
     CHECK(go.values.empty());
     for (int step = 0; step < 4; ++step) {
       const token_id next[] = {static_cast<token_id>(100 + step)};
-      require_ok((*cpu)->forward({{{*cs, next, logits_mode::last}}}, co));
+      require_ok(cpu->forward({{{*cs, next, logits_mode::last}}}, co));
       require_ok(gpu->forward({{{*gs, next, logits_mode::last}}}, go));
-      CHECK(relative_error(go.values, co.values) < 3e-2);
+      const double decode_error = relative_error(go.values, co.values);
+      MESSAGE(to_string(t) << ": decode step " << step << " relative RMS error " << decode_error);
+      CHECK(decode_error < 2e-2);  // the cache holds the prompt's keys as the GEMM path computed them
     }
   }
 }
@@ -566,18 +588,23 @@ TEST_CASE("the real model's CUDA logits match the CPU backend") {
   auto loaded = model::load(CHATAI_TEST_MODEL);
   REQUIRE(loaded.ok());
   auto m = *loaded;
-  auto cpu = create_cpu_backend(m);
-  REQUIRE(cpu.ok());
+  temp_dir dir;
+  auto cpu = cpu_reference_of(*m, dir.path);
   auto gpu = cuda_backend_of(m);
-  const auto prompt = some_tokens(64, m->hparams().n_vocab);
-  const auto want = logits_of(**cpu, prompt, logits_mode::all);
-  const auto got = logits_of(*gpu, prompt, logits_mode::all);
-  CHECK(relative_error(got, want) < 3e-2);
-  std::int64_t agree = 0;
   const std::int64_t n_vocab = m->hparams().n_vocab;
-  for (std::int64_t r = 0; r < 64; ++r) {
-    const auto g = got.begin() + r * n_vocab, w = want.begin() + r * n_vocab;
-    agree += std::max_element(g, g + n_vocab) - g == std::max_element(w, w + n_vocab) - w;
+  for (std::int64_t n : {6, 64}) {  // the matrix-vector path, then the GEMM path
+    CAPTURE(n);
+    const auto prompt = some_tokens(n, n_vocab);
+    const auto want = logits_of(*cpu, prompt, logits_mode::all);
+    const auto got = logits_of(*gpu, prompt, logits_mode::all);
+    const double e = relative_error(got, want);
+    MESSAGE("real model, " << n << " tokens: relative RMS error " << e);
+    CHECK(e < (n <= max_matvec_tokens ? 5e-3 : 3e-2));
+    std::int64_t agree = 0;
+    for (std::int64_t r = 0; r < n; ++r) {
+      const auto g = got.begin() + r * n_vocab, w = want.begin() + r * n_vocab;
+      agree += std::max_element(g, g + n_vocab) - g == std::max_element(w, w + n_vocab) - w;
+    }
+    CHECK(agree >= n * 9 / 10);
   }
-  CHECK(agree >= 60);
 }
