@@ -21,6 +21,7 @@ shapes="smollm2-135m llama-3.2-1b llama-3.1-8b"
 types="q8_0 q4_k bf16"
 batches="1 8 64"
 prompt=512
+decode=64
 jobs=16
 
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -49,6 +50,7 @@ if [ "$quick" = 1 ]; then
   types="q8_0"
   batches="1 2"
   prompt=16
+  decode=4
 fi
 if [ "$device" = cpu ]; then
   build_dir=${build_dir:-build}
@@ -100,20 +102,15 @@ for shape in $shapes; do
       log "synth $shape $type"
       "$chatai" synth --shape "$shape" --type "$type" --seed 1 -o "$model" >&2
     fi
-    for batch in $batches; do
-      decode=128
-      [ "$batch" -ge 8 ] && decode=64
-      [ "$batch" -ge 64 ] && decode=32
-      [ "$quick" = 1 ] && decode=4
-      log "bench $shape $type batch $batch"
-      if json=$("$chatai" --log-level warn bench -m "$model" --device "$device" -p "$prompt" -n "$decode" -b "$batch" -r 2 --json); then
-        echo "$shape $type $batch $json" >>"$results"
-      else
-        echo "gpu_check.sh: bench $shape $type batch $batch FAILED" >&2
-        echo "$shape $type $batch {}" >>"$results"
-        failed=1
-      fi
-    done
+    log "bench $shape $type, batches $batches"
+    echo "$shape $type - {}" >>"$results"  # the model's row, whatever the bench does
+    output=$("$chatai" --log-level warn bench -m "$model" --device "$device" -p "$prompt" -n "$decode" \
+             -b "${batches// /,}" -r 2 --json) || { echo "gpu_check.sh: bench $shape $type FAILED" >&2; failed=1; }
+    while IFS= read -r json; do
+      [ -n "$json" ] || continue
+      batch=$(sed -n 's/.*"batch":\([0-9]*\).*/\1/p' <<<"$json")
+      echo "$shape $type $batch $json" >>"$results"
+    done <<<"$output"
   done
 done
 
@@ -128,10 +125,11 @@ awk -v bw="$bandwidth" -v batches="$batches" -v prompt="$prompt" '
   {
     key = $1 " " $2
     json = substr($0, index($0, "{"))
-    if (!(key in seen)) { seen[key] = 1; order[++n] = key }
+    if (!(key in seen)) { seen[key] = 1; order[++n] = key; prefill[key] = -1 }
+    if ($3 == "-") next
     tps = field(json, "decode_tokens_per_s"); bytes = field(json, "weight_bytes_per_step")
     decode[key, $3] = tps
-    if (!(key in prefill)) prefill[key] = field(json, "prefill_tokens_per_s")
+    if (prefill[key] < 0) prefill[key] = field(json, "prefill_tokens_per_s")
     if (bytes > 0) wbytes[key] = bytes
   }
   END {
@@ -143,8 +141,8 @@ awk -v bw="$bandwidth" -v batches="$batches" -v prompt="$prompt" '
       split(order[r], k, " ")
       printf "%-14s %-5s %8.0fM", k[1], k[2], wbytes[order[r]] / 1e6
       for (i = 1; i <= nb; i++) {
+        if (!((order[r], b[i]) in decode) || decode[order[r], b[i]] < 0) { printf " %20s", "failed"; continue }
         t = decode[order[r], b[i]]
-        if (t < 0) { printf " %20s", "failed"; continue }
         if (bw != "" && wbytes[order[r]] > 0) {
           roof = b[i] * bw * 1e9 / wbytes[order[r]]
           printf " %11.1f (%4.0f%%)", t, 100 * t / roof
@@ -152,9 +150,28 @@ awk -v bw="$bandwidth" -v batches="$batches" -v prompt="$prompt" '
           printf " %11.1f (  n/a)", t
         }
       }
-      printf " %16.1f\n", prefill[order[r]]
+      if (prefill[order[r]] < 0) printf " %16s\n", "failed"
+      else printf " %16.1f\n", prefill[order[r]]
     }
     if (bw != "") printf "copy bandwidth: %s GB/s (read + write); roofline = batch x bandwidth / weight bytes per step\n", bw
     else printf "copy bandwidth: not measured on the CPU\n"
+    # The goals: 1B batch 1 at >= 80% of the roofline, 135M batch 1 above 5000 tokens/s,
+    # 1B batch 64 at least 10 times batch 1.
+    for (r = 1; r <= n; r++) {
+      split(order[r], k, " ")
+      one = ((order[r], 1) in decode) ? decode[order[r], 1] : -1
+      if (one <= 0) continue
+      if (k[1] == "llama-3.2-1b" && bw != "" && wbytes[order[r]] > 0) {
+        pct = 100 * one * wbytes[order[r]] / (bw * 1e9)
+        printf "goal 1B %-5s batch 1 at %.0f%% of the roofline (>= 80%%): %s\n", k[2], pct, (pct >= 80 ? "met" : "missed")
+      }
+      if (k[1] == "smollm2-135m") {
+        printf "goal 135M %-5s batch 1 at %.0f tokens/s (> 5000): %s\n", k[2], one, (one > 5000 ? "met" : "missed")
+      }
+      if (k[1] == "llama-3.2-1b" && ((order[r], 64) in decode)) {
+        ratio = decode[order[r], 64] / one
+        printf "goal 1B %-5s batch 64 at %.1f times batch 1 (>= 10): %s\n", k[2], ratio, (ratio >= 10 ? "met" : "missed")
+      }
+    }
   }' "$results"
 exit "$failed"

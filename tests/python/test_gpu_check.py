@@ -45,7 +45,8 @@ def test_cpu_quick_run_prints_the_table(build_dir, tmp_path):
     weights_mb, b1, b2, prefill = (float(g) for g in row.groups())
     assert 100 < weights_mb < 200
     assert b1 > 0 and b2 > 0 and prefill > 0
-    assert lines[-1] == "copy bandwidth: not measured on the CPU"
+    assert lines[2] == "copy bandwidth: not measured on the CPU"
+    assert re.fullmatch(r"goal 135M q8_0  batch 1 at \d+ tokens/s \(> 5000\): (met|missed)", lines[3]), lines[3]
     assert (tmp_path / "smollm2-135m-q8_0.gguf").stat().st_size > 100e6
 
 
