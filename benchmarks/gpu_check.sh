@@ -5,14 +5,18 @@
 # table last: decode tokens/s at batch 1, 8 and 64 (each as a percentage of the bandwidth
 # roofline: batch x bandwidth / weight bytes read per step) and prefill tokens/s.
 #
-# Usage: benchmarks/gpu_check.sh [--device cuda|cpu] [--quick] [--build-dir DIR] [--scratch DIR]
-#                                [--no-build] [--no-tests] [--shapes LIST] [--types LIST]
+# Usage: benchmarks/gpu_check.sh [--device cuda|cpu] [--quick] [--deps DIR] [--build-dir DIR]
+#                                [--scratch DIR] [--no-build] [--no-tests] [--shapes LIST] [--types LIST]
+#   --deps DIR             what benchmarks/gpu_deps.sh prepared: its packages are added to the
+#                          system where files are missing (never replacing one), and its
+#                          tokenizers serve `chatai synth`.
 #   --device cpu --quick   the same steps on the CPU with a small model and short runs, no CUDA
 #                          build and no GPU tests: checks the script itself on any machine.
 set -euo pipefail
 
 device=cuda
 quick=0
+deps=
 build_dir=
 scratch=${TMPDIR:-/tmp}/chatai-gpu-check
 build=1
@@ -31,6 +35,7 @@ while [ "$#" -gt 0 ]; do
   case "$1" in
     --device) need "$@"; device=$2; shift 2 ;;
     --quick) quick=1; shift ;;
+    --deps) need "$@"; deps=$2; shift 2 ;;
     --build-dir) need "$@"; build_dir=$2; shift 2 ;;
     --scratch) need "$@"; scratch=$2; shift 2 ;;
     --no-build) build=0; shift ;;
@@ -64,6 +69,23 @@ start=$(date +%s)
 log() { printf '[gpu_check %4ss] %s\n' "$(( $(date +%s) - start ))" "$*" >&2; }
 failed=0
 mkdir -p "$scratch"
+
+synth_flags=()
+if [ -n "$deps" ]; then
+  [ -d "$deps/debs" ] || { echo "gpu_check.sh: --deps $deps holds no debs/: run benchmarks/gpu_deps.sh" >&2; exit 2; }
+  log "dependencies from $deps"
+  stage=$(mktemp -d)
+  for deb in "$deps"/debs/*.deb; do dpkg -x "$deb" "$stage"; done
+  if [ -d "$stage/lib" ]; then  # merged /usr: what Debian puts in /lib belongs in /usr/lib
+    mkdir -p "$stage/usr/lib"
+    cp -a "$stage/lib/." "$stage/usr/lib/"
+    rm -rf "${stage:?}/lib"
+  fi
+  cp -a -n "$stage/usr/." /usr/
+  rm -rf "$stage"
+  ldconfig
+  synth_flags=(--tokenizer-dir "$deps/tokenizers")
+fi
 
 if [ "$build" = 1 ]; then
   log "configure and build $build_dir (Release, CUDA, -j$jobs)"
@@ -100,7 +122,7 @@ for shape in $shapes; do
     model=$scratch/$shape-$type.gguf
     if [ ! -s "$model" ]; then
       log "synth $shape $type"
-      "$chatai" synth --shape "$shape" --type "$type" --seed 1 -o "$model" >&2
+      "$chatai" synth --shape "$shape" --type "$type" --seed 1 "${synth_flags[@]}" -o "$model" >&2
     fi
     log "bench $shape $type, batches $batches"
     echo "$shape $type - {}" >>"$results"  # the model's row, whatever the bench does

@@ -17,8 +17,9 @@ std::string_view default_tokenizer(std::string_view shape) {
   return shape == "smollm2-135m" ? "ggml-vocab-llama-spm.gguf" : "ggml-vocab-deepseek-llm.gguf";
 }
 
-std::filesystem::path find_tokenizer(std::string_view file) {
-  for (const char* dir : {"../shared/testdata/tokenizers", "shared/testdata/tokenizers"}) {
+std::filesystem::path find_tokenizer(const std::string& first_dir, std::string_view file) {
+  for (const std::string& dir : {first_dir, std::string("../shared/testdata/tokenizers"), std::string("shared/testdata/tokenizers")}) {
+    if (dir.empty()) continue;
     const auto p = std::filesystem::path(dir) / file;
     if (std::filesystem::exists(p)) return p;
   }
@@ -34,6 +35,7 @@ void add_synth_command(CLI::App& app, int& exit_code) {
     std::string type = "q8_0";
     std::string out;
     std::string tokenizer;
+    std::string tokenizer_dir;
     std::uint64_t seed = 1;
     int threads = 0;
   };
@@ -50,6 +52,8 @@ void add_synth_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--tokenizer", opts->tokenizer,
                   "GGUF file whose tokenizer to copy (default: a vocabulary of ../shared/testdata/tokenizers)")
       ->check(CLI::ExistingFile);
+  cmd->add_option("--tokenizer-dir", opts->tokenizer_dir, "a folder searched first for the default vocabulary")
+      ->check(CLI::ExistingDirectory);
   cmd->add_option("-t,--threads", opts->threads, "threads (0: one per hardware thread)")->check(CLI::NonNegativeNumber);
   cmd->callback([opts, &exit_code] {
     engine::synth_options o;
@@ -59,9 +63,9 @@ void add_synth_command(CLI::App& app, int& exit_code) {
     o.threads = opts->threads;
     o.tokenizer = opts->tokenizer;
     if (o.tokenizer.empty()) {
-      o.tokenizer = find_tokenizer(default_tokenizer(opts->shape));
+      o.tokenizer = find_tokenizer(opts->tokenizer_dir, default_tokenizer(opts->shape));
       if (o.tokenizer.empty()) {
-        std::fprintf(stderr, "chatai: --tokenizer: %s was not found in ../shared/testdata/tokenizers; name a file\n",
+        std::fprintf(stderr, "chatai: --tokenizer: %s was not found (--tokenizer-dir, ../shared/testdata/tokenizers); name a file\n",
                      std::string(default_tokenizer(opts->shape)).c_str());
         exit_code = 1;
         return;

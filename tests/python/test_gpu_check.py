@@ -19,7 +19,8 @@ def run_script(*args, timeout=600):
 
 def test_shellcheck_clean():
     assert shutil.which("shellcheck"), "shellcheck is not installed: run cmake/install-deps.sh"
-    proc = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
+    proc = subprocess.run(["shellcheck", str(SCRIPT), str(SCRIPT.parent / "gpu_deps.sh")], capture_output=True,
+                          text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -27,6 +28,7 @@ def test_shellcheck_clean():
     (["--device", "gpu"], "--device must be cuda or cpu, got 'gpu'"),
     (["--scratch"], "--scratch needs a value"),
     (["--frobnicate"], "unknown argument '--frobnicate'"),
+    (["--deps", "/nonexistent", "--device", "cpu"], "--deps /nonexistent holds no debs/: run benchmarks/gpu_deps.sh"),
 ])
 def test_bad_arguments_are_refused(args, message):
     proc = run_script(*args)
