@@ -195,5 +195,7 @@ awk -v bw="$bandwidth" -v batches="$batches" -v prompt="$prompt" '
         printf "goal 1B %-5s batch 64 at %.1f times batch 1 (>= 10): %s\n", k[2], ratio, (ratio >= 10 ? "met" : "missed")
       }
     }
-  }' "$results"
+  }' "$results" | tee "$scratch/table.txt"
+# The device tool brings back what a command leaves in $OUT.
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then cp "$results" "$scratch/table.txt" "$OUT/"; fi
 exit "$failed"
