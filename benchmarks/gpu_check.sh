@@ -81,7 +81,8 @@ if [ -n "$deps" ]; then
     cp -a "$stage/lib/." "$stage/usr/lib/"
     rm -rf "${stage:?}/lib"
   fi
-  cp -a -n "$stage/usr/." /usr/
+  # Never replace a file the system has (newer coreutils report each skipped file as a failure).
+  cp -a -n "$stage/usr/." /usr/ 2>/dev/null || true
   rm -rf "$stage"
   ldconfig
   synth_flags=(--tokenizer-dir "$deps/tokenizers")
