@@ -11,7 +11,7 @@ debian_packages=(
   libasio-dev libssh-dev rapidjson-dev doctest-dev pybind11-dev libsqlite3-dev libcli11-dev libssl-dev
   python3 python3-dev python3-venv
   openssh-server openssh-client slurm-wlm munge
-  wrk procps psmisc iproute2 curl
+  wrk procps psmisc iproute2 curl shellcheck
   chromium chromium-driver
 )
 

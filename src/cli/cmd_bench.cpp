@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <vector>
 
 #include "chatai/engine/generator.hpp"
 #include "commands.hpp"
@@ -17,6 +18,17 @@ std::int64_t peak_rss_bytes() {
   ::getrusage(RUSAGE_SELF, &usage);
   return static_cast<std::int64_t>(usage.ru_maxrss) * 1024;
 }
+
+// Weight bytes one decode step reads: every matrix but the embedding table (of which it
+// reads a row per token), the output projection included.
+std::int64_t matrix_bytes_per_step(const engine::model& m) {
+  const auto bytes = [](const engine::weight_matrix& w) { return w.rows * static_cast<std::int64_t>(w.row_bytes); };
+  std::int64_t total = bytes(m.output());
+  for (const auto& l : m.layers()) {
+    total += bytes(l.wq) + bytes(l.wk) + bytes(l.wv) + bytes(l.wo) + bytes(l.w_gate) + bytes(l.w_up) + bytes(l.w_down);
+  }
+  return total;
+}
 }  // namespace
 
 void add_bench_command(CLI::App& app, int& exit_code) {
@@ -24,7 +36,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     model_flags model;
     std::int64_t prompt = 128;
     std::int64_t decode = 64;
-    std::int64_t batch = 1;
+    std::vector<std::int64_t> batches{1};
     std::int64_t repeat = 3;
     bool json = false;
   };
@@ -33,9 +45,11 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   opts->model.add_to(cmd);
   cmd->add_option("-p,--prompt-tokens", opts->prompt, "prompt length")->check(CLI::Range(1, 1 << 16));
   cmd->add_option("-n,--decode-tokens", opts->decode, "tokens decoded per sequence")->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("-b,--batch", opts->batch, "sequences decoding together")->check(CLI::Range(1, 256));
+  cmd->add_option("-b,--batch", opts->batches, "sequences decoding together; several (1,8,64) measure each in turn")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 256));
   cmd->add_option("-r,--repeat", opts->repeat, "prefill runs (the best counts)")->check(CLI::Range(1, 100));
-  cmd->add_flag("--json", opts->json, "print one JSON object");
+  cmd->add_flag("--json", opts->json, "print one JSON object per batch size");
   cmd->callback([opts, &exit_code] {
     auto rt = opts->model.load();
     if (!rt) {
@@ -71,45 +85,54 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       best_prefill = std::max(best_prefill, static_cast<double>(opts->prompt) / s);
     }
 
-    // Decode: `batch` sequences with a short prompt each, greedy, past EOS.
-    engine::generator_options go;
-    go.context = 16 + opts->decode + 8;
-    engine::generator gen(compute, rt->vocab(), go);
-    for (std::int64_t i = 0; i < opts->batch; ++i) {
-      engine::generation_request req;
-      req.prompt = {any_token(rng), any_token(rng), any_token(rng), any_token(rng)};
-      req.sampling.temperature = 0.0f;
-      req.max_tokens = opts->decode;
-      req.ignore_eos = true;
-      auto id = gen.add(std::move(req));
-      if (!id) return fail(id.err());
-    }
-    auto first = gen.step();  // the prompts, and each sequence's first token
-    if (!first) return fail(first.err());
-    std::int64_t decoded = 0;
-    const auto t0 = clock::now();
-    while (gen.active() > 0) {
-      auto events = gen.step();
-      if (!events) return fail(events.err());
-      for (const auto& ev : *events) decoded += static_cast<std::int64_t>(ev.tokens.size());
-    }
-    const double decode_s = std::chrono::duration<double>(clock::now() - t0).count();
-    const double decode_tps = decode_s > 0 ? static_cast<double>(decoded) / decode_s : 0.0;
-    const auto rss = peak_rss_bytes();
+    // Decode: `batch` sequences with a short prompt each, greedy, past EOS. The first two
+    // steps (the prompts, then the first decode step, which may set up the backend's graph
+    // of this batch shape) are not timed.
+    for (const std::int64_t batch : opts->batches) {
+      engine::generator_options go;
+      go.context = 16 + opts->decode + 8;
+      engine::generator gen(compute, rt->vocab(), go);
+      for (std::int64_t i = 0; i < batch; ++i) {
+        engine::generation_request req;
+        req.prompt = {any_token(rng), any_token(rng), any_token(rng), any_token(rng)};
+        req.sampling.temperature = 0.0f;
+        req.max_tokens = opts->decode + 2;
+        req.ignore_eos = true;
+        auto id = gen.add(std::move(req));
+        if (!id) return fail(id.err());
+      }
+      for (int warm_up = 0; warm_up < 2; ++warm_up) {
+        auto events = gen.step();
+        if (!events) return fail(events.err());
+      }
+      std::int64_t decoded = 0;
+      const auto t0 = clock::now();
+      while (gen.active() > 0) {
+        auto events = gen.step();
+        if (!events) return fail(events.err());
+        for (const auto& ev : *events) decoded += static_cast<std::int64_t>(ev.tokens.size());
+      }
+      const double decode_s = std::chrono::duration<double>(clock::now() - t0).count();
+      const double decode_tps = decode_s > 0 ? static_cast<double>(decoded) / decode_s : 0.0;
+      const auto rss = peak_rss_bytes();
 
-    if (opts->json) {
-      std::printf(
-          "{\"model\":\"%s\",\"backend\":\"%s\",\"prompt_tokens\":%lld,\"decode_tokens\":%lld,\"batch\":%lld,"
-          "\"prefill_tokens_per_s\":%.2f,\"decode_tokens_per_s\":%.2f,\"peak_rss_bytes\":%lld}\n",
-          opts->model.model.c_str(), compute.description().c_str(), static_cast<long long>(opts->prompt),
-          static_cast<long long>(opts->decode), static_cast<long long>(opts->batch), best_prefill, decode_tps,
-          static_cast<long long>(rss));
-    } else {
-      std::printf("backend: %s\n", compute.description().c_str());
-      std::printf("prefill: %lld tokens, %.1f tokens/s\n", static_cast<long long>(opts->prompt), best_prefill);
-      std::printf("decode:  %lld sequences x %lld tokens, %.1f tokens/s in all\n", static_cast<long long>(opts->batch),
-                  static_cast<long long>(opts->decode), decode_tps);
-      std::printf("peak RSS: %.1f MiB\n", static_cast<double>(rss) / (1024.0 * 1024.0));
+      if (opts->json) {
+        std::printf(
+            "{\"model\":\"%s\",\"device\":\"%s\",\"backend\":\"%s\",\"prompt_tokens\":%lld,\"decode_tokens\":%lld,"
+            "\"batch\":%lld,\"prefill_tokens_per_s\":%.2f,\"decode_tokens_per_s\":%.2f,\"weight_bytes_per_step\":%lld,"
+            "\"peak_rss_bytes\":%lld}\n",
+            opts->model.model.c_str(), opts->model.device.c_str(), compute.description().c_str(),
+            static_cast<long long>(opts->prompt), static_cast<long long>(opts->decode), static_cast<long long>(batch),
+            best_prefill, decode_tps, static_cast<long long>(matrix_bytes_per_step(rt->weights())),
+            static_cast<long long>(rss));
+      } else {
+        std::printf("backend: %s\n", compute.description().c_str());
+        std::printf("prefill: %lld tokens, %.1f tokens/s\n", static_cast<long long>(opts->prompt), best_prefill);
+        std::printf("decode:  %lld sequences x %lld tokens, %.1f tokens/s in all\n", static_cast<long long>(batch),
+                    static_cast<long long>(opts->decode), decode_tps);
+        std::printf("peak RSS: %.1f MiB\n", static_cast<double>(rss) / (1024.0 * 1024.0));
+      }
+      std::fflush(stdout);
     }
   });
 }

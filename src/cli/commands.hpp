@@ -23,8 +23,12 @@ void add_generate_command(CLI::App& app, int& exit_code);
 void add_chat_command(CLI::App& app, int& exit_code);
 // `chatai perplexity --model FILE --file TEXT [--ctx N]`: perplexity as llama-perplexity computes it.
 void add_perplexity_command(CLI::App& app, int& exit_code);
-// `chatai bench --model FILE [-p N] [-n N] [--batch N] [--json]`: prefill and decode speed.
+// `chatai bench --model FILE [--device D] [-p N] [-n N] [--batch N[,N...]] [--json]`: prefill and
+// decode speed.
 void add_bench_command(CLI::App& app, int& exit_code);
+// `chatai synth --shape NAME --type T -o FILE [--seed N] [--tokenizer FILE]`: a model of a
+// real shape with random weights.
+void add_synth_command(CLI::App& app, int& exit_code);
 // `chatai serve --model FILE [--port P] ...`: the OpenAI-compatible model server.
 void add_serve_command(CLI::App& app, int& exit_code);
 // `chatai tokenize --model FILE [--bos] [--special] [--decode]`: token ids of standard input.

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <set>
 
@@ -59,7 +60,9 @@ struct gguf_writer::impl {
     std::string name;
     ggml_type type;
     std::vector<std::int64_t> shape;
-    std::vector<std::byte> data;
+    std::vector<std::byte> data;  // empty when `fill` produces the bytes
+    tensor_filler fill;
+    std::uint64_t size = 0;       // bytes
   };
 
   std::vector<kv> metadata;
@@ -116,9 +119,10 @@ struct gguf_writer::impl {
     return add(key, std::move(encoded));
   }
 
-  // Produces the file in pieces; `sink(data, size)` returns false to stop.
+  // Produces the file in pieces; `sink(data, size)` returns false to stop. The result is
+  // false when the sink stopped, or the error of a tensor_filler.
   template <class Sink>
-  bool emit(Sink&& sink) const {
+  result<bool> emit(Sink&& sink) const {
     std::vector<std::byte> head;
     put_bytes(head, "GGUF", 4);
     put(head, gguf_version);
@@ -137,19 +141,49 @@ struct gguf_writer::impl {
       for (std::int64_t d : t.shape) put(head, d);
       put(head, t.type);
       put(head, offset);
-      offset = align_up(offset + t.data.size(), alignment);
+      offset = align_up(offset + t.size, alignment);
     }
     head.resize(align_up(head.size(), alignment));
     if (!sink(head.data(), head.size())) return false;
 
     const std::vector<std::byte> padding(alignment);
     std::uint64_t written = 0;
+    std::vector<std::byte> rows;
     for (std::size_t i = 0; i < tensors.size(); ++i) {
+      const tensor& t = tensors[i];
       if (!sink(padding.data(), offsets[i] - written)) return false;
-      if (!sink(tensors[i].data.data(), tensors[i].data.size())) return false;
-      written = offsets[i] + tensors[i].data.size();
+      if (t.fill) {
+        std::uint64_t n_rows = 1;
+        for (std::size_t d = 1; d < t.shape.size(); ++d) n_rows *= static_cast<std::uint64_t>(t.shape[d]);
+        const std::uint64_t row_bytes = t.size / n_rows;
+        const std::uint64_t chunk = std::max<std::uint64_t>(1, (16u << 20) / row_bytes);
+        for (std::uint64_t r = 0; r < n_rows; r += chunk) {
+          const std::uint64_t n = std::min(chunk, n_rows - r);
+          rows.resize(static_cast<std::size_t>(n * row_bytes));
+          if (auto st = t.fill(static_cast<std::int64_t>(r), rows); !st) {
+            return std::move(st).err().with_context("tensor '" + t.name + "'");
+          }
+          if (!sink(rows.data(), rows.size())) return false;
+        }
+      } else if (!sink(t.data.data(), t.data.size())) {
+        return false;
+      }
+      written = offsets[i] + t.size;
     }
     return true;
+  }
+
+  status check_tensor(std::string_view name, ggml_type type, std::span<const std::int64_t> shape, std::uint64_t& size) const {
+    const std::string label = "tensor '" + std::string(name) + "'";
+    if (name.empty()) return error(errc::invalid_argument, "empty tensor name");
+    if (tensor_names.contains(name)) return error(errc::invalid_argument, "duplicate " + label);
+    if (shape.empty() || shape.size() > 4) {
+      return error(errc::invalid_argument, label + " has " + std::to_string(shape.size()) + " dimensions (1 to 4 are allowed)");
+    }
+    auto bytes = tensor_byte_size(type, shape);
+    if (!bytes) return error(errc::invalid_argument, label + ": " + bytes.err().message());
+    size = *bytes;
+    return {};
   }
 };
 
@@ -212,29 +246,34 @@ status gguf_writer::set_alignment(std::uint32_t alignment) {
 
 status gguf_writer::add_tensor(std::string_view name, ggml_type type, std::span<const std::int64_t> shape,
                                std::span<const std::byte> data) {
-  const std::string label = "tensor '" + std::string(name) + "'";
-  if (name.empty()) return error(errc::invalid_argument, "empty tensor name");
-  if (impl_->tensor_names.contains(name)) return error(errc::invalid_argument, "duplicate " + label);
-  if (shape.empty() || shape.size() > 4) {
-    return error(errc::invalid_argument, label + " has " + std::to_string(shape.size()) + " dimensions (1 to 4 are allowed)");
-  }
-  auto size = tensor_byte_size(type, shape);
-  if (!size) return error(errc::invalid_argument, label + ": " + size.err().message());
-  if (*size != data.size()) {
-    return error(errc::invalid_argument, label + " needs " + std::to_string(*size) + " bytes of data, got " +
-                                             std::to_string(data.size()));
+  std::uint64_t size = 0;
+  CHATAI_RETURN_IF_ERROR(impl_->check_tensor(name, type, shape, size));
+  if (size != data.size()) {
+    return error(errc::invalid_argument, "tensor '" + std::string(name) + "' needs " + std::to_string(size) +
+                                             " bytes of data, got " + std::to_string(data.size()));
   }
   impl_->tensor_names.emplace(name);
-  impl_->tensors.push_back({std::string(name), type, {shape.begin(), shape.end()}, {data.begin(), data.end()}});
+  impl_->tensors.push_back({std::string(name), type, {shape.begin(), shape.end()}, {data.begin(), data.end()}, {}, size});
+  return {};
+}
+
+status gguf_writer::add_tensor(std::string_view name, ggml_type type, std::span<const std::int64_t> shape,
+                               tensor_filler fill) {
+  std::uint64_t size = 0;
+  CHATAI_RETURN_IF_ERROR(impl_->check_tensor(name, type, shape, size));
+  if (!fill) return error(errc::invalid_argument, "tensor '" + std::string(name) + "' has no filler");
+  impl_->tensor_names.emplace(name);
+  impl_->tensors.push_back({std::string(name), type, {shape.begin(), shape.end()}, {}, std::move(fill), size});
   return {};
 }
 
 std::vector<std::byte> gguf_writer::to_bytes() const {
   std::vector<std::byte> out;
-  impl_->emit([&out](const void* data, std::size_t size) {
+  const auto done = impl_->emit([&out](const void* data, std::size_t size) {
     put_bytes(out, data, size);
     return true;
   });
+  if (!done) return {};
   return out;
 }
 
@@ -244,7 +283,7 @@ status gguf_writer::write(const std::filesystem::path& path) const {
   if (fd < 0) return error(errc::io_error, path.string() + ": cannot create a temporary file: " + std::strerror(errno));
 
   int failure = 0;
-  const bool written = impl_->emit([fd, &failure](const void* data, std::size_t size) {
+  const auto emitted = impl_->emit([fd, &failure](const void* data, std::size_t size) {
     const auto* p = static_cast<const char*>(data);
     while (size > 0) {
       const ssize_t n = ::write(fd, p, size);
@@ -258,6 +297,12 @@ status gguf_writer::write(const std::filesystem::path& path) const {
     }
     return true;
   });
+  if (!emitted) {
+    ::close(fd);
+    ::unlink(temp.c_str());
+    return std::move(emitted).err().with_context(path.string());
+  }
+  const bool written = *emitted;
   const char* step = "cannot write";
   if (written) {
     if (::fchmod(fd, 0644) != 0) {

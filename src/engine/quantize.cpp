@@ -17,7 +17,9 @@ status add_numbers(gguf_writer& w, std::string_view key, const gguf_value& v, Ge
   return w.add_array(key, std::span<const T>(values));
 }
 
-status copy_value(gguf_writer& w, std::string_view key, const gguf_value& v) {
+}  // namespace
+
+status copy_metadata_value(gguf_writer& w, std::string_view key, const gguf_value& v) {
   const auto u = [&v](std::uint64_t i) { return v.uint_at(i); };
   const auto s = [&v](std::uint64_t i) { return v.int_at(i); };
   const auto f = [&v](std::uint64_t i) { return v.float_at(i); };
@@ -62,8 +64,6 @@ status copy_value(gguf_writer& w, std::string_view key, const gguf_value& v) {
   return error(errc::unsupported, "metadata " + std::string(key) + ": nested arrays are not supported");
 }
 
-}  // namespace
-
 status quantize_model(const gguf_file& in, const std::filesystem::path& out, const quantize_options& options) {
   for (ggml_type t : {options.type, options.fallback}) {
     if (!cpu::is_weight_type_supported(t)) {
@@ -74,7 +74,7 @@ status quantize_model(const gguf_file& in, const std::filesystem::path& out, con
   CHATAI_RETURN_IF_ERROR(w.set_alignment(in.alignment()));
   for (const gguf_kv& kv : in.metadata()) {
     if (kv.key == "general.alignment" || kv.key == "general.file_type") continue;
-    CHATAI_RETURN_IF_ERROR(copy_value(w, kv.key, kv.value));
+    CHATAI_RETURN_IF_ERROR(copy_metadata_value(w, kv.key, kv.value));
   }
   std::vector<float> row;
   std::vector<std::byte> encoded;

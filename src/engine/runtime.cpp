@@ -4,6 +4,7 @@
 #include <rapidjson/document.h>
 
 #include "chatai/engine/cpu_backend.hpp"
+#include "chatai/engine/cuda_backend.hpp"
 
 namespace chatai::engine {
 
@@ -13,8 +14,9 @@ runtime::runtime(std::shared_ptr<const model> m, vocabulary v, chat_template t, 
 result<std::unique_ptr<runtime>> runtime::load(const runtime_options& options) {
   if (options.device != "cpu" && options.device != "cuda" && options.device != "auto")
     return error(errc::invalid_argument, "device must be cpu, cuda or auto, got \"" + options.device + "\"");
-  if (options.device == "cuda")
-    return error(errc::unavailable, "device cuda: this build has no CUDA backend; use --device cpu or auto");
+  if (options.device == "cuda" && !cuda_available()) {
+    return error(errc::unavailable, "device cuda: " + cuda_device_summary() + "; use --device cpu or auto");
+  }
   auto m = model::load(options.model_path);
   if (!m) return std::move(m).err();
   auto v = vocabulary::from_gguf((*m)->file());
@@ -29,9 +31,17 @@ result<std::unique_ptr<runtime>> runtime::load(const runtime_options& options) {
     fallback = true;
     tmpl.emplace(chat_template::chatml());
   }
-  cpu_backend_options cpu;
-  cpu.n_threads = options.threads;
-  auto b = create_cpu_backend(*m, cpu);
+  // "auto" takes the GPU when there is one; a GPU that cannot hold the model is an error,
+  // not a silent fallback.
+  const bool use_cuda = options.device == "cuda" || (options.device == "auto" && cuda_available());
+  result<std::unique_ptr<backend>> b = error(errc::internal, "no backend");
+  if (use_cuda) {
+    b = create_cuda_backend(*m);
+  } else {
+    cpu_backend_options cpu;
+    cpu.n_threads = options.threads;
+    b = create_cpu_backend(*m, cpu);
+  }
   if (!b) return std::move(b).err();
   return std::unique_ptr<runtime>(new runtime(std::move(*m), std::move(*v), std::move(*tmpl), fallback, std::move(*b)));
 }

@@ -78,8 +78,17 @@ def test_bench_json(build_dir, test_model):
     out = chatai(build_dir, "bench", "--model", str(test_model), "--json", "-p", "16", "-n", "8")
     doc = json.loads(out)
     assert isinstance(doc, dict)
-    for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes"):
+    for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "weight_bytes_per_step", "peak_rss_bytes"):
         assert doc[key] > 0, (key, doc)
+    assert doc["device"] == "auto"
+    lines = chatai(build_dir, "bench", "--model", str(test_model), "--device", "cpu", "--json", "-p", "8", "-n", "4",
+                   "-b", "1,2", "-r", "1").splitlines()
+    assert [json.loads(line)["batch"] for line in lines] == [1, 2], lines
+    cpu = json.loads(lines[1])
+    assert cpu["device"] == "cpu" and cpu["backend"].startswith("cpu"), cpu
+    assert cpu["decode_tokens"] == 4 and cpu["decode_tokens_per_s"] > 0, cpu
+    # The matrices one decode step reads: the Q4_1 model's 30 blocks and its tied output.
+    assert 60e6 < cpu["weight_bytes_per_step"] < 120e6, cpu
 
 
 @pytest.mark.parametrize("text", [

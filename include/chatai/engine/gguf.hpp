@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -197,7 +198,15 @@ class gguf_writer {
   status add_tensor(std::string_view name, ggml_type type, std::span<const std::int64_t> shape,
                     std::span<const std::byte> data);
 
-  // The whole file in memory.
+  // Produces rows [first_row, first_row + n) of a tensor into `rows` (n whole rows of
+  // shape[0] elements); called in order while the file is written, a few MiB at a time.
+  using tensor_filler = std::function<status(std::int64_t first_row, std::span<std::byte> rows)>;
+  // Adds a tensor whose bytes are produced when the file is written, so that files larger
+  // than memory can be written. Errors: those of add_tensor except the data size; an error
+  // of `fill` fails the write or to_bytes().
+  status add_tensor(std::string_view name, ggml_type type, std::span<const std::int64_t> shape, tensor_filler fill);
+
+  // The whole file in memory; empty when a tensor_filler fails.
   std::vector<std::byte> to_bytes() const;
   // Writes the file atomically: to a temporary file in the same directory, flushed to disk,
   // then renamed over `path`. On failure `path` is unchanged and no temporary file remains.

@@ -22,4 +22,8 @@ struct quantize_options {
 // with; those of gguf_writer for the output. Thread safety: safe from any thread.
 status quantize_model(const gguf_file& in, const std::filesystem::path& out, const quantize_options& options);
 
+// Adds `value` to `w` under `key`, with the type the file holds it in. Errors: those of
+// gguf_writer; unsupported for nested arrays. Thread safety: safe from any thread.
+status copy_metadata_value(gguf_writer& w, std::string_view key, const gguf_value& value);
+
 }  // namespace chatai::engine

@@ -29,8 +29,10 @@ struct chat_turn {
 // Thread safety: the accessors are safe from any thread; backend() has one driver at a time.
 class runtime {
  public:
-  // Errors: those of model::load; invalid_argument for an unknown device; unavailable for
-  // "cuda" when this build or machine has no CUDA device.
+  // "auto" takes the CUDA backend when cuda_available(), otherwise the CPU one. Errors: those
+  // of model::load; invalid_argument for an unknown device; unavailable for "cuda" when this
+  // build or machine has no CUDA device; those of create_cuda_backend (a model that does
+  // not fit the GPU is an error, not a fallback to the CPU).
   static result<std::unique_ptr<runtime>> load(const runtime_options& options);
 
   const model& weights() const noexcept { return *model_; }

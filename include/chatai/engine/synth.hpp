@@ -1,0 +1,58 @@
+// Synthetic models: GGUF files of a real model's shape with seeded random weights and a real
+// tokenizer, so that machines that cannot download models can run and measure real sizes.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "chatai/core/status.hpp"
+#include "chatai/engine/tensor_type.hpp"
+
+namespace chatai::engine {
+
+// The dimensions of a llama-architecture model. Thread safety: a value type.
+struct synth_shape {
+  std::string_view name;
+  std::int64_t n_vocab = 0;
+  std::int64_t n_ctx = 0;
+  std::int64_t n_embd = 0;
+  std::int64_t n_layer = 0;
+  std::int64_t n_head = 0;
+  std::int64_t n_head_kv = 0;
+  std::int64_t n_ff = 0;
+  float rope_freq_base = 10000.0f;
+  bool tied_output = false;  // no output.weight: the embedding serves
+};
+
+// The named shapes: smollm2-135m, llama-3.2-1b, llama-3.1-8b.
+std::span<const synth_shape> synth_shapes() noexcept;
+std::optional<synth_shape> find_synth_shape(std::string_view name) noexcept;
+
+// Thread safety: a value type.
+struct synth_options {
+  synth_shape shape;
+  ggml_type type = ggml_type::q8_0;  // of every matrix; norms stay f32
+  std::uint64_t seed = 1;
+  // A GGUF file whose tokenizer.* keys are copied (the vocabulary padded with unused tokens
+  // up to shape.n_vocab); empty: no tokenizer, for backend tests only.
+  std::filesystem::path tokenizer;
+  int threads = 0;  // 0: one per hardware thread
+};
+
+// Weight bytes of a model of `shape` in `type` (what one decode step reads, less the
+// embedding rows): every matrix but the token embedding, plus the embedding when tied.
+std::int64_t synth_matrix_bytes(const synth_shape& shape, ggml_type type) noexcept;
+
+// Writes the model to `out`, tensor by tensor, holding a few rows at a time in memory. The
+// weights are uniform random values with a standard deviation of 1 / sqrt(fan-in) (the
+// output projections of each block scaled down by sqrt(2 n_layer)), norms near 1, so that
+// activations keep their scale through every layer. The same seed gives the same file.
+// Errors: invalid_argument for a type the backends do not compute with or dimensions that
+// do not fit its blocks; those of the tokenizer file (its path named) and of the writer.
+status synthesize_model(const synth_options& options, const std::filesystem::path& out);
+
+}  // namespace chatai::engine

@@ -1,0 +1,702 @@
+// The CUDA backend's forward pass. Weights are uploaded once into one device allocation;
+// each step's token ids, positions and page tables go up in one copy; decode steps (up to
+// max_matvec_tokens tokens) are captured once per shape as a CUDA graph and replayed.
+#include "chatai/engine/cuda_backend.hpp"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <initializer_list>
+#include <map>
+#include <optional>
+#include <tuple>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "attention.cuh"
+#include "check.hpp"
+#include "dequantize.cuh"
+#include "embedding.cuh"
+#include "gemm.hpp"
+#include "kv_pages.hpp"
+#include "layout.hpp"
+#include "matvec.cuh"
+#include "plan.hpp"
+#include "rmsnorm.cuh"
+#include "rope.cuh"
+#include "swiglu.cuh"
+
+namespace chatai::engine {
+namespace {
+
+using namespace cuda;
+
+constexpr std::int64_t mib = 1 << 20;
+constexpr std::int64_t max_logit_rows = 256;            // logits computed at once
+constexpr std::int64_t dequantize_tile_elements = 16 * mib;  // BF16 weight tile of the GEMMs: 32 MiB, fits in L2
+constexpr std::int64_t reserve_bytes = 512 * mib;       // left free for cuBLAS, graphs and the driver
+constexpr std::size_t alignment = 256;
+
+std::string in_mib(std::int64_t bytes) { return std::to_string((bytes + mib - 1) / mib) + " MiB"; }
+
+// Device memory, freed with its owner.
+class device_memory {
+ public:
+  device_memory() = default;
+  device_memory(const device_memory&) = delete;
+  device_memory& operator=(const device_memory&) = delete;
+  ~device_memory() {
+    if (ptr_) cudaFree(ptr_);
+  }
+
+  status allocate(std::int64_t bytes, std::string_view what) {
+    if (cudaMalloc(&ptr_, static_cast<std::size_t>(std::max<std::int64_t>(bytes, 1))) != cudaSuccess) {
+      cudaGetLastError();
+      std::size_t free = 0, total = 0;
+      cudaMemGetInfo(&free, &total);
+      ptr_ = nullptr;
+      return error(errc::resource_exhausted, "out of GPU memory: " + std::string(what) + " needs " + in_mib(bytes) +
+                                                 ", the device has " + in_mib(static_cast<std::int64_t>(free)) + " free of " +
+                                                 in_mib(static_cast<std::int64_t>(total)));
+    }
+    return {};
+  }
+  template <class T>
+  T* as() const noexcept {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+};
+
+// Page-locked host memory for the per-step uploads.
+class pinned_memory {
+ public:
+  pinned_memory() = default;
+  pinned_memory(const pinned_memory&) = delete;
+  pinned_memory& operator=(const pinned_memory&) = delete;
+  ~pinned_memory() {
+    if (ptr_) cudaFreeHost(ptr_);
+  }
+  status allocate(std::size_t bytes) {
+    CHATAI_CUDA_CHECK(cudaMallocHost(&ptr_, bytes));
+    return {};
+  }
+  template <class T>
+  T* as() const noexcept {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+};
+
+// A weight matrix in device memory, in its file layout.
+struct device_matrix {
+  ggml_type type = ggml_type::f32;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  std::size_t row_bytes = 0;
+  const std::byte* data = nullptr;  // [rows × row_bytes]
+};
+
+struct device_layer {
+  const float* attn_norm = nullptr;  // [n_embd]
+  device_matrix wq, wk, wv, wo, w_gate, w_up, w_down;
+  const float* bq = nullptr;  // [q_dim] or null
+  const float* bk = nullptr;  // [kv_dim] or null
+  const float* bv = nullptr;  // [kv_dim] or null
+  const float* ffn_norm = nullptr;  // [n_embd]
+};
+
+struct sequence_state {
+  std::int64_t capacity = 0;
+  std::int64_t length = 0;
+  std::vector<std::int32_t> pages;  // [ceil(length / page_tokens)] at least
+};
+
+// Where the step's per-token data lives in the metadata buffer (int32 elements).
+struct meta_layout {
+  std::int64_t tokens = 0, positions = 0, tables = 0, logit_rows = 0, pages = 0, total = 0;
+  meta_layout(std::int64_t max_tokens, std::int64_t n_pages)
+      : tokens(0), positions(max_tokens), tables(2 * max_tokens), logit_rows(3 * max_tokens), pages(4 * max_tokens),
+        total(4 * max_tokens + n_pages) {}
+};
+
+// The weights' bytes in one allocation: each piece's offset, 256-byte aligned.
+class upload_plan {
+ public:
+  std::size_t add(std::size_t bytes) {
+    const std::size_t at = total_;
+    total_ = (total_ + bytes + alignment - 1) / alignment * alignment;
+    return at;
+  }
+  std::size_t total() const noexcept { return total_; }
+
+ private:
+  std::size_t total_ = 0;
+};
+
+class cuda_backend final : public backend {
+ public:
+  cuda_backend(std::shared_ptr<const model> m, const cuda_backend_options& options)
+      : model_(std::move(m)), hp_(model_->hparams()), options_(options),
+        max_tokens_(std::max<std::int64_t>(options.max_step_tokens, max_matvec_tokens)), meta_(max_tokens_, 0) {}
+
+  ~cuda_backend() override {
+    cudaSetDevice(options_.device);
+    if (stream_) cudaStreamSynchronize(stream_);
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    if (cublas_) cublasDestroy(cublas_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  status init() {
+    CHATAI_CUDA_CHECK(cudaSetDevice(options_.device));
+    cudaDeviceProp prop{};
+    CHATAI_CUDA_CHECK(cudaGetDeviceProperties(&prop, options_.device));
+    device_name_ = prop.name;
+    CHATAI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    CHATAI_CUBLAS_CHECK(cublasCreate(&cublas_));
+    CHATAI_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+    CHATAI_CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+    CHATAI_RETURN_IF_ERROR(upload_weights());
+    CHATAI_RETURN_IF_ERROR(allocate_buffers());
+    return allocate_kv_cache();
+  }
+
+  std::string description() const override {
+    return "cuda " + device_name_ + ", KV cache " + std::to_string(layout_.n_pages * layout_.page_tokens) + " tokens";
+  }
+
+  const model_hparams& hparams() const noexcept override { return hp_; }
+
+  result<sequence_id> create_sequence(std::int64_t max_tokens) override {
+    if (max_tokens < 0) return error(errc::invalid_argument, "a sequence cannot hold a negative number of tokens");
+    const std::int64_t capacity = max_tokens == 0 ? hp_.n_ctx_train : max_tokens;
+    const std::int64_t pool_tokens = layout_.n_pages * layout_.page_tokens;
+    if (capacity > pool_tokens) {
+      return error(errc::resource_exhausted, "a sequence of " + std::to_string(capacity) +
+                                                 " tokens exceeds the GPU KV cache of " + std::to_string(pool_tokens) + " tokens");
+    }
+    const sequence_id id = next_id_++;
+    sequences_.emplace(id, sequence_state{capacity, 0, {}});
+    return id;
+  }
+
+  status free_sequence(sequence_id sequence) override {
+    auto it = sequences_.find(sequence);
+    if (it == sequences_.end()) return unknown(sequence);
+    pages_->release(it->second.pages);
+    sequences_.erase(it);
+    return {};
+  }
+
+  result<std::int64_t> sequence_length(sequence_id sequence) const override {
+    auto it = sequences_.find(sequence);
+    if (it == sequences_.end()) return unknown(sequence);
+    return it->second.length;
+  }
+
+  result<std::int64_t> sequence_capacity(sequence_id sequence) const override {
+    auto it = sequences_.find(sequence);
+    if (it == sequences_.end()) return unknown(sequence);
+    return it->second.capacity;
+  }
+
+  status truncate_sequence(sequence_id sequence, std::int64_t length) override {
+    auto it = sequences_.find(sequence);
+    if (it == sequences_.end()) return unknown(sequence);
+    if (length < 0 || length > it->second.length) {
+      return error(errc::out_of_range, "sequence " + std::to_string(sequence) + " holds " +
+                                           std::to_string(it->second.length) + " tokens; cannot truncate to " +
+                                           std::to_string(length));
+    }
+    it->second.length = length;
+    pages_->shrink(it->second.pages, length);
+    return {};
+  }
+
+  status forward(const batch& step, logits_out& out) override {
+    CHATAI_RETURN_IF_ERROR(validate(step));
+    CHATAI_CUDA_CHECK(cudaSetDevice(options_.device));
+    for (const batch_entry& e : step.entries) {
+      sequence_state& s = sequences_.at(e.sequence);
+      pages_->reserve(s.pages, s.length + static_cast<std::int64_t>(e.tokens.size()));  // validate() counted them
+    }
+    // The step's tokens in order, and which of them give logits.
+    struct token_ref {
+      sequence_state* sequence;
+      token_id token;
+      std::int64_t position;
+      bool logits;
+    };
+    std::vector<token_ref> tokens;
+    out.entry_rows.assign(1, 0);
+    for (const batch_entry& e : step.entries) {
+      sequence_state& s = sequences_.at(e.sequence);
+      const auto n = static_cast<std::int64_t>(e.tokens.size());
+      for (std::int64_t i = 0; i < n; ++i) {
+        const bool logits = e.logits == logits_mode::all || (e.logits == logits_mode::last && i == n - 1);
+        tokens.push_back({&s, e.tokens[static_cast<std::size_t>(i)], s.length + i, logits});
+      }
+      out.entry_rows.push_back(out.entry_rows.back() +
+                               (e.logits == logits_mode::all ? n : e.logits == logits_mode::last ? 1 : 0));
+    }
+    out.n_vocab = hp_.n_vocab;
+    out.values.resize(static_cast<std::size_t>(out.entry_rows.back() * hp_.n_vocab));
+
+    // Chunks of at most max_tokens_ tokens run one after another; a sequence split across
+    // chunks sees its earlier tokens in the cache, as it would in one step.
+    std::int64_t out_row = 0;
+    const auto total = static_cast<std::int64_t>(tokens.size());
+    for (std::int64_t c0 = 0; c0 < total; c0 += max_tokens_) {
+      const std::int64_t n = std::min(max_tokens_, total - c0);
+      std::int32_t* host = host_meta_.as<std::int32_t>();
+      std::unordered_map<const sequence_state*, std::int32_t> table_of;
+      std::int64_t n_pages = 0, n_logits = 0, max_length = 0;
+      for (std::int64_t t = 0; t < n; ++t) {
+        const token_ref& r = tokens[static_cast<std::size_t>(c0 + t)];
+        auto [it, added] = table_of.try_emplace(r.sequence, static_cast<std::int32_t>(n_pages));
+        if (added) {
+          std::copy(r.sequence->pages.begin(), r.sequence->pages.end(), host + meta_.pages + n_pages);
+          n_pages += static_cast<std::int64_t>(r.sequence->pages.size());
+        }
+        host[meta_.tokens + t] = r.token;
+        host[meta_.positions + t] = static_cast<std::int32_t>(r.position);
+        host[meta_.tables + t] = it->second;
+        if (r.logits) host[meta_.logit_rows + n_logits++] = static_cast<std::int32_t>(t);
+        max_length = std::max(max_length, r.position + 1);
+      }
+      CHATAI_CUDA_CHECK(cudaMemcpyAsync(meta_buffer_.as<std::int32_t>(), host,
+                                        static_cast<std::size_t>(meta_.pages + n_pages) * sizeof(std::int32_t),
+                                        cudaMemcpyHostToDevice, stream_));
+      CHATAI_RETURN_IF_ERROR(run_chunk(n, n_logits, max_length, out.values.data() + out_row * hp_.n_vocab));
+      out_row += n_logits;
+    }
+    for (const batch_entry& e : step.entries) sequences_.at(e.sequence).length += static_cast<std::int64_t>(e.tokens.size());
+    return {};
+  }
+
+ private:
+  static error unknown(sequence_id sequence) {
+    return error(errc::not_found, "sequence " + std::to_string(sequence) + " does not exist");
+  }
+
+  status validate(const batch& step) const {
+    if (step.entries.empty()) return error(errc::invalid_argument, "the batch has no entries");
+    std::unordered_set<sequence_id> seen;
+    std::int64_t new_pages = 0;
+    for (const batch_entry& e : step.entries) {
+      auto it = sequences_.find(e.sequence);
+      if (it == sequences_.end()) return unknown(e.sequence);
+      if (!seen.insert(e.sequence).second) {
+        return error(errc::invalid_argument, "sequence " + std::to_string(e.sequence) + " appears twice in the batch");
+      }
+      if (e.tokens.empty()) {
+        return error(errc::invalid_argument, "the entry of sequence " + std::to_string(e.sequence) + " has no tokens");
+      }
+      for (token_id t : e.tokens) {
+        if (t < 0 || t >= hp_.n_vocab) {
+          return error(errc::invalid_argument, "token " + std::to_string(t) + " is outside the vocabulary of " +
+                                                   std::to_string(hp_.n_vocab));
+        }
+      }
+      const sequence_state& s = it->second;
+      const auto n = static_cast<std::int64_t>(e.tokens.size());
+      if (s.length + n > s.capacity) {
+        return error(errc::resource_exhausted, "sequence " + std::to_string(e.sequence) + " holds " +
+                                                   std::to_string(s.length) + " tokens; " + std::to_string(n) +
+                                                   " more exceed its context of " + std::to_string(s.capacity) + " tokens");
+      }
+      new_pages += std::max<std::int64_t>(0, pages_->pages_for(s.length + n) - static_cast<std::int64_t>(s.pages.size()));
+    }
+    if (new_pages > pages_->free_pages()) {
+      return error(errc::resource_exhausted, "the GPU KV cache is full: the step needs " + std::to_string(new_pages) +
+                                                 " more pages of " + std::to_string(layout_.page_tokens) + " tokens, " +
+                                                 std::to_string(pages_->free_pages()) + " are free");
+    }
+    return {};
+  }
+
+  status upload_weights() {
+    upload_plan plan;
+    struct piece {
+      std::size_t offset;
+      const void* host;
+      std::size_t bytes;
+    };
+    std::vector<piece> pieces;
+    const auto add = [&](const void* host, std::size_t bytes) {
+      const std::size_t at = plan.add(bytes);
+      pieces.push_back({at, host, bytes});
+      return at;
+    };
+    const auto add_matrix = [&](const weight_matrix& w) {
+      return std::pair(w, add(w.data, static_cast<std::size_t>(w.rows) * w.row_bytes));
+    };
+    const auto add_vector = [&](std::span<const float> v) {
+      return v.empty() ? static_cast<std::size_t>(-1) : add(v.data(), v.size_bytes());
+    };
+    struct layer_offsets {
+      std::size_t attn_norm, bq, bk, bv, ffn_norm;
+      std::pair<weight_matrix, std::size_t> wq, wk, wv, wo, w_gate, w_up, w_down;
+    };
+    std::vector<layer_offsets> offsets;
+    const auto embd = add_matrix(model_->token_embedding());
+    const bool tied = model_->output().data == model_->token_embedding().data;
+    const auto output = tied ? embd : add_matrix(model_->output());
+    const std::size_t output_norm = add_vector(model_->output_norm());
+    std::vector<double> inv_freq(static_cast<std::size_t>(hp_.rope_dim / 2));  // [rope_dim / 2]
+    const auto factors = model_->rope_freq_factors();
+    for (std::size_t i = 0; i < inv_freq.size(); ++i) {
+      inv_freq[i] = std::pow(static_cast<double>(hp_.rope_freq_base),
+                             -2.0 * static_cast<double>(i) / static_cast<double>(hp_.rope_dim)) /
+                    factors[i] * hp_.rope_freq_scale;
+    }
+    const std::size_t inv_freq_at = add(inv_freq.data(), inv_freq.size() * sizeof(double));
+    for (const layer_weights& l : model_->layers()) {
+      offsets.push_back({add_vector(l.attn_norm), add_vector(l.bq), add_vector(l.bk), add_vector(l.bv),
+                         add_vector(l.ffn_norm), add_matrix(l.wq), add_matrix(l.wk), add_matrix(l.wv), add_matrix(l.wo),
+                         add_matrix(l.w_gate), add_matrix(l.w_up), add_matrix(l.w_down)});
+    }
+    std::size_t free = 0, total = 0;
+    CHATAI_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    const auto needed = static_cast<std::int64_t>(plan.total()) + buffer_bytes() + reserve_bytes;
+    if (needed > static_cast<std::int64_t>(free)) {
+      return error(errc::resource_exhausted,
+                   "out of GPU memory: the model needs " + in_mib(needed) + " (weights " +
+                       in_mib(static_cast<std::int64_t>(plan.total())) + ", buffers " + in_mib(buffer_bytes()) +
+                       ", reserve " + in_mib(reserve_bytes) + "), " + device_name_ + " has " +
+                       in_mib(static_cast<std::int64_t>(free)) + " free of " + in_mib(static_cast<std::int64_t>(total)));
+    }
+    CHATAI_RETURN_IF_ERROR(weights_.allocate(static_cast<std::int64_t>(plan.total()), "the weights"));
+    auto* base = weights_.as<std::byte>();
+    for (const piece& p : pieces) CHATAI_CUDA_CHECK(cudaMemcpy(base + p.offset, p.host, p.bytes, cudaMemcpyHostToDevice));
+
+    const auto matrix = [base](const std::pair<weight_matrix, std::size_t>& m) {
+      return device_matrix{m.first.type, m.first.rows, m.first.cols, m.first.row_bytes, base + m.second};
+    };
+    const auto vector = [base](std::size_t at) {
+      return at == static_cast<std::size_t>(-1) ? nullptr : reinterpret_cast<const float*>(base + at);
+    };
+    embedding_ = matrix(embd);
+    output_ = matrix(output);
+    output_norm_ = vector(output_norm);
+    inv_freq_ = reinterpret_cast<const double*>(base + inv_freq_at);
+    for (const layer_offsets& o : offsets) {
+      layers_.push_back({vector(o.attn_norm), matrix(o.wq), matrix(o.wk), matrix(o.wv), matrix(o.wo), matrix(o.w_gate),
+                         matrix(o.w_up), matrix(o.w_down), vector(o.bq), vector(o.bk), vector(o.bv), vector(o.ffn_norm)});
+    }
+    return {};
+  }
+
+  std::int64_t widest() const noexcept { return std::max({hp_.n_embd, hp_.q_dim(), hp_.n_ff}); }
+
+  // Bytes of the step buffers (without the attention's partial results, sized with the cache).
+  std::int64_t buffer_bytes() const noexcept {
+    const std::int64_t floats = max_tokens_ * (3 * hp_.n_embd + 2 * hp_.q_dim() + 2 * hp_.kv_dim() + 2 * hp_.n_ff) +
+                                max_logit_rows * (hp_.n_embd + hp_.n_vocab);
+    const std::int64_t halves = max_tokens_ * widest() + dequantize_tile_elements;
+    return floats * 4 + halves * 2 + meta_layout(max_tokens_, 0).total * 4;
+  }
+
+  status allocate_buffers() {
+    const auto floats = [this](device_memory& m, std::int64_t n, const char* what) { return m.allocate(n * 4, what); };
+    CHATAI_RETURN_IF_ERROR(floats(x_, max_tokens_ * hp_.n_embd, "the residual stream"));
+    CHATAI_RETURN_IF_ERROR(floats(h_, max_tokens_ * hp_.n_embd, "the normalized activations"));
+    CHATAI_RETURN_IF_ERROR(floats(proj_, max_tokens_ * hp_.n_embd, "the projections"));
+    CHATAI_RETURN_IF_ERROR(floats(q_, max_tokens_ * hp_.q_dim(), "the queries"));
+    CHATAI_RETURN_IF_ERROR(floats(attn_, max_tokens_ * hp_.q_dim(), "the attention output"));
+    CHATAI_RETURN_IF_ERROR(floats(k_, max_tokens_ * hp_.kv_dim(), "the keys"));
+    CHATAI_RETURN_IF_ERROR(floats(v_, max_tokens_ * hp_.kv_dim(), "the values"));
+    CHATAI_RETURN_IF_ERROR(floats(gate_, max_tokens_ * hp_.n_ff, "the FFN gate"));
+    CHATAI_RETURN_IF_ERROR(floats(up_, max_tokens_ * hp_.n_ff, "the FFN up projection"));
+    CHATAI_RETURN_IF_ERROR(floats(final_, max_logit_rows * hp_.n_embd, "the final norm"));
+    CHATAI_RETURN_IF_ERROR(floats(logits_, max_logit_rows * hp_.n_vocab, "the logits"));
+    CHATAI_RETURN_IF_ERROR(act_bf16_.allocate(max_tokens_ * widest() * 2, "the BF16 activations"));
+    CHATAI_RETURN_IF_ERROR(tile_bf16_.allocate(dequantize_tile_elements * 2, "the BF16 weight tile"));
+    return {};
+  }
+
+  status allocate_kv_cache() {
+    layout_.n_layer = hp_.n_layer;
+    layout_.kv_dim = hp_.kv_dim();
+    layout_.page_tokens = 16;
+    std::size_t free = 0, total = 0;
+    CHATAI_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    // The partial results of split attention grow with the cache: count them per page.
+    const std::int64_t partial_per_page =
+        attention_partial_floats(max_matvec_tokens, hp_.n_head, 1, hp_.head_dim) * 4 * layout_.page_tokens / attention_chunk + 4;
+    const std::int64_t usable = static_cast<std::int64_t>(free) - reserve_bytes;
+    const std::int64_t pages = options_.kv_cache_bytes > 0
+                                   ? kv_cache_pages(options_.kv_cache_bytes, 0, layout_.page_bytes())
+                                   : kv_cache_pages(0, usable, layout_.page_bytes() + partial_per_page);
+    if (pages < 1 || pages > INT32_MAX) {
+      return error(errc::resource_exhausted, "out of GPU memory: no room for a KV cache (one page of " +
+                                                 std::to_string(layout_.page_tokens) + " tokens needs " +
+                                                 in_mib(layout_.page_bytes()) + ", " + in_mib(usable) + " is free)");
+    }
+    layout_.n_pages = pages;
+    const std::int64_t half_bytes = layout_.elements() * 2;
+    CHATAI_RETURN_IF_ERROR(k_cache_.allocate(half_bytes, "the key cache"));
+    CHATAI_RETURN_IF_ERROR(v_cache_.allocate(half_bytes, "the value cache"));
+    pages_.emplace(static_cast<std::int32_t>(pages), static_cast<std::int32_t>(layout_.page_tokens));
+    max_splits_ = graph_attention_splits(pages * layout_.page_tokens);
+    CHATAI_RETURN_IF_ERROR(partial_.allocate(
+        attention_partial_floats(max_matvec_tokens, hp_.n_head, max_splits_, hp_.head_dim) * 4, "the attention partials"));
+    meta_ = meta_layout(max_tokens_, pages);
+    CHATAI_RETURN_IF_ERROR(meta_buffer_.allocate(meta_.total * 4, "the step metadata"));
+    return host_meta_.allocate(static_cast<std::size_t>(meta_.total) * 4);
+  }
+
+  step_map map() const noexcept {
+    const auto* meta = meta_buffer_.as<std::int32_t>();
+    return {meta + meta_.positions, meta + meta_.tables, meta + meta_.pages};
+  }
+
+  // One product of a group: y[t * y_stride + r] = w.row(r) · x[t].
+  struct product {
+    const device_matrix* w;
+    float* y;
+    std::int64_t y_stride;
+  };
+
+  // The products of a group that share their activations x (n tokens), with the kernels the
+  // plan picks: one matrix-vector launch for the whole group when its matrices have one type
+  // and width. With `glu` the group is {gate, up} and gate's output becomes silu(gate) * up.
+  status matmul(std::initializer_list<product> group, const float* x, std::int64_t n, bool glu = false) {
+    const product& first = *group.begin();
+    const bool uniform = std::all_of(group.begin(), group.end(), [&](const product& p) {
+      return p.w->type == first.w->type && p.w->cols == first.w->cols && (!glu || p.w->rows == first.w->rows);
+    });
+    if (plan_matmul(first.w->type, n) == matmul_kernel::matvec && uniform) {
+      matvec_args a;
+      a.n_parts = 0;
+      for (const product& p : group) a.parts[a.n_parts++] = {p.w->data, p.w->rows, p.y, p.y_stride};
+      a.glu = glu;
+      a.row_bytes = first.w->row_bytes;
+      a.cols = first.w->cols;
+      a.x = x;
+      a.n_tokens = n;
+      return launch_matvec(first.w->type, a, stream_);
+    }
+    for (const product& p : group) CHATAI_RETURN_IF_ERROR(matmul_one(*p.w, x, n, p.y, p.y_stride));
+    if (glu) {
+      const product& up = *(group.begin() + 1);
+      CHATAI_RETURN_IF_ERROR(launch_swiglu(first.y, up.y, n * first.w->rows, stream_));
+    }
+    return {};
+  }
+
+  status matmul_one(const device_matrix& w, const float* x, std::int64_t n, float* y, std::int64_t y_stride) {
+    const matmul_kernel kernel = plan_matmul(w.type, n);
+    if (kernel == matmul_kernel::matvec) {
+      matvec_args a;
+      a.parts[0] = {w.data, w.rows, y, y_stride};
+      a.row_bytes = w.row_bytes;
+      a.cols = w.cols;
+      a.x = x;
+      a.n_tokens = n;
+      return launch_matvec(w.type, a, stream_);
+    }
+    auto* xb = act_bf16_.as<std::uint16_t>();  // [n × w.cols]
+    CHATAI_RETURN_IF_ERROR(launch_to_bf16(x, n * w.cols, xb, stream_));
+    if (kernel == matmul_kernel::gemm_bf16) {
+      return gemm_bf16(cublas_, reinterpret_cast<const std::uint16_t*>(w.data), w.rows, w.cols, xb, n, y, y_stride);
+    }
+    auto* tile = tile_bf16_.as<std::uint16_t>();  // [tile_rows × w.cols]
+    const std::int64_t tile_rows = dequantize_tile_rows(w.rows, w.cols, dequantize_tile_elements);
+    for (std::int64_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
+      const std::int64_t rows = std::min(tile_rows, w.rows - r0);
+      CHATAI_RETURN_IF_ERROR(launch_dequantize_bf16(w.type, w.data + static_cast<std::size_t>(r0) * w.row_bytes,
+                                                    w.row_bytes, rows, w.cols, tile, stream_));
+      CHATAI_RETURN_IF_ERROR(gemm_bf16(cublas_, tile, rows, w.cols, xb, n, y + r0, y_stride));
+    }
+    return {};
+  }
+
+  // Every layer for the chunk's n tokens, whose metadata is on the device.
+  status enqueue_layers(std::int64_t n, std::int64_t n_splits, std::int64_t split_keys) {
+    const std::int64_t n_embd = hp_.n_embd, q_dim = hp_.q_dim(), kv_dim = hp_.kv_dim(), n_ff = hp_.n_ff;
+    const auto* meta = meta_buffer_.as<std::int32_t>();
+    float* x = x_.as<float>();        // [n × n_embd]
+    float* h = h_.as<float>();        // [n × n_embd]
+    float* proj = proj_.as<float>();  // [n × n_embd]
+    float* q = q_.as<float>();        // [n × q_dim]
+    float* k = k_.as<float>();        // [n × kv_dim]
+    float* v = v_.as<float>();        // [n × kv_dim]
+    float* attn = attn_.as<float>();  // [n × q_dim]
+    float* gate = gate_.as<float>();  // [n × n_ff]
+    float* up = up_.as<float>();      // [n × n_ff]
+    CHATAI_RETURN_IF_ERROR(launch_embedding(embedding_.type, embedding_.data, embedding_.row_bytes, n_embd,
+                                            meta + meta_.tokens, n, x, stream_));
+    const rope_params rp{hp_.n_head, hp_.n_head_kv, hp_.head_dim, hp_.rope_dim, hp_.rope_pairs == rope_pairing::neox};
+    for (std::int64_t li = 0; li < hp_.n_layer; ++li) {
+      const device_layer& l = layers_[static_cast<std::size_t>(li)];
+      CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(x, li > 0 ? proj : nullptr, l.attn_norm, hp_.rms_eps, n, n_embd, nullptr, h, stream_));
+      CHATAI_RETURN_IF_ERROR(matmul({{&l.wq, q, q_dim}, {&l.wk, k, kv_dim}, {&l.wv, v, kv_dim}}, h, n));
+      CHATAI_RETURN_IF_ERROR(launch_rope_store(rp, q, k, v, l.bq, l.bk, l.bv, inv_freq_, n, map(), layout_, li,
+                                               k_cache_.as<std::uint16_t>(), v_cache_.as<std::uint16_t>(), stream_));
+      attention_args a;
+      a.p = rp;
+      a.q = q;
+      a.k_cache = k_cache_.as<std::uint16_t>();
+      a.v_cache = v_cache_.as<std::uint16_t>();
+      a.n_tokens = n;
+      a.map = map();
+      a.layout = layout_;
+      a.layer = li;
+      a.scale = 1.0f / std::sqrt(static_cast<float>(hp_.head_dim));
+      a.n_splits = n_splits;
+      a.split_keys = split_keys;
+      a.partial = partial_.as<float>();
+      a.out = attn;
+      CHATAI_RETURN_IF_ERROR(launch_attention(a, stream_));
+      CHATAI_RETURN_IF_ERROR(matmul({{&l.wo, proj, n_embd}}, attn, n));
+      CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(x, proj, l.ffn_norm, hp_.rms_eps, n, n_embd, nullptr, h, stream_));
+      CHATAI_RETURN_IF_ERROR(matmul({{&l.w_gate, gate, n_ff}, {&l.w_up, up, n_ff}}, h, n, true));  // gate = silu(gate) * up
+      CHATAI_RETURN_IF_ERROR(matmul({{&l.w_down, proj, n_embd}}, gate, n));
+    }
+    return {};
+  }
+
+  // The final norm of logit rows [first, first + count) of the step and their logits.
+  status enqueue_logits(std::int64_t first, std::int64_t count) {
+    const auto* meta = meta_buffer_.as<std::int32_t>();
+    // x + proj of the logit tokens: the last layer's output, normalized.
+    CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(x_.as<float>(), proj_.as<float>(), output_norm_, hp_.rms_eps, count,
+                                              hp_.n_embd, meta + meta_.logit_rows + first, final_.as<float>(), stream_));
+    return matmul({{&output_, logits_.as<float>(), hp_.n_vocab}}, final_.as<float>(), count);
+  }
+
+  status run_chunk(std::int64_t n, std::int64_t n_logits, std::int64_t max_length, float* host_logits) {
+    if (options_.use_graphs && use_graph(n)) {
+      const std::int64_t splits = graph_attention_splits(max_length);
+      const auto key = std::tuple(n, n_logits, splits);
+      auto it = graphs_.find(key);
+      if (it == graphs_.end()) {
+        cudaGraphExec_t exec = nullptr;
+        CHATAI_RETURN_IF_ERROR(capture(n, n_logits, splits, exec));
+        it = graphs_.emplace(key, exec).first;
+      }
+      CHATAI_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+    } else {
+      const std::int64_t splits = n <= max_matvec_tokens ? attention_splits(max_length) : 1;
+      const std::int64_t split_keys = (max_length + splits - 1) / splits;
+      CHATAI_RETURN_IF_ERROR(enqueue_layers(n, splits, (split_keys + attention_chunk - 1) / attention_chunk * attention_chunk));
+      if (n_logits > 0) CHATAI_RETURN_IF_ERROR(enqueue_logits(0, std::min(n_logits, max_logit_rows)));
+    }
+    for (std::int64_t first = 0; first < n_logits; first += max_logit_rows) {
+      const std::int64_t count = std::min(max_logit_rows, n_logits - first);
+      if (first > 0) CHATAI_RETURN_IF_ERROR(enqueue_logits(first, count));
+      CHATAI_CUDA_CHECK(cudaMemcpyAsync(host_logits + first * hp_.n_vocab, logits_.as<float>(),
+                                        static_cast<std::size_t>(count * hp_.n_vocab) * sizeof(float),
+                                        cudaMemcpyDeviceToHost, stream_));
+      CHATAI_CUDA_CHECK(cudaStreamSynchronize(stream_));  // logits_ is reused by the next group
+    }
+    if (n_logits == 0) CHATAI_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the staged metadata is reused
+    return {};
+  }
+
+  // Records the decode step of n tokens as a graph: metadata is read from the device, so
+  // one graph serves every batch of this shape.
+  status capture(std::int64_t n, std::int64_t n_logits, std::int64_t splits, cudaGraphExec_t& exec) {
+    CHATAI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    status recorded = enqueue_layers(n, splits, attention_chunk);
+    if (recorded && n_logits > 0) recorded = enqueue_logits(0, n_logits);
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    if (!recorded) {
+      if (graph) cudaGraphDestroy(graph);
+      return recorded;
+    }
+    CHATAI_CUDA_CHECK(ended);
+    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    CHATAI_CUDA_CHECK(instantiated);
+    return {};
+  }
+
+  std::shared_ptr<const model> model_;
+  model_hparams hp_;
+  cuda_backend_options options_;
+  std::int64_t max_tokens_;
+  std::string device_name_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+
+  device_memory weights_;
+  device_matrix embedding_;  // [n_vocab × n_embd]
+  device_matrix output_;     // [n_vocab × n_embd]
+  const float* output_norm_ = nullptr;  // [n_embd]
+  const double* inv_freq_ = nullptr;    // [rope_dim / 2]
+  std::vector<device_layer> layers_;    // [n_layer]
+
+  kv_layout layout_;
+  device_memory k_cache_;  // [n_layer × n_pages × page_tokens × kv_dim] f16
+  device_memory v_cache_;  // [n_layer × n_pages × page_tokens × kv_dim] f16
+  std::optional<kv_page_pool> pages_;
+  std::int64_t max_splits_ = 1;
+  std::unordered_map<sequence_id, sequence_state> sequences_;
+  sequence_id next_id_ = 1;
+
+  meta_layout meta_;
+  device_memory meta_buffer_;  // [meta_.total] int32: tokens, positions, tables, logit rows, pages
+  pinned_memory host_meta_;    // [meta_.total] int32: staged here
+  device_memory x_;        // [max_tokens × n_embd]: the residual stream
+  device_memory h_;        // [max_tokens × n_embd]: normalized
+  device_memory proj_;     // [max_tokens × n_embd]: attn_output or ffn_down
+  device_memory q_;        // [max_tokens × q_dim]
+  device_memory attn_;     // [max_tokens × q_dim]
+  device_memory k_;        // [max_tokens × kv_dim]
+  device_memory v_;        // [max_tokens × kv_dim]
+  device_memory gate_;     // [max_tokens × n_ff]; then silu(gate) * up
+  device_memory up_;       // [max_tokens × n_ff]
+  device_memory final_;    // [max_logit_rows × n_embd]
+  device_memory logits_;   // [max_logit_rows × n_vocab]
+  device_memory act_bf16_;   // [max_tokens × widest] BF16: the GEMMs' activations
+  device_memory tile_bf16_;  // [dequantize_tile_elements] BF16: the GEMMs' weight tile
+  device_memory partial_;    // [max_matvec_tokens × n_head × max_splits × (head_dim + 2)]
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t>, cudaGraphExec_t> graphs_;
+};
+
+}  // namespace
+
+bool cuda_available() noexcept {
+  int count = 0;
+  const bool found = cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+  cudaGetLastError();
+  return found;
+}
+
+std::string cuda_device_summary() {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return std::string("no CUDA device: ") + cudaGetErrorString(e);
+  }
+  if (count == 0) return "no CUDA device: the driver reports none";
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "CUDA device 0";
+  return std::string(prop.name) + ", " + in_mib(static_cast<std::int64_t>(prop.totalGlobalMem));
+}
+
+result<std::unique_ptr<backend>> create_cuda_backend(std::shared_ptr<const model> m, const cuda_backend_options& options) {
+  if (!m) return error(errc::invalid_argument, "no model");
+  if (!cuda_available()) return error(errc::unavailable, "device cuda: " + cuda_device_summary());
+  if (options.max_step_tokens < 1) return error(errc::invalid_argument, "max_step_tokens must be at least 1");
+  if (m->hparams().head_dim > max_head_dim) {
+    return error(errc::unsupported, "head_dim " + std::to_string(m->hparams().head_dim) +
+                                        " exceeds the CUDA backend's " + std::to_string(max_head_dim));
+  }
+  auto b = std::make_unique<cuda_backend>(std::move(m), options);
+  CHATAI_RETURN_IF_ERROR(b->init());
+  return std::unique_ptr<backend>(std::move(b));
+}
+
+}  // namespace chatai::engine

@@ -1,0 +1,187 @@
+// Dequantization shared by the kernels that read weights: 32 consecutive elements of a
+// weight row expanded to f32 in registers. Host code too, so that it is tested on machines
+// without a GPU; needs the CUDA headers.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+
+#include "../cpu/quant_blocks.hpp"
+#include "chatai/engine/tensor_type.hpp"
+
+#define CHATAI_HOST_DEVICE __host__ __device__ __forceinline__
+
+namespace chatai::engine::cuda {
+
+// A read through the read-only data cache on the device.
+template <class T>
+CHATAI_HOST_DEVICE T load(const T* p) {
+#ifdef __CUDA_ARCH__
+  return __ldg(p);
+#else
+  return *p;
+#endif
+}
+
+CHATAI_HOST_DEVICE float half_bits_to_float(std::uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
+CHATAI_HOST_DEVICE float bf16_bits_to_float(std::uint32_t bits) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(bits << 16);
+#else
+  return std::bit_cast<float>(bits << 16);
+#endif
+}
+
+// v[0, 32) = elements [32 c, 32 c + 32) of the weight row that starts at `row`.
+template <ggml_type T>
+CHATAI_HOST_DEVICE void dequantize32(const std::byte* row, std::int64_t c, float (&v)[32]);
+
+template <>
+CHATAI_HOST_DEVICE void dequantize32<ggml_type::f32>(const std::byte* row, std::int64_t c, float (&v)[32]) {
+  const float4* p = reinterpret_cast<const float4*>(row) + c * 8;  // [8 × 4]
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float4 f = load(p + i);
+    v[4 * i] = f.x, v[4 * i + 1] = f.y, v[4 * i + 2] = f.z, v[4 * i + 3] = f.w;
+  }
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize32<ggml_type::f16>(const std::byte* row, std::int64_t c, float (&v)[32]) {
+  const uint4* p = reinterpret_cast<const uint4*>(row) + c * 4;  // [4 × 8 halves]
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint4 u = load(p + i);
+    const std::uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      v[8 * i + 2 * j] = half_bits_to_float(static_cast<std::uint16_t>(w[j] & 0xffffu));
+      v[8 * i + 2 * j + 1] = half_bits_to_float(static_cast<std::uint16_t>(w[j] >> 16));
+    }
+  }
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize32<ggml_type::bf16>(const std::byte* row, std::int64_t c, float (&v)[32]) {
+  const uint4* p = reinterpret_cast<const uint4*>(row) + c * 4;  // [4 × 8 bf16]
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint4 u = load(p + i);
+    const std::uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      v[8 * i + 2 * j] = bf16_bits_to_float(w[j] & 0xffffu);
+      v[8 * i + 2 * j + 1] = bf16_bits_to_float(w[j] >> 16);
+    }
+  }
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize32<ggml_type::q8_0>(const std::byte* row, std::int64_t c, float (&v)[32]) {
+  const auto* b = reinterpret_cast<const cpu::block_q8_0*>(row) + c;
+  const float d = half_bits_to_float(load(&b->d));
+  const auto* qs = reinterpret_cast<const std::uint16_t*>(b->qs);  // 2-byte aligned: [16 × 2 int8]
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const std::uint16_t u = load(qs + i);
+    v[2 * i] = d * static_cast<float>(static_cast<std::int8_t>(u & 0xff));
+    v[2 * i + 1] = d * static_cast<float>(static_cast<std::int8_t>(u >> 8));
+  }
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize32<ggml_type::q4_0>(const std::byte* row, std::int64_t c, float (&v)[32]) {
+  const auto* b = reinterpret_cast<const cpu::block_q4_0*>(row) + c;
+  const float d = half_bits_to_float(load(&b->d));
+  const auto* qs = reinterpret_cast<const std::uint16_t*>(b->qs);  // [8 × 2 bytes]
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const std::uint16_t u = load(qs + i);
+    v[2 * i] = d * static_cast<float>(static_cast<int>(u & 0x0f) - 8);
+    v[2 * i + 1] = d * static_cast<float>(static_cast<int>((u >> 8) & 0x0f) - 8);
+    v[2 * i + 16] = d * static_cast<float>(static_cast<int>((u >> 4) & 0x0f) - 8);
+    v[2 * i + 17] = d * static_cast<float>(static_cast<int>(u >> 12) - 8);
+  }
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize32<ggml_type::q4_1>(const std::byte* row, std::int64_t c, float (&v)[32]) {
+  const auto* b = reinterpret_cast<const cpu::block_q4_1*>(row) + c;
+  const float d = half_bits_to_float(load(&b->d));
+  const float m = half_bits_to_float(load(&b->m));
+  const auto* qs = reinterpret_cast<const std::uint32_t*>(b->qs);  // 4-byte aligned: [4 × 4 bytes]
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const std::uint32_t u = load(qs + i);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const std::uint32_t byte = (u >> (8 * j)) & 0xffu;
+      v[4 * i + j] = d * static_cast<float>(byte & 0x0f) + m;
+      v[4 * i + j + 16] = d * static_cast<float>(byte >> 4) + m;
+    }
+  }
+}
+
+// The 6-bit scale and min of sub-block j (0..7) of a Q4_K super-block.
+CHATAI_HOST_DEVICE void q4_k_scale_min(int j, const std::uint8_t* q, int& scale, int& min) {
+  if (j < 4) {
+    scale = load(q + j) & 63;
+    min = load(q + j + 4) & 63;
+  } else {
+    scale = (load(q + j + 4) & 0x0f) | ((load(q + j - 4) >> 6) << 4);
+    min = (load(q + j + 4) >> 4) | ((load(q + j) >> 6) << 4);
+  }
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize32<ggml_type::q4_k>(const std::byte* row, std::int64_t c, float (&v)[32]) {
+  const auto* b = reinterpret_cast<const cpu::block_q4_k*>(row) + c / 8;
+  const int j = static_cast<int>(c % 8);  // sub-block
+  int scale, min;
+  q4_k_scale_min(j, b->scales, scale, min);
+  const float d = half_bits_to_float(load(&b->d)) * static_cast<float>(scale);
+  const float m = half_bits_to_float(load(&b->dmin)) * static_cast<float>(min);
+  const uint4* qs = reinterpret_cast<const uint4*>(b->qs + 32 * (j / 2));  // 16-byte aligned: [2 × 16 bytes]
+  const int shift = 4 * (j % 2);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const uint4 u = load(qs + i);
+    const std::uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int k = 0; k < 16; ++k) {
+      const std::uint32_t byte = (w[k / 4] >> (8 * (k % 4))) & 0xffu;
+      v[16 * i + k] = d * static_cast<float>((byte >> shift) & 0x0f) - m;
+    }
+  }
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize32<ggml_type::q6_k>(const std::byte* row, std::int64_t c, float (&v)[32]) {
+  const auto* b = reinterpret_cast<const cpu::block_q6_k*>(row) + c / 8;
+  const int j = static_cast<int>(c % 8);
+  const int half = j / 4, quarter = j % 4;  // elements [128 half + 32 quarter, + 32)
+  const float d = half_bits_to_float(load(&b->d));
+  const auto* ql = reinterpret_cast<const std::uint16_t*>(b->ql + 64 * half + 32 * (quarter % 2));  // [16 × 2]
+  const auto* qh = reinterpret_cast<const std::uint16_t*>(b->qh + 32 * half);                        // [16 × 2]
+  const int s0 = load(b->scales + 8 * half + 2 * quarter);
+  const int s1 = load(b->scales + 8 * half + 2 * quarter + 1);
+  const int low_shift = 4 * (quarter / 2), high_shift = 2 * quarter;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const std::uint16_t l = load(ql + i), h = load(qh + i);
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int lo = ((l >> (8 * k)) >> low_shift) & 0x0f;
+      const int hi = ((h >> (8 * k)) >> high_shift) & 0x03;
+      const int e = 2 * i + k;
+      v[e] = d * static_cast<float>((e < 16 ? s0 : s1) * ((lo | (hi << 4)) - 32));
+    }
+  }
+}
+
+}  // namespace chatai::engine::cuda

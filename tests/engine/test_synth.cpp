@@ -1,0 +1,209 @@
+// Synthetic models: the GGUF writer's streamed tensors, seeded and reproducible weights, the
+// 135M shape with a real tokenizer loading and generating on the CPU backend, and the
+// runtime's choice of device on a machine without a GPU.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "chatai/engine/cuda_backend.hpp"
+#include "chatai/engine/generator.hpp"
+#include "chatai/engine/gguf.hpp"
+#include "chatai/engine/model.hpp"
+#include "chatai/engine/runtime.hpp"
+#include "chatai/engine/synth.hpp"
+
+using namespace chatai;
+using namespace chatai::engine;
+namespace fs = std::filesystem;
+
+namespace {
+
+class temp_dir {
+ public:
+  temp_dir() {
+    std::string pattern = (fs::temp_directory_path() / "chatai-synth-XXXXXX").string();
+    path_ = ::mkdtemp(pattern.data());
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::vector<char> read_all(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// A small shape: two layers, grouped-query attention, rows that fill the K-quant blocks.
+synth_shape tiny_shape() { return {"tiny", 512, 256, 256, 2, 4, 2, 512, 10000.0f, false}; }
+
+fs::path shared_tokenizer(const char* name) { return fs::path(CHATAI_SHARED_DIR) / "testdata" / "tokenizers" / name; }
+
+}  // namespace
+
+TEST_CASE("a streamed tensor writes the same file as one given whole") {
+  std::vector<std::byte> data(3 * 64 * sizeof(float));  // 3 rows of 64 f32
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::byte>(i * 7);
+  const std::int64_t shape[] = {64, 3};
+  gguf_writer whole, streamed;
+  REQUIRE(whole.add_tensor("t", ggml_type::f32, shape, data).ok());
+  std::vector<std::int64_t> calls;
+  REQUIRE(streamed
+              .add_tensor("t", ggml_type::f32, shape,
+                          [&](std::int64_t first_row, std::span<std::byte> rows) -> status {
+                            calls.push_back(first_row);
+                            std::copy_n(data.begin() + first_row * 256, rows.size(), rows.begin());
+                            return {};
+                          })
+              .ok());
+  CHECK(streamed.to_bytes() == whole.to_bytes());
+  CHECK(calls == std::vector<std::int64_t>{0});
+
+  // A filler's error fails the write, names the tensor and leaves no file behind.
+  temp_dir dir;
+  gguf_writer failing;
+  REQUIRE(failing
+              .add_tensor("broken", ggml_type::f32, shape,
+                          [](std::int64_t, std::span<std::byte>) -> status { return error(errc::internal, "no rows"); })
+              .ok());
+  const auto st = failing.write(dir.path() / "out.gguf");
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.err().message().find("broken") != std::string::npos);
+  CHECK(fs::is_empty(dir.path()));
+  CHECK(failing.to_bytes().empty());
+}
+
+TEST_CASE("synthetic weights depend on the seed alone") {
+  temp_dir dir;
+  synth_options o;
+  o.shape = tiny_shape();
+  o.type = ggml_type::q4_k;
+  o.seed = 42;
+  o.threads = 1;
+  REQUIRE(synthesize_model(o, dir.path() / "a.gguf").ok());
+  o.threads = 2;
+  REQUIRE(synthesize_model(o, dir.path() / "b.gguf").ok());
+  o.seed = 43;
+  REQUIRE(synthesize_model(o, dir.path() / "c.gguf").ok());
+  CHECK(read_all(dir.path() / "a.gguf") == read_all(dir.path() / "b.gguf"));
+  CHECK(read_all(dir.path() / "a.gguf") != read_all(dir.path() / "c.gguf"));
+
+  auto m = model::load(dir.path() / "a.gguf");
+  REQUIRE_MESSAGE(m.ok(), (m.ok() ? std::string() : m.err().message()));
+  const auto& hp = (*m)->hparams();
+  CHECK(hp.n_vocab == 512);
+  CHECK(hp.n_layer == 2);
+  CHECK(hp.n_head_kv == 2);
+  CHECK((*m)->layers()[0].wq.type == ggml_type::q4_k);
+  CHECK_FALSE(hp.tied_output);
+
+  o.type = ggml_type::q5_k;
+  const auto bad = synthesize_model(o, dir.path() / "d.gguf");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.err().message().find("type") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir.path() / "d.gguf"));
+}
+
+TEST_CASE("the 135M shape with a real tokenizer loads and generates on the CPU") {
+  const fs::path tokenizer = shared_tokenizer("ggml-vocab-llama-spm.gguf");
+  REQUIRE_MESSAGE(fs::exists(tokenizer), "missing " << tokenizer);
+  temp_dir dir;
+  synth_options o;
+  o.shape = *find_synth_shape("smollm2-135m");
+  o.type = ggml_type::q8_0;
+  o.tokenizer = tokenizer;
+  const fs::path path = dir.path() / "smollm2-135m-q8_0.gguf";
+  REQUIRE(synthesize_model(o, path).ok());
+
+  runtime_options ro;
+  ro.model_path = path;
+  ro.device = "cpu";
+  auto rt = runtime::load(ro);
+  REQUIRE_MESSAGE(rt.ok(), (rt.ok() ? std::string() : rt.err().message()));
+  const auto& hp = (*rt)->hparams();
+  CHECK(hp.n_vocab == 49152);
+  CHECK(hp.n_embd == 576);
+  CHECK(hp.n_layer == 30);
+  CHECK(hp.n_head == 9);
+  CHECK(hp.n_head_kv == 3);
+  CHECK(hp.n_ff == 1536);
+  CHECK(hp.tied_output);
+  CHECK((*rt)->vocab().size() == 49152);
+  CHECK(synth_matrix_bytes(o.shape, o.type) > 100'000'000);
+
+  // The logits of a real prompt are finite and of a sane scale.
+  const auto prompt = (*rt)->encode_prompt("The quick brown fox", false);
+  REQUIRE(prompt.size() > 2);
+  auto& b = (*rt)->compute();
+  auto seq = b.create_sequence(64);
+  REQUIRE(seq.ok());
+  logits_out out;
+  REQUIRE(b.forward({{{*seq, prompt, logits_mode::last}}}, out).ok());
+  double sum = 0, sq = 0;
+  for (float v : out.last_row(0)) {
+    REQUIRE(std::isfinite(v));
+    sum += v;
+    sq += double(v) * v;
+  }
+  const double n = double(hp.n_vocab), sd = std::sqrt(sq / n - (sum / n) * (sum / n));
+  CHECK(sd > 0.1);
+  CHECK(sd < 20.0);
+  REQUIRE(b.free_sequence(*seq).ok());
+
+  generator gen(b, (*rt)->vocab(), {});
+  generation_request req;
+  req.prompt = prompt;
+  req.sampling.temperature = 0.0f;
+  req.max_tokens = 6;
+  req.ignore_eos = true;
+  REQUIRE(gen.add(std::move(req)).ok());
+  std::size_t generated = 0;
+  while (gen.active() > 0) {
+    auto events = gen.step();
+    REQUIRE(events.ok());
+    for (const auto& ev : *events) generated += ev.tokens.size();
+  }
+  CHECK(generated == 6);
+}
+
+TEST_CASE("device auto falls back to the CPU without a GPU; device cuda says why it cannot") {
+  temp_dir dir;
+  synth_options o;
+  o.shape = tiny_shape();
+  o.tokenizer = shared_tokenizer("ggml-vocab-gpt-2.gguf");
+  o.shape.n_vocab = 50304;
+  REQUIRE(synthesize_model(o, dir.path() / "m.gguf").ok());
+  const std::string summary = cuda_device_summary();
+  CHECK_FALSE(summary.empty());
+  if (cuda_available()) {
+    MESSAGE("a CUDA device is present (" << summary << "): the fallback is not exercised");
+    return;
+  }
+  runtime_options ro;
+  ro.model_path = dir.path() / "m.gguf";
+  ro.device = "cuda";
+  auto cuda = runtime::load(ro);
+  REQUIRE_FALSE(cuda.ok());
+  CHECK(cuda.err().code() == errc::unavailable);
+  CHECK(cuda.err().message().find("cuda") != std::string::npos);
+  ro.device = "auto";
+  auto fallback = runtime::load(ro);
+  REQUIRE_MESSAGE(fallback.ok(), (fallback.ok() ? std::string() : fallback.err().message()));
+  CHECK((*fallback)->compute().description().rfind("cpu", 0) == 0);
+
+  auto m = model::load(ro.model_path);
+  REQUIRE(m.ok());
+  auto direct = create_cuda_backend(*m);
+  REQUIRE_FALSE(direct.ok());
+  CHECK(direct.err().code() == errc::unavailable);
+}
