@@ -24,8 +24,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory, chat_service):
+def open_browser(tmp_path_factory, base_url, api_key):
     """Chromium with the page's origin holding the API key."""
     assert pathlib.Path(CHROMIUM).exists() and pathlib.Path(CHROMEDRIVER).exists(), \
         "chromium and chromium-driver are not installed: run cmake/install-deps.sh"
@@ -39,11 +38,25 @@ def browser(tmp_path_factory, chat_service):
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.download_dir = tmp_path_factory.mktemp("downloads")
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(driver.download_dir)})
-    base_url, api_key = chat_service
     driver.get(f"{base_url}/")
     driver.execute_script("localStorage.setItem('chatai.apiKey', arguments[0])", api_key)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory, chat_service):
+    driver = open_browser(tmp_path_factory, *chat_service)
     yield driver
     driver.quit()
+
+
+def save_screenshot(driver, directory, name):
+    """Saves the page as NAME.png into $CHATAI_SCREENSHOT_DIR or `directory`, and prints where."""
+    directory = pathlib.Path(os.environ.get("CHATAI_SCREENSHOT_DIR", directory))
+    directory.mkdir(parents=True, exist_ok=True)
+    shot = directory / f"{name}.png"
+    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10000
+    print(f"chat page screenshot: {shot}")
 
 
 def wait(driver, condition, timeout=30, message=""):
@@ -105,7 +118,11 @@ def test_key_in_the_address_is_stored_and_removed(browser, chat_service):
 
 
 def test_stream_stop_and_reload(browser, chat_service):
-    base_url, _ = chat_service
+    stream_stop_and_reload(browser, chat_service[0])
+
+
+def stream_stop_and_reload(browser, base_url):
+    """Sends a message, sees the answer grow, stops it, lets a second run to its end, reloads."""
     browser.get(f"{base_url}/")
     pick_model(browser, "smollm2")
     type_message(browser, "Write a long story about a cat who sails around the world.")
@@ -354,8 +371,4 @@ def test_page_runs_under_its_content_security_policy(browser, chat_service, tmp_
     logs = browser.get_log("browser")
     assert not [e for e in logs if "Content Security Policy" in e["message"] or e["level"] == "SEVERE"], \
         json.dumps(logs, indent=1)
-    directory = pathlib.Path(os.environ.get("CHATAI_SCREENSHOT_DIR", tmp_path))
-    directory.mkdir(parents=True, exist_ok=True)
-    shot = directory / "chat_page.png"
-    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10000
-    print(f"chat page screenshot: {shot}")
+    save_screenshot(browser, tmp_path, "chat_page")
