@@ -75,6 +75,9 @@ struct embedded_files {
 
 result<embedded_files> write_embedded_files(const up_options& o, const fs::path& root, const fs::path& chatai) {
   embedded_files files{root / "deploy.json", root / "gate.json", root / "state"};
+  std::error_code ec;
+  fs::create_directories(root.parent_path(), ec);
+  if (ec) return error(errc::io_error, root.parent_path().string() + ": " + ec.message());
   CHATAI_RETURN_IF_ERROR(slurm::ensure_dir(root));
   CHATAI_RETURN_IF_ERROR(slurm::ensure_dir(files.state));
 
