@@ -1,6 +1,7 @@
-"""The whole service on real parts: the official openai client -> `chatai gateway` -> the SSH
-tunnel -> a real OpenSSH sshd with a `restrict,command=` key -> chatai-gate -> a real Slurm job
-running `chatai serve` with the real model. Nothing runs at first: the gate answers 503, the
+"""The whole service on real parts: the official openai client -> `chatai up --config` (the
+gateway of a config file whose transport is SSH) -> the SSH tunnel -> a real OpenSSH sshd with a
+`restrict,command=` key -> chatai-gate -> a real Slurm job running `chatai serve` with the real
+model. Nothing runs at first: the gate answers 503, the
 keep-alive drives the scheduler, which submits the job; the answer then streams back and its
 usage is recorded by the gateway (per key and user) and by the gate (under the request id)."""
 
@@ -95,9 +96,11 @@ def chain(build_dir, test_model, slurm):
                                   "--json"], check=True, capture_output=True, text=True, timeout=30)
         key = json.loads(created.stdout)["key"]
         log = open(work / "gateway.log", "w")
-        gateway = subprocess.Popen([str(chatai_binary), "gateway", "--config", str(gateway_config)],
+        # `chatai up --config`: the gateway of that file against the cluster, with a key of its own.
+        gateway = subprocess.Popen([str(chatai_binary), "up", "--config", str(gateway_config)],
                                    stdout=subprocess.PIPE, stderr=log, text=True)
         event = read_event(gateway)
+        assert event["api_key"].startswith("sk-chatai-") and event["api_key"] != key
         yield {"url": event["url"], "key": key, "env": env, "work": work, "database": database,
                "binary": chatai_binary, "user": user}
     finally:
