@@ -16,6 +16,7 @@
 #include "kernels.hpp"
 #include "quant_blocks.hpp"
 #include "quant_reference.hpp"
+#include "../sequence_checks.hpp"
 
 namespace chatai::engine {
 namespace {
@@ -99,30 +100,26 @@ class cpu_backend final : public backend {
   }
 
   status free_sequence(sequence_id sequence) override {
-    if (sequences_.erase(sequence) == 0) return unknown(sequence);
+    if (sequences_.erase(sequence) == 0) return unknown_sequence(sequence);
     return {};
   }
 
   result<std::int64_t> sequence_length(sequence_id sequence) const override {
     auto it = sequences_.find(sequence);
-    if (it == sequences_.end()) return unknown(sequence);
+    if (it == sequences_.end()) return unknown_sequence(sequence);
     return it->second.length;
   }
 
   result<std::int64_t> sequence_capacity(sequence_id sequence) const override {
     auto it = sequences_.find(sequence);
-    if (it == sequences_.end()) return unknown(sequence);
+    if (it == sequences_.end()) return unknown_sequence(sequence);
     return it->second.capacity;
   }
 
   status truncate_sequence(sequence_id sequence, std::int64_t length) override {
     auto it = sequences_.find(sequence);
-    if (it == sequences_.end()) return unknown(sequence);
-    if (length < 0 || length > it->second.length) {
-      return error(errc::out_of_range, "sequence " + std::to_string(sequence) + " holds " +
-                                           std::to_string(it->second.length) + " tokens; cannot truncate to " +
-                                           std::to_string(length));
-    }
+    if (it == sequences_.end()) return unknown_sequence(sequence);
+    CHATAI_RETURN_IF_ERROR(check_truncation(sequence, it->second.length, length));
     it->second.length = length;
     return {};
   }
@@ -140,38 +137,7 @@ class cpu_backend final : public backend {
   }
 
  private:
-  static error unknown(sequence_id sequence) {
-    return error(errc::not_found, "sequence " + std::to_string(sequence) + " does not exist");
-  }
-
-  status validate(const batch& step) const {
-    if (step.entries.empty()) return error(errc::invalid_argument, "the batch has no entries");
-    std::unordered_set<sequence_id> seen;
-    for (const batch_entry& e : step.entries) {
-      auto it = sequences_.find(e.sequence);
-      if (it == sequences_.end()) return unknown(e.sequence);
-      if (!seen.insert(e.sequence).second) {
-        return error(errc::invalid_argument, "sequence " + std::to_string(e.sequence) + " appears twice in the batch");
-      }
-      if (e.tokens.empty()) {
-        return error(errc::invalid_argument, "the entry of sequence " + std::to_string(e.sequence) + " has no tokens");
-      }
-      for (token_id t : e.tokens) {
-        if (t < 0 || t >= hp_.n_vocab) {
-          return error(errc::invalid_argument, "token " + std::to_string(t) + " is outside the vocabulary of " +
-                                                   std::to_string(hp_.n_vocab));
-        }
-      }
-      const sequence_state& s = it->second;
-      const auto n = static_cast<std::int64_t>(e.tokens.size());
-      if (s.length + n > s.capacity) {
-        return error(errc::resource_exhausted, "sequence " + std::to_string(e.sequence) + " holds " +
-                                                   std::to_string(s.length) + " tokens; " + std::to_string(n) +
-                                                   " more exceed its context of " + std::to_string(s.capacity) + " tokens");
-      }
-    }
-    return {};
-  }
+  status validate(const batch& step) const { return validate_batch(step, sequences_, hp_.n_vocab); }
 
   // Lays out the step's tokens and sizes the buffers (reused between steps).
   void prepare(const batch& step, logits_out& out) {

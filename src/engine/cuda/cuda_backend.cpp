@@ -24,6 +24,7 @@
 #include "layout.hpp"
 #include "matvec.cuh"
 #include "plan.hpp"
+#include "../sequence_checks.hpp"
 #include "rmsnorm.cuh"
 #include "rope.cuh"
 #include "swiglu.cuh"
@@ -189,7 +190,7 @@ class cuda_backend final : public backend {
 
   status free_sequence(sequence_id sequence) override {
     auto it = sequences_.find(sequence);
-    if (it == sequences_.end()) return unknown(sequence);
+    if (it == sequences_.end()) return unknown_sequence(sequence);
     pages_->release(it->second.pages);
     sequences_.erase(it);
     return {};
@@ -197,24 +198,20 @@ class cuda_backend final : public backend {
 
   result<std::int64_t> sequence_length(sequence_id sequence) const override {
     auto it = sequences_.find(sequence);
-    if (it == sequences_.end()) return unknown(sequence);
+    if (it == sequences_.end()) return unknown_sequence(sequence);
     return it->second.length;
   }
 
   result<std::int64_t> sequence_capacity(sequence_id sequence) const override {
     auto it = sequences_.find(sequence);
-    if (it == sequences_.end()) return unknown(sequence);
+    if (it == sequences_.end()) return unknown_sequence(sequence);
     return it->second.capacity;
   }
 
   status truncate_sequence(sequence_id sequence, std::int64_t length) override {
     auto it = sequences_.find(sequence);
-    if (it == sequences_.end()) return unknown(sequence);
-    if (length < 0 || length > it->second.length) {
-      return error(errc::out_of_range, "sequence " + std::to_string(sequence) + " holds " +
-                                           std::to_string(it->second.length) + " tokens; cannot truncate to " +
-                                           std::to_string(length));
-    }
+    if (it == sequences_.end()) return unknown_sequence(sequence);
+    CHATAI_RETURN_IF_ERROR(check_truncation(sequence, it->second.length, length));
     it->second.length = length;
     pages_->shrink(it->second.pages, length);
     return {};
@@ -282,36 +279,12 @@ class cuda_backend final : public backend {
   }
 
  private:
-  static error unknown(sequence_id sequence) {
-    return error(errc::not_found, "sequence " + std::to_string(sequence) + " does not exist");
-  }
-
   status validate(const batch& step) const {
-    if (step.entries.empty()) return error(errc::invalid_argument, "the batch has no entries");
-    std::unordered_set<sequence_id> seen;
+    CHATAI_RETURN_IF_ERROR(validate_batch(step, sequences_, hp_.n_vocab));
     std::int64_t new_pages = 0;
     for (const batch_entry& e : step.entries) {
-      auto it = sequences_.find(e.sequence);
-      if (it == sequences_.end()) return unknown(e.sequence);
-      if (!seen.insert(e.sequence).second) {
-        return error(errc::invalid_argument, "sequence " + std::to_string(e.sequence) + " appears twice in the batch");
-      }
-      if (e.tokens.empty()) {
-        return error(errc::invalid_argument, "the entry of sequence " + std::to_string(e.sequence) + " has no tokens");
-      }
-      for (token_id t : e.tokens) {
-        if (t < 0 || t >= hp_.n_vocab) {
-          return error(errc::invalid_argument, "token " + std::to_string(t) + " is outside the vocabulary of " +
-                                                   std::to_string(hp_.n_vocab));
-        }
-      }
-      const sequence_state& s = it->second;
+      const sequence_state& s = sequences_.at(e.sequence);
       const auto n = static_cast<std::int64_t>(e.tokens.size());
-      if (s.length + n > s.capacity) {
-        return error(errc::resource_exhausted, "sequence " + std::to_string(e.sequence) + " holds " +
-                                                   std::to_string(s.length) + " tokens; " + std::to_string(n) +
-                                                   " more exceed its context of " + std::to_string(s.capacity) + " tokens");
-      }
       new_pages += std::max<std::int64_t>(0, pages_->pages_for(s.length + n) - static_cast<std::int64_t>(s.pages.size()));
     }
     if (new_pages > pages_->free_pages()) {

@@ -4,23 +4,12 @@
 #include <algorithm>
 #include <bit>
 
+#include "../cpu/quant_reference.hpp"
 #include "layout.hpp"
 
 namespace chatai::engine::cuda {
 
-bool is_cuda_weight_type(ggml_type type) noexcept {
-  switch (type) {
-    case ggml_type::f32:
-    case ggml_type::f16:
-    case ggml_type::bf16:
-    case ggml_type::q8_0:
-    case ggml_type::q4_0:
-    case ggml_type::q4_1:
-    case ggml_type::q4_k:
-    case ggml_type::q6_k: return true;
-    default: return false;
-  }
-}
+bool is_cuda_weight_type(ggml_type type) noexcept { return cpu::is_weight_type_supported(type); }
 
 matmul_kernel plan_matmul(ggml_type type, std::int64_t n_tokens) noexcept {
   if (n_tokens <= max_matvec_tokens) return matmul_kernel::matvec;
