@@ -492,22 +492,7 @@ struct ssh_transport::impl {
     if (opts.keep_alive_interval.count() == 0 || now < next_keep_alive) return;
     if (keep_alive_req && !keep_alive_req->ended()) return;
     next_keep_alive = now + opts.keep_alive_interval;
-    auto answer = std::make_shared<std::string>();
-    request_options o;
-    o.first_byte_timeout = opts.keep_alive_timeout;
-    o.idle_timeout = opts.keep_alive_timeout;
-    keep_alive_req = std::make_shared<stream_state>(
-        verb::keep_alive, std::string(),
-        stream_callbacks{[answer](std::string_view b) { answer->append(b); },
-                         [this, answer](const chatai::status& outcome) {
-                           std::lock_guard lock(mutex);
-                           health.alive = outcome.ok() && *answer == "OK\n";
-                           if (health.alive)
-                             health.last_keep_alive = clock::now();
-                           else
-                             health.last_error = outcome.ok() ? "keep-alive: unexpected answer" : outcome.err().message();
-                         }},
-        o, wake);
+    keep_alive_req = make_keep_alive_request(opts.keep_alive_timeout, mutex, health, wake);
     pending.push_front(keep_alive_req);
   }
 

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -89,6 +90,11 @@ void block_sigpipe() noexcept;
 // Starts a transport's I/O thread running `loop` with SIGPIPE blocked; an exception that
 // escapes the loop is logged with `what` instead of ending the process.
 std::thread start_io_thread(std::string_view what, std::function<void()> loop);
+
+// The keep-alive both transports run every interval: its end records liveness (or the error)
+// in `health`, under `mutex`, which must outlive the request.
+std::shared_ptr<stream_state> make_keep_alive_request(std::chrono::milliseconds timeout, std::mutex& mutex,
+                                                      transport_health& health, std::shared_ptr<waker> wake);
 
 // How much of the gate's stderr a request keeps for its error message.
 inline constexpr std::size_t max_stderr = 2048;

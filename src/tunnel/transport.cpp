@@ -160,6 +160,26 @@ void block_sigpipe() noexcept {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
+std::shared_ptr<stream_state> make_keep_alive_request(std::chrono::milliseconds timeout, std::mutex& mutex,
+                                                      transport_health& health, std::shared_ptr<waker> wake) {
+  auto answer = std::make_shared<std::string>();
+  request_options o;
+  o.first_byte_timeout = timeout;
+  o.idle_timeout = timeout;
+  return std::make_shared<stream_state>(
+      verb::keep_alive, std::string(),
+      stream_callbacks{[answer](std::string_view b) { answer->append(b); },
+                       [&mutex, &health, answer](const chatai::status& outcome) {
+                         std::lock_guard lock(mutex);
+                         health.alive = outcome.ok() && *answer == "OK\n";
+                         if (health.alive)
+                           health.last_keep_alive = std::chrono::steady_clock::now();
+                         else
+                           health.last_error = outcome.ok() ? "keep-alive: unexpected answer" : outcome.err().message();
+                       }},
+      o, std::move(wake));
+}
+
 std::thread start_io_thread(std::string_view what, std::function<void()> loop) {
   return std::thread([what = std::string(what), loop = std::move(loop)] {
     block_sigpipe();

@@ -33,6 +33,7 @@
 #include "chatai/engine/model.hpp"
 #include "chatai/engine/quantize.hpp"
 #include "chatai/engine/synth.hpp"
+#include "temp_dir.hpp"
 
 using namespace chatai;
 using namespace chatai::engine;
@@ -453,27 +454,16 @@ std::vector<token_id> some_tokens(std::int64_t n, std::int64_t n_vocab) {
   return t;
 }
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::string pattern = (fs::temp_directory_path() / "chatai-cuda-XXXXXX").string();
-    path = ::mkdtemp(pattern.data());
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 }  // namespace
 
 TEST_CASE("whole-model logits of the CUDA backend match the CPU backend for every weight type") {
   SKIP_WITHOUT_GPU();
-  temp_dir dir;
+  test::temp_dir dir("chatai-cuda");
   for (ggml_type t : all_weight_types) {
     CAPTURE(to_string(t));
-    auto m = synthetic(t, dir.path);
-    auto cpu = cpu_reference_of(*m, dir.path);
+    auto m = synthetic(t, dir.path());
+    auto cpu = cpu_reference_of(*m, dir.path());
     auto gpu = cuda_backend_of(m);
     // A prompt long enough for the GEMM path (BF16 operands), then decode steps on the
     // matrix-vector path (f32 activations).
@@ -505,8 +495,8 @@ TEST_CASE("whole-model logits of the CUDA backend match the CPU backend for ever
 
 TEST_CASE("batches, chunked steps and graphs do not change the CUDA logits") {
   SKIP_WITHOUT_GPU();
-  temp_dir dir;
-  auto m = synthetic(ggml_type::q8_0, dir.path);
+  test::temp_dir dir("chatai-cuda");
+  auto m = synthetic(ggml_type::q8_0, dir.path());
   const std::int64_t n_vocab = m->hparams().n_vocab;
   cuda_backend_options small;
   small.max_step_tokens = 64;  // a 300-token prompt runs in five chunks
@@ -556,8 +546,8 @@ TEST_CASE("batches, chunked steps and graphs do not change the CUDA logits") {
 
 TEST_CASE("the CUDA backend reports a full KV cache and misuse as errors") {
   SKIP_WITHOUT_GPU();
-  temp_dir dir;
-  auto m = synthetic(ggml_type::q4_0, dir.path);
+  test::temp_dir dir("chatai-cuda");
+  auto m = synthetic(ggml_type::q4_0, dir.path());
   cuda_backend_options o;
   o.kv_cache_bytes = 4 * 2 * 2 * 16 * 128 * 2;  // four pages of 16 tokens: 64 tokens in all
   auto b = cuda_backend_of(m, o);
@@ -588,8 +578,8 @@ TEST_CASE("the real model's CUDA logits match the CPU backend") {
   auto loaded = model::load(CHATAI_TEST_MODEL);
   REQUIRE(loaded.ok());
   auto m = *loaded;
-  temp_dir dir;
-  auto cpu = cpu_reference_of(*m, dir.path);
+  test::temp_dir dir("chatai-cuda");
+  auto cpu = cpu_reference_of(*m, dir.path());
   auto gpu = cuda_backend_of(m);
   const std::int64_t n_vocab = m->hparams().n_vocab;
   for (std::int64_t n : {6, 64}) {  // the matrix-vector path, then the GEMM path

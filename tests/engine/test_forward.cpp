@@ -19,6 +19,7 @@
 #include "chatai/engine/gguf.hpp"
 #include "chatai/engine/model.hpp"
 #include "chatai/engine/quantize.hpp"
+#include "temp_dir.hpp"
 
 using namespace chatai;
 using namespace chatai::engine;
@@ -26,22 +27,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A directory removed at the end of the test.
-class temp_dir {
- public:
-  temp_dir() {
-    std::string pattern = (fs::temp_directory_path() / "chatai-forward-XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 std::shared_ptr<const model> load(const fs::path& path) {
   auto m = model::load(path);
@@ -224,7 +209,7 @@ TEST_CASE("the real model matches the NumPy reference's golden logits") {
 }
 
 TEST_CASE("every weight type agrees with the f32 path of a synthetic model") {
-  temp_dir dir;
+  test::temp_dir dir("chatai-forward");
   const synthetic_dims d;
   const auto tokens = synthetic_tokens(24, d.n_vocab);
   for (model_arch arch : {model_arch::llama, model_arch::qwen2}) {
@@ -264,7 +249,7 @@ TEST_CASE("every weight type agrees with the f32 path of a synthetic model") {
 }
 
 TEST_CASE("steps, batches and threads do not change the logits") {
-  temp_dir dir;
+  test::temp_dir dir("chatai-forward");
   // f16 weights take f32 activations: a step's composition changes the order of float
   // operations, and 8-bit activations would turn those last-bit differences into different
   // roundings (of the size of the quantization error), so they are not compared here.
@@ -325,7 +310,7 @@ TEST_CASE("steps, batches and threads do not change the logits") {
 }
 
 TEST_CASE("the backend reports misuse and full contexts as errors") {
-  temp_dir dir;
+  test::temp_dir dir("chatai-forward");
   write_synthetic(dir.path() / "m.gguf", model_arch::llama, ggml_type::q8_0);
   auto b = make_backend(load(dir.path() / "m.gguf"), 1);
   auto seq = b->create_sequence(4);
@@ -355,7 +340,7 @@ TEST_CASE("the backend reports misuse and full contexts as errors") {
 }
 
 TEST_CASE("loading names what is missing or inconsistent") {
-  temp_dir dir;
+  test::temp_dir dir("chatai-forward");
   const fs::path good = dir.path() / "good.gguf";
   write_synthetic(good, model_arch::llama, ggml_type::f16);
   auto file = gguf_file::open(good);
@@ -417,7 +402,7 @@ TEST_CASE("an f32 conversion of the real model reproduces the reference exactly"
   }
   // The reference dequantizes the weights to f32 and computes in f32 and f64; the engine's
   // f32 path does the same arithmetic in another order: only rounding differs.
-  temp_dir dir;
+  test::temp_dir dir("chatai-forward");
   auto file = gguf_file::open(CHATAI_TEST_MODEL);
   REQUIRE(file.ok());
   const fs::path f32 = dir.path() / "f32.gguf";

@@ -16,6 +16,7 @@
 #include "chatai/engine/model.hpp"
 #include "chatai/engine/runtime.hpp"
 #include "chatai/engine/synth.hpp"
+#include "temp_dir.hpp"
 
 using namespace chatai;
 using namespace chatai::engine;
@@ -23,21 +24,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class temp_dir {
- public:
-  temp_dir() {
-    std::string pattern = (fs::temp_directory_path() / "chatai-synth-XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 std::vector<char> read_all(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -70,7 +56,7 @@ TEST_CASE("a streamed tensor writes the same file as one given whole") {
   CHECK(calls == std::vector<std::int64_t>{0});
 
   // A filler's error fails the write, names the tensor and leaves no file behind.
-  temp_dir dir;
+  test::temp_dir dir("chatai-synth");
   gguf_writer failing;
   REQUIRE(failing
               .add_tensor("broken", ggml_type::f32, shape,
@@ -84,7 +70,7 @@ TEST_CASE("a streamed tensor writes the same file as one given whole") {
 }
 
 TEST_CASE("synthetic weights depend on the seed alone") {
-  temp_dir dir;
+  test::temp_dir dir("chatai-synth");
   synth_options o;
   o.shape = tiny_shape();
   o.type = ggml_type::q4_k;
@@ -117,7 +103,7 @@ TEST_CASE("synthetic weights depend on the seed alone") {
 TEST_CASE("the 135M shape with a real tokenizer loads and generates on the CPU") {
   const fs::path tokenizer = shared_tokenizer("ggml-vocab-llama-spm.gguf");
   REQUIRE_MESSAGE(fs::exists(tokenizer), "missing " << tokenizer);
-  temp_dir dir;
+  test::temp_dir dir("chatai-synth");
   synth_options o;
   o.shape = *find_synth_shape("smollm2-135m");
   o.type = ggml_type::q8_0;
@@ -177,7 +163,7 @@ TEST_CASE("the 135M shape with a real tokenizer loads and generates on the CPU")
 }
 
 TEST_CASE("device auto falls back to the CPU without a GPU; device cuda says why it cannot") {
-  temp_dir dir;
+  test::temp_dir dir("chatai-synth");
   synth_options o;
   o.shape = tiny_shape();
   o.tokenizer = shared_tokenizer("ggml-vocab-gpt-2.gguf");
