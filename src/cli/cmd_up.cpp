@@ -3,12 +3,16 @@
 // the scheduler's local launcher running `chatai serve` with the given model; with --config,
 // the gateway of that file against a real cluster. Prints the URL and a fresh API key, and
 // stops everything on SIGINT or SIGTERM.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -16,6 +20,7 @@
 
 #include "chatai/core/json.hpp"
 #include "chatai/core/log.hpp"
+#include "chatai/core/unique_fd.hpp"
 #include "chatai/gate/config.hpp"
 #include "chatai/gateway/gateway.hpp"
 #include "chatai/slurm/launcher.hpp"
@@ -65,8 +70,9 @@ result<fs::path> own_binary() {
   return self;
 }
 
-// The embedded default's files in `root`: a deployment whose one service runs `chatai serve`
-// as a local job, and the gate's config whose keep-alive tick drives the scheduler.
+// The embedded default's files in `root` (which lock_state_folder made): a deployment whose
+// one service runs `chatai serve` as a local job, and the gate's config whose keep-alive tick
+// drives the scheduler.
 struct embedded_files {
   fs::path deployment;
   fs::path gate_config;
@@ -75,10 +81,6 @@ struct embedded_files {
 
 result<embedded_files> write_embedded_files(const up_options& o, const fs::path& root, const fs::path& chatai) {
   embedded_files files{root / "deploy.json", root / "gate.json", root / "state"};
-  std::error_code ec;
-  fs::create_directories(root.parent_path(), ec);
-  if (ec) return error(errc::io_error, root.parent_path().string() + ": " + ec.message());
-  CHATAI_RETURN_IF_ERROR(slurm::ensure_dir(root));
   CHATAI_RETURN_IF_ERROR(slurm::ensure_dir(files.state));
 
   std::string script = "#!/bin/sh\nexec " + sh_quote(chatai.string()) + " --log-level warn serve --model " +
@@ -130,6 +132,33 @@ int fail(const std::string& message) {
   return 1;
 }
 
+// Holds the state folder for this run: an flock on up.lock, which the kernel drops when the
+// process ends however it ends. A second `chatai up` on the same folder is refused before it
+// reads or writes anything there, so the running one keeps its key, its model server and its
+// files.
+result<unique_fd> lock_state_folder(const fs::path& root) {
+  std::error_code ec;
+  fs::create_directories(root.parent_path(), ec);
+  if (ec) return error(errc::io_error, root.parent_path().string() + ": " + ec.message());
+  CHATAI_RETURN_IF_ERROR(slurm::ensure_dir(root));
+  const fs::path path = root / "up.lock";
+  unique_fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return error(errc::io_error, path.string() + ": " + std::strerror(errno));
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) return error(errc::io_error, path.string() + ": flock: " + std::strerror(errno));
+    char holder[32] = {};
+    const ssize_t n = ::pread(fd.get(), holder, sizeof holder - 1, 0);
+    const std::string pid = n > 0 ? std::string(holder, static_cast<std::size_t>(n)) : std::string("?");
+    return error(errc::unavailable, "another chatai up (pid " + pid.substr(0, pid.find('\n')) +
+                                        ") is running with the state folder " + root.string() +
+                                        "; stop it first, or give this one its own --state-dir");
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd.get(), 0) != 0 || ::pwrite(fd.get(), pid.data(), pid.size(), 0) < 0)
+    return error(errc::io_error, path.string() + ": write: " + std::strerror(errno));
+  return fd;
+}
+
 int run_up(const up_options& o) {
   // Blocked before any thread starts, so that only the wait below takes them.
   sigset_t signals;
@@ -144,6 +173,7 @@ int run_up(const up_options& o) {
 
   result<gateway::gateway_config> config = error(errc::invalid_argument, "no configuration");
   std::optional<embedded_files> files;
+  unique_fd state_lock;
   if (!o.config.empty()) {
     config = gateway::load_config(o.config);
     if (!config) return fail(config.err().message());
@@ -151,13 +181,12 @@ int run_up(const up_options& o) {
     if (o.model.empty()) return fail("--model FILE is needed (or --config FILE for a real cluster)");
     const fs::path gate_program = chatai->parent_path() / "chatai-gate";
     if (!fs::exists(gate_program)) return fail(gate_program.string() + " is missing; build target chatai_gate_program");
+    auto locked = lock_state_folder(root);
+    if (!locked) return fail(locked.err().message());
+    state_lock = std::move(*locked);
     auto written = write_embedded_files(o, root, *chatai);
     if (!written) return fail(written.err().message());
     files = *written;
-
-    slurm::scheduler sched(*slurm::load_deployment(files->deployment));
-    if (auto st = sched.init(); !st) return fail(st.err().message());
-    if (auto tick = sched.tick(); !tick) return fail(tick.err().message());
 
     gateway::gateway_config c;
     c.host = o.host;
@@ -170,10 +199,24 @@ int run_up(const up_options& o) {
     config = std::move(c);
   }
 
+  // The port first: when it is taken, nothing has been started and no key revoked.
   auto service = gateway::gateway::create(*config);
-  if (!service) {
-    if (files) stop_local_jobs(files->state);
-    return fail(service.err().message());
+  if (!service) return fail(service.err().message());
+  if (auto st = (*service)->start(); !st) return fail(st.err().message());
+
+  if (files) {
+    slurm::scheduler sched(*slurm::load_deployment(files->deployment));
+    status started = sched.init();
+    if (started) {
+      if (auto tick = sched.tick(); !tick) started = std::move(tick).err();
+    }
+    if (!started) {
+      (*service)->stop();
+      stop_local_jobs(files->state);
+      return fail(started.err().message());
+    }
+    // The model list the gateway began with predates this tick.
+    (*service)->refresh_models();
   }
   // A fresh key for this run; those of earlier runs are revoked.
   auto& keys = (*service)->keys();
@@ -185,12 +228,9 @@ int run_up(const up_options& o) {
   }
   auto key = keys.create(up_key_user, std::nullopt, {});
   if (!key) {
+    (*service)->stop();
     if (files) stop_local_jobs(files->state);
     return fail(key.err().message());
-  }
-  if (auto st = (*service)->start(); !st) {
-    if (files) stop_local_jobs(files->state);
-    return fail(st.err().message());
   }
   const std::string url = (*service)->url();
   std::string event = "{\"event\":\"listening\",\"url\":";

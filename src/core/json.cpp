@@ -5,6 +5,8 @@
 #include <limits>
 
 #include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
@@ -49,17 +51,69 @@ std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
   return n;
 }
 
+// Builds `doc` from the reader's events and refuses to nest deeper than max_depth, so that
+// neither the parse nor any later walk of the document can run out of stack.
+class depth_limited_builder {
+ public:
+  explicit depth_limited_builder(rapidjson::Document& doc) : doc_(doc) {}
+
+  bool Null() { return doc_.Null(); }
+  bool Bool(bool b) { return doc_.Bool(b); }
+  bool Int(int i) { return doc_.Int(i); }
+  bool Uint(unsigned u) { return doc_.Uint(u); }
+  bool Int64(std::int64_t i) { return doc_.Int64(i); }
+  bool Uint64(std::uint64_t u) { return doc_.Uint64(u); }
+  bool Double(double d) { return doc_.Double(d); }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) { return doc_.RawNumber(s, n, copy); }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) { return doc_.String(s, n, copy); }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) { return doc_.Key(s, n, copy); }
+  bool StartObject() { return enter() && doc_.StartObject(); }
+  bool EndObject(rapidjson::SizeType members) {
+    --depth_;
+    return doc_.EndObject(members);
+  }
+  bool StartArray() { return enter() && doc_.StartArray(); }
+  bool EndArray(rapidjson::SizeType elements) {
+    --depth_;
+    return doc_.EndArray(elements);
+  }
+
+  bool too_deep() const noexcept { return too_deep_; }
+
+ private:
+  bool enter() {
+    if (++depth_ <= max_depth) return true;
+    too_deep_ = true;
+    return false;
+  }
+
+  rapidjson::Document& doc_;
+  std::size_t depth_ = 0;
+  bool too_deep_ = false;
+};
+
 }  // namespace
 
 result<rapidjson::Document> parse(std::string_view text) {
   rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseValidateEncodingFlag>(text.data(), text.size());
-  if (doc.HasParseError()) {
-    const auto offset = doc.GetErrorOffset();
+  bool too_deep = false;
+  rapidjson::ParseResult parsed;
+  auto generate = [&](rapidjson::Document& target) {
+    depth_limited_builder builder(target);
+    rapidjson::MemoryStream bytes(text.data(), text.size());
+    rapidjson::Reader reader;
+    parsed = reader.Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseIterativeFlag>(bytes, builder);
+    too_deep = builder.too_deep();
+    return !parsed.IsError();
+  };
+  doc.Populate(generate);
+  if (parsed.IsError()) {
+    const auto offset = parsed.Offset();
     const auto [line, column] = line_column(text, offset);
+    const std::string what = too_deep ? "values nested deeper than " + std::to_string(max_depth) + " levels"
+                                      : rapidjson::GetParseError_En(parsed.Code());
     return error(errc::parse_error, std::to_string(line) + ":" + std::to_string(column) +
-                                        ": JSON parse error at byte " + std::to_string(offset) + ": " +
-                                        rapidjson::GetParseError_En(doc.GetParseError()));
+                                        ": JSON parse error at byte " + std::to_string(offset) + ": " + what);
   }
   return doc;
 }

@@ -60,6 +60,9 @@ result<subprocess_result> run_subprocess(const subprocess_options& options) {
   posix_spawn_file_actions_adddup2(&actions, in_r.fd, STDIN_FILENO);
   posix_spawn_file_actions_adddup2(&actions, out_w.fd, STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, err_w.fd, STDERR_FILENO);
+  // Nothing of this process but the three pipes: not a listening socket, a lock or a key file
+  // opened without O_CLOEXEC (by this code or a library's).
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   // The child starts with default signal dispositions and an empty mask.

@@ -171,6 +171,10 @@ result<const slurm::backend_entry*> pick_backend(const gate_config& config, cons
 
 int run(const gate_config& config, verb v, int in_fd, int out_fd) {
   try {
+    if (auto safe = slurm::check_state_dir(slurm::state_dir(config.state_dir)); !safe) {
+      log::error("the state folder is not safe to use; nothing done", {{"error", safe.err().message()}});
+      return exit_usage;
+    }
     switch (v) {
       case verb::keep_alive: {
         const bool written = detail::write_all(out_fd, "OK\n");

@@ -420,7 +420,11 @@ void gateway::impl::handle_proxy(http::request& req, http::response res, std::st
   if (!p) return refuse(res, auth_refusal(p.err()), request_id, route, started, req.method, req.path);
 
   auto doc = json::parse(req.body);
-  if (!doc || !doc->IsObject())
+  if (!doc)
+    return refuse(res, {400, "the request body is not valid JSON: " + doc.err().message(), "invalid_request_error",
+                        "invalid_json", ""},
+                  request_id, route, started, req.method, req.path);
+  if (!doc->IsObject())
     return refuse(res, {400, "the request body is not a JSON object", "invalid_request_error", "invalid_json", ""}, request_id,
                   route, started, req.method, req.path);
   const auto model_it = doc->FindMember("model");
@@ -669,6 +673,8 @@ status gateway::start() {
   log::info("gateway: listening", {{"url", url()}});
   return ok_status();
 }
+
+void gateway::refresh_models() { impl_->refresh_status(); }
 
 std::uint16_t gateway::port() const noexcept { return impl_->bound_port.load(); }
 

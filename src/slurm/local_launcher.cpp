@@ -136,6 +136,9 @@ result<std::string> local_launcher::submit(const submit_request& request) {
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  // A job may outlive this process: it must not keep its sockets (a gateway's listening port)
+  // or locks open.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   sigset_t none, defaults;
   sigemptyset(&none);

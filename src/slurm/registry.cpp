@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <set>
@@ -206,9 +207,51 @@ std::string to_json(const registry& reg) {
   return out;
 }
 
+namespace {
+
+// A folder of the state directory must be one that only this user controls: a real folder (a
+// symbolic link would send the gate's reads and writes wherever it points), owned by the
+// effective user, and not writable by group or others (who could plant keys, markers or a
+// registry there).
+status check_folder(const fs::path& dir, const struct stat& info) {
+  if (S_ISLNK(info.st_mode))
+    return error(errc::permission_denied, dir.string() + ": is a symbolic link; the state folder and its "
+                                          "subfolders must be real folders");
+  if (!S_ISDIR(info.st_mode)) return error(errc::permission_denied, dir.string() + ": is not a folder");
+  if (info.st_uid != ::geteuid())
+    return error(errc::permission_denied, dir.string() + ": is owned by uid " + std::to_string(info.st_uid) +
+                                          ", not by the user running this (uid " + std::to_string(::geteuid()) +
+                                          ")");
+  if (info.st_mode & (S_IWGRP | S_IWOTH)) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
+    return error(errc::permission_denied, dir.string() + ": is writable by group or others (mode " + mode +
+                                          "); chmod go-w it");
+  }
+  return {};
+}
+
+}  // namespace
+
 status ensure_dir(const fs::path& dir) {
-  if (::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) return {};
-  return os_error(dir, "mkdir");
+  if (::mkdir(dir.c_str(), 0700) == 0) return {};
+  if (errno != EEXIST) return os_error(dir, "mkdir");
+  struct stat info{};
+  if (::lstat(dir.c_str(), &info) != 0) return os_error(dir, "lstat");
+  return check_folder(dir, info);
+}
+
+status check_state_dir(const state_dir& dir) {
+  for (const fs::path& folder : {dir.root(), dir.keys_dir(), dir.inflight_dir(), dir.breakers_dir(), dir.start_dir(),
+                                 dir.endpoints_dir(), dir.local_jobs_dir(), dir.logs_dir()}) {
+    struct stat info{};
+    if (::lstat(folder.c_str(), &info) != 0) {
+      if (errno == ENOENT) continue;  // made (and checked) by the first writer that needs it
+      return os_error(folder, "lstat");
+    }
+    CHATAI_RETURN_IF_ERROR(check_folder(folder, info));
+  }
+  return {};
 }
 
 result<registry> read_registry(const state_dir& dir) {

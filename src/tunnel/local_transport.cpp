@@ -56,6 +56,9 @@ result<child> spawn_gate(const local_options& o, verb v) {
   posix_spawn_file_actions_adddup2(&actions, in_r.get(), 0);
   posix_spawn_file_actions_adddup2(&actions, out_w.get(), 1);
   posix_spawn_file_actions_adddup2(&actions, err_w.get(), 2);
+  // The gate gets its three pipes and nothing else of the gateway (its listening socket,
+  // client connections, the key database).
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
 
   std::vector<std::string> env_strings;
   for (char** e = environ; *e; ++e)

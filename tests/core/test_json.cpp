@@ -18,6 +18,40 @@ TEST_CASE("parse rejects invalid UTF-8") {
   CHECK(json::parse("\"\xc3\xa9\""));
 }
 
+TEST_CASE("parse refuses documents nested deeper than max_depth, without running out of stack") {
+  const std::string hostile = std::string(300000, '[') + std::string(300000, ']');
+  auto doc = json::parse(hostile);
+  REQUIRE_FALSE(doc);
+  CHECK(doc.err().code() == errc::parse_error);
+  CHECK(doc.err().message().find("nested deeper than 128 levels") != std::string::npos);
+  CHECK(doc.err().message().find("byte 128") != std::string::npos);
+  // Objects count as levels as well, and so does a hostile value inside a valid request.
+  std::string objects;
+  for (int i = 0; i < 200; ++i) objects += "{\"a\":";
+  objects += "1" + std::string(200, '}');
+  CHECK_FALSE(json::parse(objects));
+  CHECK_FALSE(json::parse("{\"model\":\"m\",\"messages\":" + std::string(1000, '[')));
+
+  const auto nested = [](std::size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+  auto deepest = json::parse(nested(json::max_depth));
+  REQUIRE(deepest);
+  CHECK(json::to_string(*deepest) == nested(json::max_depth));
+  CHECK_FALSE(json::parse(nested(json::max_depth + 1)));
+}
+
+TEST_CASE("parse keeps strings, numbers and the end of the document as before") {
+  auto doc = json::parse(R"({"s":"caf\u00e9","i":-3,"u":18446744073709551615,"d":0.25,"n":null,"b":[true,false]})");
+  REQUIRE(doc);
+  CHECK(std::string((*doc)["s"].GetString()) == "caf\xc3\xa9");
+  CHECK((*doc)["i"].GetInt64() == -3);
+  CHECK((*doc)["u"].GetUint64() == 18446744073709551615ull);
+  CHECK((*doc)["d"].GetDouble() == 0.25);
+  CHECK((*doc)["n"].IsNull());
+  CHECK((*doc)["b"][1].IsFalse());
+  CHECK_FALSE(json::parse("{} {}"));
+  CHECK_FALSE(json::parse(""));
+}
+
 TEST_CASE("quoting escapes control characters and repairs UTF-8") {
   CHECK(json::quoted("a\"b\\c\n\x01") == "\"a\\\"b\\\\c\\n\\u0001\"");
   CHECK(json::quoted("caf\xc3\xa9") == "\"caf\xc3\xa9\"");

@@ -1,6 +1,9 @@
 // Tests of run_subprocess: argv without a shell, stdin, output capture, exit codes, deadlines.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <csignal>
 
 #include "chatai/core/subprocess.hpp"
@@ -67,4 +70,18 @@ TEST_CASE("a missing program is not_found") {
   auto r = run_subprocess(o);
   REQUIRE_FALSE(r);
   CHECK(r.err().code() == errc::not_found);
+}
+
+TEST_CASE("a child inherits no descriptor but its three pipes") {
+  // Opened without O_CLOEXEC, as a library or an older call site might.
+  const int leaked = ::open("/dev/null", O_RDONLY);
+  REQUIRE(leaked > 2);
+  subprocess_options o;
+  o.argv = {"sh", "-c", "ls /proc/$$/fd; true"};
+  auto r = run_subprocess(o);
+  ::close(leaked);
+  REQUIRE(r);
+  CHECK(r->exit_code == 0);
+  // The shell's own descriptors are 0, 1 and 2 (ls runs as its own process).
+  CHECK(r->out == "0\n1\n2\n");
 }

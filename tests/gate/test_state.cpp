@@ -50,6 +50,66 @@ TEST_CASE("a registry survives a round trip and bad ones are refused") {
   }
 }
 
+TEST_CASE("a registry nested without bound is refused, not recursed into") {
+  const std::string hostile = R"({"version":1,"generation":1,"services":)" + std::string(300000, '[') +
+                              std::string(300000, ']') + R"(,"backends":[]})";
+  auto reg = slurm::parse_registry(hostile);
+  REQUIRE_FALSE(reg);
+  CHECK(reg.err().message().find("nested deeper than 128 levels") != std::string::npos);
+}
+
+TEST_CASE("a state folder with a symbolic link, a foreign owner or group-writable folders is refused") {
+  gate_fixture fx;
+  fx.publish();
+  const auto dir = fx.state();
+  CHECK(slurm::check_state_dir(dir));
+  CHECK(slurm::check_state_dir(slurm::state_dir(fx.dir.path / "not-made-yet")));
+
+  // A subfolder that is a link to somewhere else: refused by the check and by ensure_dir.
+  temp_dir elsewhere;
+  fs::create_symlink(elsewhere.path, dir.inflight_dir());
+  auto linked = slurm::check_state_dir(dir);
+  REQUIRE_FALSE(linked);
+  CHECK(linked.err().code() == errc::permission_denied);
+  CHECK(linked.err().message() == dir.inflight_dir().string() + ": is a symbolic link; the state folder and its "
+                                                                "subfolders must be real folders");
+  CHECK_FALSE(slurm::ensure_dir(dir.inflight_dir()));
+  CHECK_FALSE(slurm::inflight_marker::create(dir, "chat"));
+  CHECK(listing(elsewhere.path).empty());
+  fs::remove(dir.inflight_dir());
+
+  // Writable by the group: anyone in it could plant a registry or keys.
+  ::chmod(dir.root().c_str(), 0770);
+  auto open = slurm::check_state_dir(dir);
+  REQUIRE_FALSE(open);
+  CHECK(open.err().message() == dir.root().string() + ": is writable by group or others (mode 0770); chmod go-w it");
+  CHECK_FALSE(slurm::write_registry(dir, fx.reg));
+  ::chmod(dir.root().c_str(), 0700);
+
+  // Owned by another user (only root can hand a folder to someone else).
+  if (::geteuid() == 0) {
+    REQUIRE(slurm::ensure_dir(dir.keys_dir()));
+    REQUIRE(::chown(dir.keys_dir().c_str(), 65534, 65534) == 0);
+    auto foreign = slurm::check_state_dir(dir);
+    REQUIRE_FALSE(foreign);
+    CHECK(foreign.err().message().find(dir.keys_dir().string() + ": is owned by uid 65534") == 0);
+    CHECK_FALSE(slurm::write_job_key(dir, "7.key", "0123456789abcdef-secret"));
+    REQUIRE(::chown(dir.keys_dir().c_str(), 0, 0) == 0);
+  }
+  CHECK(slurm::check_state_dir(dir));
+
+  // The gate does nothing with such a folder: every verb stops before reading or writing it.
+  ::chmod(dir.root().c_str(), 0777);
+  const auto before = listing(fx.config.state_dir);
+  CHECK(run_verb(fx.config, verb::keep_alive, "").exit_code == exit_usage);
+  CHECK(run_verb(fx.config, verb::status, "").exit_code == exit_usage);
+  const auto refused = run_verb(fx.config, verb::request, "{}\n");
+  CHECK(refused.exit_code == exit_usage);
+  CHECK(refused.out.empty());
+  CHECK(listing(fx.config.state_dir) == before);
+  ::chmod(dir.root().c_str(), 0700);
+}
+
 TEST_CASE("writing the registry replaces it whole and counts generations") {
   gate_fixture fx;
   fx.publish();

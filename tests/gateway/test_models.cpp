@@ -61,3 +61,11 @@ TEST_CASE("a malformed status document is an error") {
   REQUIRE(empty);
   CHECK(empty->empty());
 }
+
+TEST_CASE("a status document nested without bound is refused, not recursed into") {
+  const std::string hostile = R"({"v":1,"generation":1,"services":)" + std::string(300000, '[') +
+                              std::string(300000, ']') + "}";
+  auto models = models_from_status(hostile);
+  REQUIRE_FALSE(models);
+  CHECK(models.err().message().find("nested deeper than 128 levels") != std::string::npos);
+}

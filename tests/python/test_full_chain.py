@@ -57,7 +57,6 @@ def chain(build_dir, test_model, slurm):
     reason = unavailable_reason(gate_binary)
     if reason:
         pytest.fail(reason)
-    user = pwd.getpwnam(USER)
     work = pathlib.Path(tempfile.mkdtemp(prefix="chatai-chain-"))
     os.chmod(work, 0o755)
     deploy = work / "deploy.json"
@@ -67,6 +66,8 @@ def chain(build_dir, test_model, slurm):
         "backend": {"connect_timeout_ms": 1000, "first_byte_timeout_ms": 60000, "idle_timeout_ms": 30000,
                     "retry_after_s": 1},
     })
+    # The environment creates the login user when the machine has none.
+    user = pwd.getpwnam(USER)
     gateway = None
     try:
         template = ("#!/bin/sh\n"

@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import time
 
@@ -110,3 +111,88 @@ def test_a_second_run_revokes_the_key_of_the_first(build_dir, test_model, tmp_pa
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=30) == 0
     assert keys[0] != keys[1]
+
+
+def test_a_second_run_on_the_same_state_folder_is_refused_and_changes_nothing(service, build_dir, test_model):
+    proc, event, state = service
+    key = event["api_key"]
+    client = openai.OpenAI(base_url=event["url"] + "/v1", api_key=key, max_retries=0, timeout=60)
+    assert ask(client)
+    servers = children_running(state)
+    assert len(servers) == 1
+    files = {p: p.read_bytes() for p in (state / "deploy.json", state / "gate.json")}
+
+    second = subprocess.run([str(pathlib.Path(build_dir) / "bin" / "chatai"), "up", "--model", str(test_model),
+                             "--port", "0", "--state-dir", str(state), "--ctx", "256", "--threads", "1"],
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode != 0
+    assert second.stdout == ""
+    assert f"another chatai up (pid {proc.pid}) is running with the state folder {state}" in second.stderr
+
+    # The first run keeps its key, its model server and its files.
+    assert proc.poll() is None
+    assert children_running(state) == servers
+    assert {p: p.read_bytes() for p in files} == files
+    assert client.models.list().data
+    assert ask(client)
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(build_dir, test_model, tmp_path):
+    state = tmp_path / "up"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run([str(pathlib.Path(build_dir) / "bin" / "chatai"), "up", "--model", str(test_model),
+                              "--port", str(port), "--state-dir", str(state), "--ctx", "256", "--threads", "1"],
+                             capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and run.stdout == ""
+    assert "address already in use" in run.stderr.lower(), run.stderr
+    assert not children_running(state), "no model server was started"
+    assert not (state / "state" / "local").exists() or not any((state / "state" / "local").iterdir())
+
+
+def listening_inode(port: int) -> str:
+    """The socket inode of the TCP listener on 127.0.0.1:port, from /proc/net/tcp."""
+    for line in pathlib.Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and int(local.split(":")[1], 16) == port:
+            return inode
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def test_children_do_not_hold_the_gateways_listening_socket(service):
+    proc, event, state = service
+    client = openai.OpenAI(base_url=event["url"] + "/v1", api_key=event["api_key"], max_retries=0, timeout=60)
+    assert ask(client)
+    inode = listening_inode(int(event["url"].rsplit(":", 1)[1]))
+    servers = children_running(state)
+    assert servers
+    for pid in servers:
+        held = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        assert f"socket:[{inode}]" not in held, f"the model server {pid} holds the gateway's port"
+        # stdin is /dev/null and stdout/stderr the job's log; everything else is the server's own.
+        assert not any(link.endswith("up.lock") or link.endswith("gateway.db") for link in held), held
+
+
+@pytest.mark.parametrize("problem", ["group-writable", "symlinked subfolder"])
+def test_a_misconfigured_state_folder_is_a_clear_error(build_dir, test_model, tmp_path, problem):
+    state = tmp_path / "up"
+    state.mkdir(mode=0o700)
+    if problem == "group-writable":
+        os.chmod(state, 0o775)
+        expected = f"{state}: is writable by group or others (mode 0775)"
+    else:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir(mode=0o700)
+        (state / "state").symlink_to(elsewhere)
+        expected = f"{state / 'state'}: is a symbolic link"
+    run = subprocess.run([str(pathlib.Path(build_dir) / "bin" / "chatai"), "up", "--model", str(test_model),
+                          "--port", "0", "--state-dir", str(state), "--ctx", "256"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and run.stdout == ""
+    assert expected in run.stderr, run.stderr
+    assert not children_running(state)
+    if problem == "symlinked subfolder":
+        assert not any(elsewhere.iterdir()), "nothing was written through the link"

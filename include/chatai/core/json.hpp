@@ -15,7 +15,13 @@
 
 namespace chatai::json {
 
-// Parses a whole document. Errors carry the line, column and byte offset.
+// The deepest nesting of arrays and objects parse() accepts. Requests, configs and status
+// documents need a handful of levels; the bound keeps a hostile document from exhausting the
+// stack of whatever walks it later.
+inline constexpr std::size_t max_depth = 128;
+
+// Parses a whole document without recursion. Errors carry the line, column and byte offset;
+// a document nested deeper than max_depth is an error too.
 result<rapidjson::Document> parse(std::string_view text);
 
 // Serialises a value compactly.

@@ -26,6 +26,9 @@ inline constexpr int exit_incomplete = 1;  // the answer was cut short or could 
 inline constexpr int exit_usage = 2;       // no verb, an unknown verb or a bad config: nothing done
 
 // Runs one verb: reads the request (if any) from `in_fd`, writes the answer to `out_fd`.
+// First the state folder is checked (slurm::check_state_dir): a symbolic link among its
+// folders, or one owned by another user or writable by group or others, makes every verb
+// return exit_usage with the reason logged, having done nothing.
 //
 // keep-alive writes "OK\n", then runs the tick command of the config when the last tick is
 // older than tick.interval: the time is kept in tick.stamp, flock'ed without waiting, so two

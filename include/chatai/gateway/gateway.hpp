@@ -19,8 +19,8 @@
 
 namespace chatai::gateway {
 
-// Thread safety: port(), url() and keys() may be called from any thread; start() and stop()
-// from one thread at a time, never from a request handler.
+// Thread safety: port(), url(), keys() and refresh_models() may be called from any thread;
+// start() and stop() from one thread at a time, never from a request handler.
 class gateway {
  public:
   // Opens the database and builds the transport the config names; the gateway owns both.
@@ -35,6 +35,10 @@ class gateway {
   // Fetches the cluster's status once (a failure is reported by /health, not here), then
   // listens. Errors: the address cannot be bound, or the gateway was started before.
   status start();
+
+  // Fetches the cluster's status now rather than at the next renewal (after the caller changed
+  // the cluster, say). A failure is reported by /health, as for a renewal.
+  void refresh_models();
 
   // The bound port (the real one when the config said 0); 0 before start().
   std::uint16_t port() const noexcept;

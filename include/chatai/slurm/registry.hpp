@@ -99,8 +99,15 @@ class state_dir {
   std::filesystem::path root_;
 };
 
-// Creates a folder of the layout (0700) when it does not exist.
+// Creates a folder of the layout (0700) when it does not exist. One that exists must be a
+// real folder (not a symbolic link), owned by the effective user and not writable by group or
+// others; otherwise the error names the folder and what is wrong with it.
 status ensure_dir(const std::filesystem::path& dir);
+
+// Checks the state directory and each of its subfolders that exists as ensure_dir does, so
+// that a misconfigured folder is refused before anything is read or written. A folder that
+// does not exist yet is fine.
+status check_state_dir(const state_dir& dir);
 
 // Writes `path` whole or not at all (mode 0600): a temporary file in the same folder,
 // fsync, rename over `path`, fsync of the folder.
