@@ -17,6 +17,19 @@ namespace chatai::gate {
 
 namespace {
 constexpr std::size_t max_scanned = 1 << 20;
+// No request comes near 2^40 tokens; a count beyond it is as wrong as a negative one.
+constexpr std::int64_t max_token_count = std::int64_t(1) << 40;
+
+// A count is believed only when it is a whole number in [0, max_token_count]. A wrong one is
+// rejected rather than clamped: clamping would record a number the backend never meant (and a
+// negative count would credit the key), while absent is what the records already say when a
+// backend reports nothing. A rejected count leaves an earlier good one of the same stream.
+void take_count(const rapidjson::Value& usage, const char* name, std::optional<std::int64_t>& out) {
+  const auto it = usage.FindMember(name);
+  if (it == usage.MemberEnd() || !it->value.IsInt64()) return;
+  const std::int64_t n = it->value.GetInt64();
+  if (n >= 0 && n <= max_token_count) out = n;
+}
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {
   out += ",\"";
@@ -72,11 +85,8 @@ void usage_scanner::scan_json(std::string_view text) {
   const rapidjson::Value& root = doc;
   const auto usage = root.FindMember("usage");
   if (usage == root.MemberEnd() || !usage->value.IsObject()) return;
-  const auto& u = usage->value;
-  if (const auto p = u.FindMember("prompt_tokens"); p != u.MemberEnd() && p->value.IsInt64())
-    prompt_tokens_ = p->value.GetInt64();
-  if (const auto c = u.FindMember("completion_tokens"); c != u.MemberEnd() && c->value.IsInt64())
-    completion_tokens_ = c->value.GetInt64();
+  take_count(usage->value, "prompt_tokens", prompt_tokens_);
+  take_count(usage->value, "completion_tokens", completion_tokens_);
 }
 
 void usage_scanner::feed(std::string_view bytes) {

@@ -63,6 +63,21 @@ std::string gate_user_tag(std::string_view user) {
   return out;
 }
 
+// True when a Content-Type value names `type`: case-insensitive, parameters ignored.
+bool is_media_type(const std::string* value, std::string_view type) {
+  if (value == nullptr) return false;
+  std::string_view v = std::string_view(*value).substr(0, value->find(';'));
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  return http::iequals(v, type);
+}
+
+// True when a whole answer is a JSON object, as every OpenAI answer and error is.
+bool is_json_object(std::string_view body) {
+  auto doc = json::parse(body);
+  return doc && doc->IsObject();
+}
+
 bool same_address(const std::string& a, const std::string& b) {
   std::error_code ea, eb;
   auto x = asio::ip::make_address(a, ea);
@@ -175,9 +190,13 @@ struct gateway::impl {
     latency.labels({std::string(route)}).observe(std::chrono::duration<double>(steady::now() - started).count());
   }
 
+  // Every API answer's fields. The gateway names the content type of what it sends itself, so
+  // a backend's label (text/html, say) never reaches a browser, and nosniff keeps a browser from
+  // guessing another.
   http::headers base_headers(const std::string& request_id) const {
     http::headers h;
     h.add("X-Request-Id", request_id);
+    h.add("X-Content-Type-Options", "nosniff");
     return h;
   }
 
@@ -191,11 +210,20 @@ struct gateway::impl {
                                    {"status", std::to_string(r.status)}, {"error", r.code}});
   }
 
+  // Errors: permission_denied (no key, or one that does not verify), invalid_argument (a
+  // trusted proxy sent the user header more than once); any other is the key store failing.
   result<principal> authenticate(const http::request& req) const {
     if (config.sso) {
-      const auto* name = req.headers.find(config.sso->header);
       const bool trusted = std::any_of(config.sso->trusted_proxies.begin(), config.sso->trusted_proxies.end(),
                                        [&](const std::string& a) { return same_address(a, req.remote_address); });
+      // Two copies mean the proxy passed on one the client sent, or two proxies disagree: which
+      // one names the user is a guess, so neither is believed, and an API key does not help.
+      const auto copies = std::count_if(req.headers.begin(), req.headers.end(),
+                                        [&](const http::header& h) { return http::iequals(h.name, config.sso->header); });
+      if (trusted && copies > 1)
+        return error(errc::invalid_argument, "the header " + config.sso->header + " was sent " +
+                                                 std::to_string(copies) + " times; a request names one user");
+      const auto* name = req.headers.find(config.sso->header);
       if (trusted && name != nullptr && !name->empty()) return principal{"", *name, config.default_limits};
     }
     const auto* auth = req.headers.find("Authorization");
@@ -209,9 +237,10 @@ struct gateway::impl {
     return p;
   }
 
-  // key_store::verify names expiry and revocation in its message; anything but
-  // errc::permission_denied is the database failing.
+  // key_store::verify names expiry and revocation in its message; authenticate's only
+  // invalid_argument is the repeated sign-on header; anything else is the database failing.
   static refusal auth_refusal(const error& e) {
+    if (e.code() == errc::invalid_argument) return {400, e.message(), "invalid_request_error", "duplicate_header", ""};
     if (e.code() != errc::permission_denied) {
       log::error("gateway: the key store failed", {{"error", e.message()}});
       return {500, "the key store failed", "server_error", "internal_error", ""};
@@ -249,6 +278,7 @@ struct gateway::impl::call : std::enable_shared_from_this<call> {
   principal who;
   std::string model;
   bool client_wants_usage = false;
+  bool client_wants_stream = false;
   steady::time_point started;
   std::int64_t started_unix_ms = 0;
 
@@ -257,6 +287,7 @@ struct gateway::impl::call : std::enable_shared_from_this<call> {
   bool event_stream = false;
   bool complete = false;   // the gate's response was read whole
   bool failed = false;     // the gate's response was malformed or the client left
+  bool unasked_stream = false;  // the cluster streamed an answer the client wanted whole
   std::string whole;       // a non-streamed body
   int sent_status = 0;
 
@@ -289,22 +320,27 @@ struct gateway::impl::call : std::enable_shared_from_this<call> {
   }
 
   // The head has arrived: the answer to the client starts (a stream) or is collected (whole).
+  // Only a stream the client asked for goes on as one; anything else is a whole answer (an
+  // error, when a stream was asked for), checked to be JSON before it is sent.
   void start_answer() {
     const auto& head = parser.head();
-    const std::string* type = head.headers.find("Content-Type");
-    const std::string content_type = type ? *type : "application/json";
-    event_stream = content_type.rfind("text/event-stream", 0) == 0;
+    const bool streamed = is_media_type(head.headers.find("Content-Type"), "text/event-stream");
+    event_stream = streamed && client_wants_stream;
     filter.emplace(event_stream, client_wants_usage);
     sent_status = head.status;
-    if (event_stream) {
+    if (streamed && !client_wants_stream) {
+      unasked_stream = true;
+      failed = true;
+    } else if (event_stream) {
       auto h = owner->base_headers(request_id);
       h.add("Cache-Control", "no-cache");
-      if (!res.begin_stream(head.status, content_type, h)) failed = true;  // the client is gone
+      if (!res.begin_stream(head.status, "text/event-stream", h)) failed = true;  // the client is gone
     }
   }
 
   bool on_body(std::string_view body) {
     if (!filter) start_answer();
+    if (unasked_stream) return false;
     std::string out = filter->feed(body);
     if (event_stream) {
       if (!out.empty() && !res.write(out)) return false;
@@ -323,19 +359,23 @@ struct gateway::impl::call : std::enable_shared_from_this<call> {
       else whole += rest;
     }
     int status_code = sent_status;
-    if (complete || (parser.head_complete() && event_stream)) {
+    const bool answered = !unasked_stream && (complete || (parser.head_complete() && event_stream));
+    if (answered && (event_stream || is_json_object(whole))) {
       if (event_stream) {
         if (complete) res.finish();
       } else {
         auto h = owner->base_headers(request_id);
         if (const auto* ra = parser.head().headers.find("Retry-After")) h.add("Retry-After", *ra);
-        const std::string* type = parser.head().headers.find("Content-Type");
-        res.send(status_code, type ? *type : "application/json", whole, h);
+        res.send(status_code, "application/json", whole, h);
       }
     } else {
-      const refusal r = failed && !res.cancelled().is_cancelled()
-                            ? refusal{502, "the cluster's answer was malformed or too large", "server_error", "backend_failed", ""}
-                            : failure_for(outcome);
+      const refusal r =
+          answered ? refusal{502, "the cluster's answer was not JSON", "server_error", "backend_failed", ""}
+          : unasked_stream
+              ? refusal{502, "the cluster streamed an answer that was asked for whole", "server_error", "backend_failed", ""}
+          : failed && !res.cancelled().is_cancelled()
+              ? refusal{502, "the cluster's answer was malformed or too large", "server_error", "backend_failed", ""}
+              : failure_for(outcome);
       status_code = r.status;
       auto h = owner->base_headers(request_id);
       if (r.retry_after_s > 0) h.add("Retry-After", std::to_string(r.retry_after_s));
@@ -473,6 +513,7 @@ void gateway::impl::handle_proxy(http::request& req, http::response res, std::st
   c->who = std::move(*p);
   c->model = model;
   c->client_wants_usage = wants_usage;
+  c->client_wants_stream = prepared->stream;
   c->started = started;
   c->started_unix_ms = gate::unix_ms_now();
   {

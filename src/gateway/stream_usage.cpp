@@ -6,19 +6,6 @@
 
 namespace chatai::gateway {
 
-namespace {
-
-// The end of the first event in `text` (just past its blank line), or npos.
-std::size_t event_end(std::string_view text) {
-  for (std::size_t i = text.find('\n'); i != std::string_view::npos; i = text.find('\n', i + 1)) {
-    if (i + 1 < text.size() && text[i + 1] == '\n') return i + 2;
-    if (i + 2 < text.size() && text[i + 1] == '\r' && text[i + 2] == '\n') return i + 3;
-  }
-  return std::string_view::npos;
-}
-
-}  // namespace
-
 bool is_usage_only_event(std::string_view event) {
   std::string data;
   std::size_t start = 0;
@@ -44,20 +31,64 @@ bool is_usage_only_event(std::string_view event) {
          usage != doc->MemberEnd() && usage->value.IsObject();
 }
 
+// An event ends at a blank line: "\n\n" or "\n\r\n" (a lone '\n' at the very start of an event
+// does not end it).
+std::size_t usage_filter::find_event_end(std::string_view bytes) {
+  std::size_t i = 0;
+  while (i < bytes.size()) {
+    if (search_ == end_search::in_line) {
+      const std::size_t newline = bytes.find('\n', i);
+      const std::size_t upto = newline == std::string_view::npos ? bytes.size() : newline + 1;
+      examined_ += upto - i;
+      i = upto;
+      if (newline != std::string_view::npos) search_ = end_search::line_start;
+      continue;
+    }
+    ++examined_;
+    const char c = bytes[i++];
+    if (c == '\n') {
+      search_ = end_search::in_line;
+      return i;
+    }
+    search_ = c == '\r' && search_ == end_search::line_start ? end_search::line_start_cr : end_search::in_line;
+  }
+  return std::string_view::npos;
+}
+
 std::string usage_filter::feed(std::string_view bytes) {
   scanner_.feed(bytes);
   if (!event_stream_ || keep_usage_chunk_) return std::string(bytes);
-  pending_.append(bytes);
   std::string out;
-  std::size_t done = 0;
-  for (;;) {
-    const std::size_t end = event_end(std::string_view(pending_).substr(done));
-    if (end == std::string_view::npos) break;
-    const std::string_view event = std::string_view(pending_).substr(done, end);
-    if (!is_usage_only_event(event)) out.append(event);
-    done += end;
+  while (!bytes.empty()) {
+    const std::size_t end = find_event_end(bytes);
+    const std::string_view piece = bytes.substr(0, end);
+    bytes.remove_prefix(piece.size());
+    if (passing_) {
+      out.append(piece);
+      passing_ = end == std::string_view::npos;
+      continue;
+    }
+    const std::size_t event_size = pending_.size() + piece.size();
+    if (end == std::string_view::npos) {
+      if (event_size > max_held_event) {
+        out.append(pending_);
+        out.append(piece);
+        pending_.clear();
+        passing_ = true;
+      } else {
+        pending_.append(piece);
+      }
+      continue;
+    }
+    // A complete event; one longer than the bound passes as it would have passed in pieces.
+    std::string_view event = piece;
+    if (!pending_.empty()) {
+      pending_.append(piece);
+      event = pending_;
+    }
+    if (event_size > max_held_event || !is_usage_only_event(event)) out.append(event);
+    pending_.clear();
   }
-  pending_.erase(0, done);
   return out;
 }
 

@@ -259,6 +259,35 @@ TEST_CASE("token counts are found in event streams and JSON bodies") {
   CHECK_FALSE(garbage.prompt_tokens());
 }
 
+TEST_CASE("negative or absurd token counts are taken for absent") {
+  usage_scanner body(false);
+  body.feed(R"({"choices":[],"usage":{"prompt_tokens":-5,"completion_tokens":1099511627777}})");
+  body.finish();
+  CHECK_FALSE(body.prompt_tokens());
+  CHECK_FALSE(body.completion_tokens());
+
+  usage_scanner edge(false);
+  edge.feed(R"({"usage":{"prompt_tokens":0,"completion_tokens":1099511627776}})");
+  edge.finish();
+  CHECK(edge.prompt_tokens() == 0);
+  CHECK(edge.completion_tokens() == (std::int64_t(1) << 40));
+
+  // A bad count later in a stream does not replace a good one, nor does a good one stay unseen.
+  usage_scanner sse(true);
+  sse.feed("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2}}\n\n");
+  sse.feed("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":-1,\"completion_tokens\":-9223372036854775807}}\n\n");
+  sse.feed("data: [DONE]\n\n");
+  sse.finish();
+  CHECK(sse.prompt_tokens() == 4);
+  CHECK(sse.completion_tokens() == 2);
+
+  usage_scanner unsigned_big(false);
+  unsigned_big.feed(R"({"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":3}})");
+  unsigned_big.finish();
+  CHECK_FALSE(unsigned_big.prompt_tokens());
+  CHECK(unsigned_big.completion_tokens() == 3);
+}
+
 TEST_CASE("usage records are JSON lines without any text of the exchange") {
   usage_record rec;
   rec.id = "r\"1";

@@ -2,7 +2,8 @@
 real chatai-gate -> a real `chatai serve` with the real model. Keys from `chatai keys`, limits,
 errors, usage per key and user with the request id, the model list with states, health,
 metrics, the chat page, a clean stop on SIGTERM, and no prompt or completion text kept anywhere.
-Also chatai.Gateway in-process, with users signed in by a trusted reverse proxy."""
+Also chatai.Gateway in-process, with users signed in by a trusted reverse proxy, and a stand-in
+backend that misbehaves: HTML answers, negative token counts, a huge event."""
 
 import json
 import os
@@ -10,12 +11,15 @@ import pathlib
 import re
 import secrets
 import signal
+import socket
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
@@ -24,6 +28,40 @@ import chatai
 
 MODEL = "smol"
 MARKER = "ZQX" + secrets.token_hex(6).upper()
+STANDIN = "standin-model"
+HUGE_EVENT = b"data: " + json.dumps({"choices": [{"delta": {"content": "y" * (3 << 20)}}]}).encode() + b"\n\n"
+
+
+class StandInHandler(BaseHTTPRequestHandler):
+    """A backend that misbehaves as the last message's content says: "html" (an HTML page),
+    "negative" (negative token counts, whole or streamed), "huge" (one event of 3 MiB)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *_):
+        pass
+
+    def answer(self, content_type, body, status=200):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+        mode = request["messages"][-1]["content"]
+        usage = {"prompt_tokens": -5, "completion_tokens": -7}
+        if mode == "html":
+            self.answer("text/html", b"<html><body><script>alert(1)</script></body></html>")
+        elif mode == "negative" and not request.get("stream"):
+            self.answer("application/json", json.dumps({"choices": [{"message": {"content": "x"}}],
+                                                        "usage": usage}).encode())
+        else:
+            events = [HUGE_EVENT] if mode == "huge" else []
+            events.append(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\n")
+            body = b"".join(events) + b"data: [DONE]\n\n"
+            self.answer("text/event-stream", body)
 
 
 class Cluster:
@@ -49,6 +87,8 @@ class Cluster:
         line = self.serve.stdout.readline()
         assert line, "chatai serve exited"
         port = json.loads(line)["port"]
+        self.standin = ThreadingHTTPServer(("127.0.0.1", 0), StandInHandler)
+        threading.Thread(target=self.standin.serve_forever, daemon=True).start()
         registry = {
             "version": 1, "generation": 1,
             "services": [
@@ -56,6 +96,7 @@ class Cluster:
                 {"id": "warming", "models": ["warming-model"], "can_scale_from_zero": False},
                 {"id": "down", "models": ["down-model"], "can_scale_from_zero": False},
                 {"id": "broken", "models": ["broken-model"], "can_scale_from_zero": False},
+                {"id": "standin", "models": [STANDIN], "can_scale_from_zero": False},
             ],
             "backends": [
                 {"job": "job1", "service": "chat", "host": "127.0.0.1", "port": port, "state": "ready",
@@ -64,6 +105,8 @@ class Cluster:
                  "key_file": "job1.key"},
                 {"job": "job3", "service": "broken", "host": "127.0.0.1", "port": 9, "state": "ready",
                  "key_file": "job1.key"},
+                {"job": "job4", "service": "standin", "host": "127.0.0.1", "port": self.standin.server_address[1],
+                 "state": "ready", "key_file": "job1.key"},
             ],
         }
         (self.state / "registry.json").write_text(json.dumps(registry))
@@ -104,6 +147,8 @@ class Cluster:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     def close(self):
+        self.standin.shutdown()
+        self.standin.server_close()
         if self.serve.poll() is None:
             self.serve.kill()
         self.serve.wait(timeout=30)
@@ -260,7 +305,8 @@ def test_completions(gateway, alice):
 def test_models_with_their_states(gateway, alice):
     models = client(gateway, alice["key"]).models.list()
     states = {m.id: m.state for m in models.data}
-    assert states == {MODEL: "ready", "warming-model": "starting", "down-model": "offline", "broken-model": "ready"}
+    assert states == {MODEL: "ready", "warming-model": "starting", "down-model": "offline", "broken-model": "ready",
+                      STANDIN: "ready"}
     status, _, body = http(gateway, "GET", "/v1/models", headers=bearer(alice))
     doc = json.loads(body)
     assert status == 200 and doc["object"] == "list"
@@ -319,6 +365,87 @@ def test_unknown_model_bad_request_and_backend_down(gateway, alice):
     expect_error(ask("broken-model"), 502, "backend_failed")
 
 
+def raw_request(gateway, lines, body=b""):
+    """(status, headers, body bytes) of one request written by hand, for what clients won't send."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=120) as s:
+        head = "".join(line + "\r\n" for line in [*lines, f"Content-Length: {len(body)}", "Connection: close", ""])
+        s.sendall(head.encode() + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    status_line, *fields = head.decode().split("\r\n")
+    headers = {}
+    for field in fields:
+        name, _, value = field.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    if "chunked" in headers.get("transfer-encoding", []):
+        decoded = b""
+        while payload:
+            size, _, payload = payload.partition(b"\r\n")
+            n = int(size, 16)
+            if n == 0:
+                break
+            decoded, payload = decoded + payload[:n], payload[n + 2:]
+        payload = decoded
+    return int(status_line.split()[1]), headers, payload
+
+
+def test_api_answers_carry_the_gateways_content_type_and_nosniff(gateway, alice):
+    def ask(content, **extra):
+        body = {"model": STANDIN, "messages": [{"role": "user", "content": content}], **extra}
+        return http(gateway, "POST", "/v1/chat/completions", body, bearer(alice))
+
+    status, headers, body = ask("html")
+    assert status == 502 and headers["Content-Type"] == "application/json", body
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert b"<script>" not in body
+    expect_error((status, headers, body), 502, "backend_failed")
+    # A stream the client did not ask for is not passed on as one.
+    status, headers, body = ask("stream-unasked")
+    assert headers["Content-Type"] == "application/json"
+    expect_error((status, headers, body), 502, "backend_failed")
+    # The real model server's answers, whole and streamed, and the gateway's own refusals.
+    real = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    for body, expected in ((real, "application/json"), ({**real, "stream": True}, "text/event-stream")):
+        status, headers, _ = http(gateway, "POST", "/v1/chat/completions", body, bearer(alice))
+        assert status == 200 and headers["Content-Type"] == expected
+        assert headers["X-Content-Type-Options"] == "nosniff"
+    for status, headers, _ in (http(gateway, "GET", "/v1/models", headers=bearer(alice)),
+                               http(gateway, "GET", "/v1/models"), ask("html", model="no-such-model")):
+        assert headers["Content-Type"] == "application/json" and headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_negative_token_counts_are_not_accounted(cluster, gateway):
+    key = cluster.create_key("olivia")
+    ids = []
+    for stream in (False, True):
+        body = {"model": STANDIN, "messages": [{"role": "user", "content": "negative"}], "stream": stream}
+        status, headers, _ = http(gateway, "POST", "/v1/chat/completions", body, bearer(key))
+        assert status == 200
+        ids.append(headers["X-Request-Id"])
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        mine = {r["key"]: r for r in json.loads(cluster.keys("usage", "--json").stdout)["by_key"]}.get(key["id"])
+        if mine and mine["requests"] == 2:
+            break
+        time.sleep(0.1)
+    assert mine["requests"] == 2 and mine["prompt_tokens"] == 0 and mine["completion_tokens"] == 0
+    records = [r for r in cluster.gate_usage() if r["id"] in ids]
+    assert len(records) == 2
+    assert all(r["prompt_tokens"] is None and r["completion_tokens"] is None for r in records)
+
+
+def test_a_huge_event_reaches_the_client_whole(gateway, alice):
+    body = json.dumps({"model": STANDIN, "messages": [{"role": "user", "content": "huge"}], "stream": True}).encode()
+    status, headers, payload = raw_request(gateway, ["POST /v1/chat/completions HTTP/1.1", "Host: gateway",
+                                                     "Authorization: Bearer " + alice["key"],
+                                                     "Content-Type: application/json"], body)
+    assert status == 200 and headers["content-type"] == ["text/event-stream"]
+    # Passed on whole and in order; the small usage chunk after it is still removed.
+    assert payload == HUGE_EVENT + b"data: [DONE]\n\n"
+
+
 def test_usage_is_recorded_per_key_and_user(cluster, gateway):
     key = cluster.create_key("grace")
     second = cluster.create_key("grace")
@@ -350,7 +477,7 @@ def test_usage_is_recorded_per_key_and_user(cluster, gateway):
 def test_health_metrics_and_the_chat_page(cluster, gateway):
     status, _, body = http(gateway, "GET", "/health")
     health = json.loads(body)
-    assert status == 200 and health["status"] == "ok" and health["models"] == 4
+    assert status == 200 and health["status"] == "ok" and health["models"] == 5
     assert health["status_age_s"] < 5 and health["tunnel"]["sessions_up"] == 1
     deadline = time.time() + 5
     while not health["tunnel"]["alive"] and time.time() < deadline:
@@ -503,3 +630,29 @@ def test_a_cluster_that_cannot_be_reached_is_reported(cluster):
         assert http(Endpoint, "GET", "/v1/models", headers=sso)[0] == 200
         headers, _ = expect_error(http(Endpoint, "POST", "/v1/chat/completions", body, sso), 503, "cluster_unavailable")
         assert int(headers["Retry-After"]) > 0
+
+
+def test_a_repeated_single_sign_on_header_is_refused(cluster):
+    # After the SIGTERM test: this gateway's requests reach the gate's usage log, not gateway.db.
+    config = cluster.gateway_config(database=str(cluster.tmp / "sso.db"),
+                                    sso={"header": "X-Remote-User", "trusted_proxies": ["127.0.0.1"]})
+    gw = GatewayProcess(cluster, config, name="sso")
+    try:
+        body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}).encode()
+        start = ["POST /v1/chat/completions HTTP/1.1", "Host: gateway", "Content-Type: application/json"]
+        status, headers, _ = raw_request(gw, [*start, "X-Remote-User: alice"], body)
+        assert status == 200
+        for second in ("X-Remote-User: mallory", "x-remote-user: alice"):
+            status, headers, payload = raw_request(gw, [*start, "X-Remote-User: alice", second], body)
+            assert status == 400, payload
+            assert headers["content-type"] == ["application/json"]
+            assert headers["x-content-type-options"] == ["nosniff"]
+            error = json.loads(payload)["error"]
+            assert set(error) == {"message", "type", "param", "code"}
+            assert error["code"] == "duplicate_header" and error["type"] == "invalid_request_error"
+            assert "X-Remote-User" in error["message"]
+        status, _, _ = raw_request(gw, ["GET /v1/models HTTP/1.1", "Host: gateway", "X-Remote-User: a",
+                                        "X-Remote-User: b", "X-Remote-User: c"])
+        assert status == 400
+    finally:
+        assert gw.stop() == 0

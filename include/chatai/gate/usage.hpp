@@ -36,7 +36,7 @@ status append_usage(const slurm::state_dir& dir, const usage_record& record);
 
 // Finds "usage":{"prompt_tokens":..,"completion_tokens":..} in a response body fed piece by
 // piece: in each server-sent event of a stream, or in a JSON body of at most 1 MiB. Only the
-// counts are kept.
+// counts are kept, and only counts in [0, 2^40]: any other is taken for absent.
 // Thread safety: not thread-safe; one per response.
 class usage_scanner {
  public:

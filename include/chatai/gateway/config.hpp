@@ -39,7 +39,8 @@ enum class transport_kind { ssh, local };
 
 // Users signed in by a reverse proxy: the proxy names them in `header`, which is believed only
 // on connections from one of `trusted_proxies` (address literals); from anywhere else the
-// header is ignored and the request needs an API key.
+// header is ignored and the request needs an API key. A trusted proxy's request that carries the
+// header more than once is refused with 400.
 // Thread safety: a value type.
 struct sso_settings {
   std::string header;

@@ -6,6 +6,11 @@
 // Routes: POST /v1/chat/completions and /v1/completions (proxied), GET /v1/models (the cluster's
 // models with a "state" each: ready, starting or offline), GET /health, GET /metrics, and the
 // chat page (GET / and its assets) unless the config turns it off.
+//
+// API answers carry the gateway's own Content-Type, never the backend's: text/event-stream for a
+// stream the client asked for, application/json otherwise; a whole answer that is not a JSON
+// object, or a stream the client did not ask for, becomes a 502 error. Every API answer has
+// X-Content-Type-Options: nosniff, and every error an OpenAI-style JSON body.
 #pragma once
 
 #include <cstdint>
