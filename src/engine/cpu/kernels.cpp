@@ -1,9 +1,25 @@
 // Run-time choice of the CPU kernels: feature detection and the per-type lookup.
 #include "kernels.hpp"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include <vector>
 
 namespace chatai::engine {
+
+namespace {
+
+#if defined(__x86_64__) || defined(__i386__)
+// F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c".
+bool cpu_has_f16c() noexcept {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+#endif
+
+}  // namespace
 
 std::string_view to_string(cpu_isa isa) noexcept {
   switch (isa) {
@@ -20,7 +36,7 @@ bool cpu_supports(cpu_isa isa) noexcept {
     case cpu_isa::portable:
       return true;
     case cpu_isa::avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     case cpu_isa::avx512:
       return cpu_supports(cpu_isa::avx2) && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
