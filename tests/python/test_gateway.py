@@ -569,7 +569,9 @@ def test_the_gateway_in_process_with_single_sign_on(cluster):
 
 def test_sigterm_lets_a_stream_in_flight_finish_and_accounts_it(cluster):
     db = cluster.tmp / "draining.db"
-    gw = GatewayProcess(cluster, cluster.gateway_config(database=str(db)), name="draining")
+    # A grace far beyond the stream's length, so that a slow machine does not cut it off.
+    gw = GatewayProcess(cluster, cluster.gateway_config(
+        database=str(db), timeouts={"status_refresh_ms": 500, "shutdown_grace_ms": 120000}), name="draining")
     try:
         key = json.loads(subprocess.run([str(cluster.chatai), "keys", "--db", str(db), "create", "--user", "heidi",
                                          "--json"], capture_output=True, text=True, check=True).stdout)
