@@ -3,6 +3,7 @@
 // program, or run the gate in-process, with the same code as chatai-gate.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,7 +30,8 @@ inline constexpr int exit_usage = 2;       // no verb, an unknown verb or a bad 
 //
 // keep-alive writes "OK\n", then runs the tick command of the config when the last tick is
 // older than tick.interval: the time is kept in tick.stamp, flock'ed without waiting, so two
-// ticks never run at once and a caller that finds one running does not wait for it.
+// ticks never run at once and a caller that finds one running does not wait for it. The tick
+// runs with tick_environment() only.
 // status writes one JSON document: services, models, backends by state, open breakers, and
 // requests in flight.
 // request reads one request (see request.hpp) and writes an HTTP/1.1 response. Refused
@@ -47,8 +49,16 @@ inline constexpr int exit_usage = 2;       // no verb, an unknown verb or a bad 
 int run(const gate_config& config, verb v, int in_fd, int out_fd);
 
 // An HTTP/1.1 response with an OpenAI-style error body ({"error":{"message","type","code"}})
-// and Content-Length; 503 responses carry Retry-After.
-std::string error_response(int http_status, std::string_view message, int retry_after_s = 0);
+// and Content-Length; 503 responses carry Retry-After. `code` replaces the status's usual
+// code (404 model_not_found, 502 backend_failed, 503 no_backend_ready, ...) when not empty.
+std::string error_response(int http_status, std::string_view message, int retry_after_s = 0,
+                           std::string_view code = {});
+
+// The whole environment of the scheduler tick: PATH=/usr/local/bin:/usr/bin:/bin, HOME, USER
+// and LOGNAME of the effective user (left out when it has no passwd entry), LANG=C.UTF-8.
+// Nothing of the gate's own environment passes, which holds what sshd set and what the
+// client sent (SSH_ORIGINAL_COMMAND, SSH_CONNECTION, variables accepted with AcceptEnv).
+std::map<std::string, std::string> tick_environment();
 
 // The status document (what `status` writes, without its newline).
 result<std::string> status_json(const gate_config& config);
