@@ -52,7 +52,8 @@ int main(int argc, char** argv) {
              R"({"choices":[{"message":{"content":"hello"}}],"usage":{"prompt_tokens":7,"completion_tokens":1}})");
   });
   if (!key.empty()) {
-    routes.add("GET", std::string(chatai::key_proof::path), [key](chatai::http::request& req, chatai::http::response res) {
+    namespace http = chatai::http;
+    routes.add("GET", std::string(chatai::key_proof::path), [key](http::request& req, http::response res) {
       const std::string* challenge = req.headers.find(chatai::key_proof::challenge_header);
       if (!challenge || !chatai::key_proof::valid_challenge(*challenge)) {
         res.send_error(400, "bad challenge");

@@ -310,25 +310,31 @@ int answer(int out_fd, int http_status, std::string_view message, int retry_afte
   return write_all(out_fd, error_response(http_status, message, retry_after_s, code)) ? exit_ok : exit_incomplete;
 }
 
-// Why the request must be refused under its service's cap on requests in flight, or "" when it
-// may go on. The request's own marker exists before the markers are counted, so of requests
-// racing for the last places some may be refused needlessly, but never more than the cap
-// admitted. A request whose marker could not be made, or whose service's markers cannot be
-// counted, is refused too: it could not be held to the cap.
-std::string check_in_flight_cap(const exchange& ex) {
-  if (!ex.marker) return "the gate cannot count this request; retry later";
+// Why a request must be refused under its service's cap on requests in flight.
+struct cap_refusal {
+  std::string message;
+  std::string code;  // of the error body
+};
+
+// The refusal of a request beyond its service's cap, or nothing when it may go on. The
+// request's own marker exists before the markers are counted, so of requests racing for the
+// last places some may be refused needlessly, but never more than the cap admitted. A request
+// whose marker could not be made, or whose service's markers cannot be counted, is refused
+// too: it could not be held to the cap.
+std::optional<cap_refusal> check_in_flight_cap(const exchange& ex) {
+  if (!ex.marker) return cap_refusal{"the gate cannot count this request; retry later", "in_flight_unknown"};
   auto counts = slurm::count_inflight(slurm::state_dir(ex.config.state_dir));
   if (!counts) {
     log::warn("counting requests in flight failed", {{"error", counts.err().message()}});
-    return "the gate cannot count requests in flight; retry later";
+    return cap_refusal{"the gate cannot count the requests in flight; retry later", "in_flight_unknown"};
   }
   const auto found = counts->by_service.find(ex.service->id);
   const std::int64_t in_flight = found == counts->by_service.end() ? 0 : found->second;
-  if (in_flight <= ex.config.max_in_flight_per_service) return {};
+  if (in_flight <= ex.config.max_in_flight_per_service) return std::nullopt;
   log::warn("request refused: too many in flight",
             {{"service", ex.service->id}, {"in_flight", std::to_string(in_flight)},
              {"cap", std::to_string(ex.config.max_in_flight_per_service)}});
-  return "too many requests of this service are in flight; retry later";
+  return cap_refusal{"too many requests of this service are in flight; retry later", "too_many_requests_in_flight"};
 }
 
 }  // namespace
@@ -365,11 +371,11 @@ int handle_request(const gate_config& config, int in_fd, int out_fd) {
   if (!ex->out || !ex->done) return answer(out_fd, 502, "the gate could not set up the request");
   if (auto marker = slurm::inflight_marker::create(dir, ex->service->id)) ex->marker.emplace(std::move(*marker));
   else log::warn("in-flight marker", {{"error", marker.err().message()}});
-  if (auto refusal = check_in_flight_cap(*ex); !refusal.empty()) {
+  if (const auto refusal = check_in_flight_cap(*ex)) {
     // A refused request is no demand: its marker goes before the answer does.
     ex->marker.reset();
     const int retry_after = static_cast<int>(config.retry_after.count());
-    const int code = answer(out_fd, 503, refusal, retry_after, "too_many_requests_in_flight");
+    const int code = answer(out_fd, 503, refusal->message, retry_after, refusal->code);
     usage_record rec;
     rec.id = ex->request.head.id;
     rec.user = ex->request.head.user;

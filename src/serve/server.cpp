@@ -225,7 +225,8 @@ class model_server::impl {
   http::router routes() {
     http::router r;
     r.add("GET", "/health", [this](http::request&, http::response res) { handle_health(res); });
-    r.add("GET", std::string(key_proof::path), [this](http::request& req, http::response res) { handle_key_proof(req, res); });
+    r.add("GET", std::string(key_proof::path),
+          [this](http::request& req, http::response res) { handle_key_proof(req, res); });
     r.add("GET", "/metrics", [this](http::request& req, http::response res) {
       if (!authorized(req, res)) return;
       res.send(200, metrics::exposition_content_type, metrics_.expose());

@@ -1,6 +1,20 @@
 // The gate program's logic as a library: the verbs of gate protocol version 1 (keep-alive,
 // status, request) run over two file descriptors, so that a site can build its own gate
 // program, or run the gate in-process, with the same code as chatai-gate.
+//
+// A request, from the gate's side: it is read and checked; its in-flight marker is created,
+// then the service's markers are counted, and beyond limits.max_in_flight_per_service the
+// marker is dropped and the request refused with 503 (so it never counts as demand). A ready
+// backend is picked (fewest in flight, breaker permitting) and the gate connects to it. Before
+// anything secret goes out, the backend proves that it holds the job's key: the gate sends
+// GET /chatai/proof with a fresh X-Chatai-Challenge (32 random bytes in hex) and no key and no
+// body, and the backend answers hex(HMAC-SHA256(job key, "chatai-job-key-proof-v1\n" +
+// challenge)); see chatai/core/key_proof.hpp. Only when the answer matches (compared in
+// constant time) does the request go out, with "Authorization: Bearer <job key>" and its
+// body, on the same connection, so that the port cannot change hands in between. A wrong or
+// missing proof, or none within the connect timeout, is a failure of that backend: its
+// breaker counts it, the log names the job (never the key), and the next backend is tried,
+// or the client gets a 502. The cost is one more round trip on the cluster network.
 #pragma once
 
 #include <map>
@@ -36,9 +50,11 @@ inline constexpr int exit_usage = 2;       // no verb, an unknown verb or a bad 
 // requests in flight.
 // request reads one request (see request.hpp) and writes an HTTP/1.1 response. Refused
 // requests get an OpenAI-style error response (400, 404, 408, 413; 503 with Retry-After when
-// no backend is ready, after asking for a start when the service scales from zero; 502 when
-// every backend tried failed). The backend's response is copied as it arrives, re-framed with
-// chunked encoding so that a cut-off body shows. The client must keep `in_fd` open until the
+// the service has max_in_flight_per_service requests in flight already (code
+// too_many_requests_in_flight) or no backend is ready, after asking for a start when the
+// service scales from zero; 502 when every backend tried failed, its key proof included). The
+// backend's response is copied as it arrives, re-framed with chunked encoding so that a
+// cut-off body shows. The client must keep `in_fd` open until the
 // response ends: end-of-file or any byte on it, or a failed write to `out_fd`, means the client
 // has gone away, and the backend request is closed. The call then returns at once; in a
 // process that goes on running, the backend connection is closed when its next bytes arrive
