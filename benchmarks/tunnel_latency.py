@@ -48,11 +48,12 @@ def children_cpu_ms():
 
 
 class NativeBackend:
-    """benchmarks/http_server_bench (chatai's own HTTP server) answering a small JSON body."""
+    """benchmarks/http_server_bench (chatai's own HTTP server) answering a small JSON body, and the
+    gate's job key proof for the key in `key_file`."""
 
-    def __init__(self, build):
-        self.proc = subprocess.Popen([str(build / "benchmarks" / "http_server_bench")], stdout=subprocess.PIPE,
-                                     text=True)
+    def __init__(self, build, key_file):
+        self.proc = subprocess.Popen([str(build / "benchmarks" / "http_server_bench"), "--key-file", str(key_file)],
+                                     stdout=subprocess.PIPE, text=True)
         self.port = int(self.proc.stdout.readline().split(":")[1].split()[0])
 
     def close(self):
@@ -227,7 +228,7 @@ def main():
         # The backend logs a line per request on a pipe: drain it, or it stalls after a few thousand.
         threading.Thread(target=backend.proc.stderr.read, daemon=True).start()
         if args.backend == "native":
-            native = NativeBackend(build)
+            native = NativeBackend(build, env.state / "keys" / "1001.key")
             env.registry["backends"][0]["port"] = native.port
             env.publish()
             backend.port, backend_pid = native.port, native.proc.pid

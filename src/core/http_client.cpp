@@ -1,4 +1,5 @@
-// The blocking HTTP client: one connection per request, each step run under its own deadline.
+// The blocking HTTP client: each step of a connection run under its own deadline; fetch_streaming
+// opens a connection for one request, client_connection keeps it for the next.
 #include "chatai/core/http_client.hpp"
 
 #include <arpa/inet.h>
@@ -51,18 +52,24 @@ class session {
   tcp::socket socket_{io_};
 };
 
-error socket_error(std::string_view what, const client_request& req, std::error_code ec) {
-  const auto where = "http " + req.method + " " + req.host + ":" + std::to_string(req.port) + req.target + ": ";
-  if (ec == asio::error::timed_out) return error(errc::timeout, where + std::string(what) + " timed out");
+// "http POST 127.0.0.1:8080/v1/chat/completions": what errors start with.
+std::string where_of(std::string_view method, std::string_view host, std::uint16_t port, std::string_view target) {
+  return "http " + std::string(method) + " " + std::string(host) + ":" + std::to_string(port) + std::string(target);
+}
+
+error socket_error(std::string_view what, const std::string& where, std::error_code ec) {
+  const auto prefix = where + ": ";
+  if (ec == asio::error::timed_out) return error(errc::timeout, prefix + std::string(what) + " timed out");
   if (ec == asio::error::connection_refused || ec == asio::error::connection_reset ||
       ec == asio::error::connection_aborted || ec == asio::error::broken_pipe || ec == asio::error::eof ||
       ec == asio::error::host_unreachable || ec == asio::error::network_unreachable) {
-    return error(errc::unavailable, where + std::string(what) + ": " + ec.message());
+    return error(errc::unavailable, prefix + std::string(what) + ": " + ec.message());
   }
-  return error(errc::io_error, where + std::string(what) + ": " + ec.message());
+  return error(errc::io_error, prefix + std::string(what) + ": " + ec.message());
 }
 
-result<std::string> serialize(const client_request& req, const std::string& host_literal) {
+// `close`: ask the server to close the connection after its response, unless `req` says otherwise.
+result<std::string> serialize(const client_request& req, const std::string& host_literal, std::uint16_t port, bool close) {
   if (req.method.empty() || req.method.find_first_of(" \r\n") != std::string::npos) {
     return error(errc::invalid_argument, "http request: invalid method");
   }
@@ -89,7 +96,7 @@ result<std::string> serialize(const client_request& req, const std::string& host
     out += "Host: ";
     out += host_literal;
     out += ':';
-    out += std::to_string(req.port);
+    out += std::to_string(port);
     out += "\r\n";
   }
   const bool needs_length = !req.body.empty() || req.method == "POST" || req.method == "PUT" || req.method == "PATCH";
@@ -98,38 +105,71 @@ result<std::string> serialize(const client_request& req, const std::string& host
     out += std::to_string(req.body.size());
     out += "\r\n";
   }
-  if (!req.headers.find("connection")) out += "Connection: close\r\n";
+  if (close && !req.headers.find("connection")) out += "Connection: close\r\n";
   out += "\r\n";
   out += req.body;
   return out;
 }
 
+// The address literal of `host` ("::1" and "[::1]" both name IPv6 loopback).
+result<asio::ip::address> parse_address(const std::string& host) {
+  std::string literal = host;
+  if (literal.size() > 2 && literal.front() == '[' && literal.back() == ']') literal = literal.substr(1, literal.size() - 2);
+  std::error_code ec;
+  const auto address = asio::ip::make_address(literal, ec);
+  if (ec) return error(errc::invalid_argument, "http request: '" + host + "' is not an IP address");
+  return address;
+}
+
 }  // namespace
 
-result<response_head> fetch_streaming(const client_request& req, const response_handlers& handlers,
-                                      const client_options& options) {
-  std::string host = req.host;
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  std::error_code ec;
-  const auto address = asio::ip::make_address(host, ec);
-  if (ec) return error(errc::invalid_argument, "http request: '" + req.host + "' is not an IP address");
-  auto wire = serialize(req, address.is_v6() ? "[" + host + "]" : host);
-  if (!wire) return std::move(wire).err();
-
+struct client_connection::state {
   session s;
-  const tcp::endpoint endpoint(address, req.port);
-  ec = s.run(options.connect_timeout, [&](auto handler) {
-    s.socket().async_connect(endpoint, [handler](std::error_code e) mutable { handler(e, 0); });
-  });
-  if (ec) return socket_error("connect", req, ec);
-  s.socket().set_option(tcp::no_delay(true), ec);
+  asio::ip::address address;
+  std::string host_literal;  // as the Host field writes it: "[::1]" for IPv6
+  std::uint16_t port = 0;
+  bool reusable = true;
 
-  ec = s.run(options.idle_timeout, [&](auto handler) { asio::async_write(s.socket(), asio::buffer(*wire), handler); });
-  if (ec) return socket_error("sending the request", req, ec);
+  // Connects; errors start with `where`.
+  static result<std::unique_ptr<state>> connect(const asio::ip::address& address, std::uint16_t port,
+                                                const client_options& options, const std::string& where);
+  // One request and its response. `close`: the request asks the server to close afterwards.
+  result<response_head> exchange(const client_request& req, const response_handlers& handlers,
+                                 const client_options& options, bool close);
+};
+
+result<std::unique_ptr<client_connection::state>> client_connection::state::connect(
+    const asio::ip::address& address, std::uint16_t port, const client_options& options, const std::string& where) {
+  auto st = std::make_unique<state>();
+  st->address = address;
+  st->host_literal = address.is_v6() ? "[" + address.to_string() + "]" : address.to_string();
+  st->port = port;
+  const tcp::endpoint endpoint(address, port);
+  std::error_code ec = st->s.run(options.connect_timeout, [&](auto handler) {
+    st->s.socket().async_connect(endpoint, [handler](std::error_code e) mutable { handler(e, 0); });
+  });
+  if (ec) return socket_error("connect", where, ec);
+  st->s.socket().set_option(tcp::no_delay(true), ec);
+  return st;
+}
+
+result<response_head> client_connection::state::exchange(const client_request& req, const response_handlers& handlers,
+                                                         const client_options& options, bool close) {
+  const std::string where = where_of(req.method, address.to_string(), port, req.target);
+  if (!reusable) return error(errc::unavailable, where + ": the connection can carry no more requests");
+  auto wire = serialize(req, host_literal, port, close);
+  if (!wire) return std::move(wire).err();
+  // Only a complete response that leaves the connection clean makes it usable again.
+  reusable = false;
+
+  std::error_code ec =
+      s.run(options.idle_timeout, [&](auto handler) { asio::async_write(s.socket(), asio::buffer(*wire), handler); });
+  if (ec) return socket_error("sending the request", where, ec);
 
   response_parser parser(req.method == "HEAD", options.max_header_bytes);
   bool head_delivered = false;
   bool stopped_by_handler = false;
+  bool ended_by_close = false;
   const auto deliver_head = [&] {
     if (head_delivered || !parser.head_complete()) return true;
     head_delivered = true;
@@ -161,8 +201,9 @@ result<response_head> fetch_streaming(const client_request& req, const response_
     parse_state st;
     if (ec == asio::error::eof && received_any) {
       st = parser.finish_at_eof();
+      ended_by_close = true;
     } else if (ec) {
-      return socket_error(step, req, ec);
+      return socket_error(step, where, ec);
     } else {
       received_any = true;
       st = parser.feed(std::string_view(buffer.data(), n), sink);
@@ -172,9 +213,62 @@ result<response_head> fetch_streaming(const client_request& req, const response_
     if (st == parse_state::failed) return error(errc::parse_error, "http response: " + parser.error_message());
     if (st == parse_state::complete) break;
   }
-  std::error_code ignored;
-  s.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  return parser.head();
+  const auto& head = parser.head();
+  reusable = !close && !ended_by_close && !parser.bytes_after_end() && head.version_minor >= 1 &&
+             !req.headers.has_token("connection", "close") && !head.headers.has_token("connection", "close");
+  if (!reusable) {
+    std::error_code ignored;
+    s.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+  return head;
+}
+
+result<client_connection> client_connection::open(const std::string& host, std::uint16_t port,
+                                                  const client_options& options) {
+  auto address = parse_address(host);
+  if (!address) return std::move(address).err();
+  auto st = state::connect(*address, port, options, "http " + address->to_string() + ":" + std::to_string(port));
+  if (!st) return std::move(st).err();
+  return client_connection(std::move(*st));
+}
+
+client_connection::client_connection(std::unique_ptr<state> s) : state_(std::move(s)) {}
+client_connection::client_connection(client_connection&&) noexcept = default;
+client_connection& client_connection::operator=(client_connection&&) noexcept = default;
+client_connection::~client_connection() = default;
+
+result<response_head> client_connection::fetch_streaming(const client_request& req, const response_handlers& handlers,
+                                                         const client_options& options) {
+  return state_->exchange(req, handlers, options, false);
+}
+
+result<client_response> client_connection::fetch(const client_request& req, const client_options& options) {
+  client_response out;
+  response_handlers handlers;
+  handlers.on_body = [&](std::string_view bytes) {
+    out.body.append(bytes);
+    return true;
+  };
+  auto head = fetch_streaming(req, handlers, options);
+  if (!head) return std::move(head).err();
+  out.status = head->status;
+  out.headers = std::move(head->headers);
+  return out;
+}
+
+bool client_connection::reusable() const noexcept { return state_ && state_->reusable; }
+
+result<response_head> fetch_streaming(const client_request& req, const response_handlers& handlers,
+                                      const client_options& options) {
+  auto address = parse_address(req.host);
+  if (!address) return std::move(address).err();
+  // A request that cannot be sent is refused before connecting.
+  const std::string host_literal = address->is_v6() ? "[" + address->to_string() + "]" : address->to_string();
+  if (auto wire = serialize(req, host_literal, req.port, true); !wire) return std::move(wire).err();
+  auto st = client_connection::state::connect(*address, req.port, options,
+                                              where_of(req.method, req.host, req.port, req.target));
+  if (!st) return std::move(st).err();
+  return (*st)->exchange(req, handlers, options, true);
 }
 
 result<client_response> fetch(const client_request& req, const client_options& options) {

@@ -370,7 +370,9 @@ parse_state response_parser::feed(std::string_view bytes, const body_sink& sink)
   std::size_t i = 0;
   while (true) {
     switch (phase_) {
-      case phase::done: return parse_state::complete;
+      case phase::done:
+        bytes_after_end_ = bytes_after_end_ || i < bytes.size();
+        return parse_state::complete;
       case phase::failed: return parse_state::failed;
       case phase::body_length:
       case phase::chunk_data:

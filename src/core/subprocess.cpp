@@ -36,9 +36,9 @@ bool make_pipe(fd_guard& read_end, fd_guard& write_end) {
   return true;
 }
 
-std::vector<std::string> merged_environment(const std::map<std::string, std::string>& overrides) {
+std::vector<std::string> child_environment(const std::map<std::string, std::string>& overrides, bool inherit) {
   std::vector<std::string> env;
-  for (char** e = environ; e && *e; ++e) {
+  for (char** e = inherit ? environ : nullptr; e && *e; ++e) {
     const std::string entry(*e);
     const auto eq = entry.find('=');
     if (eq != std::string::npos && overrides.count(entry.substr(0, eq))) continue;
@@ -76,7 +76,7 @@ result<subprocess_result> run_subprocess(const subprocess_options& options) {
   std::vector<char*> argv;
   for (const auto& a : options.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  const auto env_strings = merged_environment(options.env_set);
+  const auto env_strings = child_environment(options.env_set, options.inherit_environment);
   std::vector<char*> envp;
   for (const auto& e : env_strings) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);

@@ -80,6 +80,7 @@ result<gate_config> parse_config(std::string_view text, std::string name) {
       l.optional_in_range("max_body_bytes", c.max_body_bytes, 0, max_body_bytes_limit);
       std::int64_t read_ms = c.read_timeout.count();
       l.optional_in_range("read_timeout_ms", read_ms, 1, 600000);
+      l.optional_in_range("max_in_flight_per_service", c.max_in_flight_per_service, 1, max_in_flight_limit);
       c.read_timeout = std::chrono::milliseconds(read_ms);
     });
     r.object("backend", false, [&](json::reader& b) {

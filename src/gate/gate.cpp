@@ -2,6 +2,7 @@
 #include "chatai/gate/gate.hpp"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <vector>
 
 #include "chatai/core/http_parser.hpp"
 #include "chatai/core/json.hpp"
@@ -70,6 +72,8 @@ void keep_alive_tick(const gate_config& config) {
   subprocess_options options;
   options.argv = config.tick.command;
   options.timeout = config.tick.timeout;
+  options.env_set = tick_environment();
+  options.inherit_environment = false;
   auto ran = run_subprocess(options);
   if (!ran) log::warn("scheduler tick could not start", {{"error", ran.err().message()}});
   else if (ran->exit_code != 0)
@@ -78,6 +82,21 @@ void keep_alive_tick(const gate_config& config) {
 }
 
 }  // namespace
+
+std::map<std::string, std::string> tick_environment() {
+  std::map<std::string, std::string> env = {{"PATH", "/usr/local/bin:/usr/bin:/bin"}, {"LANG", "C.UTF-8"}};
+  const long suggested = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::vector<char> buffer(suggested > 0 ? static_cast<std::size_t>(suggested) : 16384);
+  passwd entry{};
+  passwd* found = nullptr;
+  // getpwuid_r, not getpwuid: run() may be called from several threads at once.
+  if (::getpwuid_r(::geteuid(), &entry, buffer.data(), buffer.size(), &found) == 0 && found) {
+    env["HOME"] = found->pw_dir;
+    env["USER"] = found->pw_name;
+    env["LOGNAME"] = found->pw_name;
+  }
+  return env;
+}
 
 result<verb> parse_verb(const char* original_command) {
   if (!original_command) return error(errc::invalid_argument, "no command given (SSH_ORIGINAL_COMMAND is not set)");
@@ -88,20 +107,22 @@ result<verb> parse_verb(const char* original_command) {
   return error(errc::invalid_argument, "unknown command: the gate accepts keep-alive, status and request");
 }
 
-std::string error_response(int http_status, std::string_view message, int retry_after_s) {
+std::string error_response(int http_status, std::string_view message, int retry_after_s, std::string_view code) {
   std::string type = "invalid_request_error";
-  std::string code = "bad_request";
+  std::string usual_code = "bad_request";
   switch (http_status) {
-    case 404: code = "model_not_found"; break;
-    case 408: code = "request_timeout"; break;
-    case 413: code = "request_too_large"; break;
-    case 502: type = "server_error"; code = "backend_failed"; break;
-    case 503: type = "server_error"; code = "no_backend_ready"; break;
+    case 404: usual_code = "model_not_found"; break;
+    case 408: usual_code = "request_timeout"; break;
+    case 413: usual_code = "request_too_large"; break;
+    case 502: type = "server_error"; usual_code = "backend_failed"; break;
+    case 503: type = "server_error"; usual_code = "no_backend_ready"; break;
     default: break;
   }
   std::string body = "{\"error\":{\"message\":";
   json::append_quoted(body, message);
-  body += ",\"type\":\"" + type + "\",\"param\":null,\"code\":\"" + code + "\"}}";
+  body += ",\"type\":\"" + type + "\",\"param\":null,\"code\":";
+  json::append_quoted(body, code.empty() ? std::string_view(usual_code) : code);
+  body += "}}";
   std::string out = "HTTP/1.1 " + std::to_string(http_status) + " " + std::string(http::reason_phrase(http_status)) +
                     "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   if (retry_after_s > 0) out += "Retry-After: " + std::to_string(retry_after_s) + "\r\n";

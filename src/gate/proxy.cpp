@@ -1,5 +1,6 @@
-// The `request` verb: read and check the request, route it, stream the backend's response,
-// watch the client, keep the breaker, the in-flight marker and the usage record.
+// The `request` verb: read and check the request, hold it to its service's cap on requests in
+// flight, route it, have the backend prove it holds the job key, stream the backend's
+// response, watch the client, keep the breaker, the in-flight marker and the usage record.
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -15,6 +16,7 @@
 
 #include "chatai/core/http_client.hpp"
 #include "chatai/core/json.hpp"
+#include "chatai/core/key_proof.hpp"
 #include "chatai/core/log.hpp"
 #include "chatai/core/unique_fd.hpp"
 #include "chatai/gate/breaker.hpp"
@@ -92,6 +94,40 @@ std::int64_t ms_since(steady::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t).count();
 }
 
+// Asks the backend at the other end of `conn` to prove that it holds `key` (see
+// chatai/core/key_proof.hpp). Nothing secret is sent: the challenge is fresh and the request
+// carries no key and no body. The answer must come within the connect timeout: the backend's
+// I/O threads give it without waiting for the model.
+status check_key_proof(http::client_connection& conn, const slurm::backend_entry& b, const std::string& key,
+                       const gate_config& config) {
+  auto challenge = key_proof::new_challenge();
+  if (!challenge) return std::move(challenge).err();
+  http::client_request req;
+  req.method = "GET";
+  req.target = std::string(key_proof::path);
+  req.headers.add("Host", b.host + ":" + std::to_string(b.port));
+  req.headers.add(std::string(key_proof::challenge_header), *challenge);
+  http::client_options options;
+  options.first_byte_timeout = config.connect_timeout;
+  options.idle_timeout = config.connect_timeout;
+  std::string body;
+  bool too_long = false;
+  http::response_handlers handlers;
+  handlers.on_body = [&](std::string_view bytes) {
+    body.append(bytes);
+    too_long = body.size() > key_proof::answer_hex_digits;
+    return !too_long;
+  };
+  auto head = conn.fetch_streaming(req, handlers, options);
+  if (too_long) return error(errc::permission_denied, "the proof answer is longer than a proof");
+  if (!head) return std::move(head).err();
+  if (head->status != 200)
+    return error(errc::permission_denied, "the proof request was answered with status " + std::to_string(head->status));
+  if (!key_proof::verify(key, *challenge, body)) return error(errc::permission_denied, "the proof is wrong");
+  if (!conn.reusable()) return error(errc::unavailable, "the connection was closed after the proof");
+  return {};
+}
+
 // Sends the request to one backend. Returns true when the exchange is over, false to try
 // another backend (nothing has been written to the client then).
 bool try_backend(exchange& ex, const slurm::backend_entry& b, bool last_attempt) {
@@ -112,20 +148,30 @@ bool try_backend(exchange& ex, const slurm::backend_entry& b, bool last_attempt)
     return false;
   }
 
-  http::client_request req;
-  req.method = ex.request.head.method;
-  req.host = *address;
-  req.port = static_cast<std::uint16_t>(b.port);
-  req.target = ex.request.head.path;
-  req.headers.add("Host", b.host + ":" + std::to_string(b.port));
-  req.headers.add("Authorization", "Bearer " + *key);
-  for (const auto& [name, value] : ex.request.head.headers) req.headers.add(name, value);
-  if (req.method == "POST" && !req.headers.find("content-type")) req.headers.add("Content-Type", "application/json");
-  req.body = ex.body.body;
   http::client_options options;
   options.connect_timeout = ex.config.connect_timeout;
   options.first_byte_timeout = ex.config.first_byte_timeout;
   options.idle_timeout = ex.config.idle_timeout;
+  // The proof and the request share one connection: a port cannot change hands between them.
+  auto conn = http::client_connection::open(*address, static_cast<std::uint16_t>(b.port), options);
+  if (!conn) {
+    fail_backend("backend failed", conn.err().message());
+    return false;
+  }
+  if (auto proven = check_key_proof(*conn, b, *key, ex.config); !proven) {
+    fail_backend("backend did not prove that it holds the job key", proven.err().message());
+    return false;
+  }
+
+  http::client_request req;
+  req.method = ex.request.head.method;
+  req.target = ex.request.head.path;
+  req.headers.add("Host", b.host + ":" + std::to_string(b.port));
+  req.headers.add("Authorization", "Bearer " + *key);
+  req.headers.add("Connection", "close");
+  for (const auto& [name, value] : ex.request.head.headers) req.headers.add(name, value);
+  if (req.method == "POST" && !req.headers.find("content-type")) req.headers.add("Content-Type", "application/json");
+  req.body = ex.body.body;
 
   bool retry_5xx = false;
   bool chunked = false;
@@ -154,7 +200,7 @@ bool try_backend(exchange& ex, const slurm::backend_entry& b, bool last_attempt)
     return write_out(ex, chunk(bytes));
   };
 
-  auto head = http::fetch_streaming(req, handlers, options);
+  auto head = conn->fetch_streaming(req, handlers, options);
   scanner.finish();
   ex.prompt_tokens = scanner.prompt_tokens();
   ex.completion_tokens = scanner.completion_tokens();
@@ -260,8 +306,35 @@ usage_record record_of(const exchange& ex) {
   return rec;
 }
 
-int answer(int out_fd, int http_status, std::string_view message, int retry_after_s = 0) {
-  return write_all(out_fd, error_response(http_status, message, retry_after_s)) ? exit_ok : exit_incomplete;
+int answer(int out_fd, int http_status, std::string_view message, int retry_after_s = 0, std::string_view code = {}) {
+  return write_all(out_fd, error_response(http_status, message, retry_after_s, code)) ? exit_ok : exit_incomplete;
+}
+
+// Why a request must be refused under its service's cap on requests in flight.
+struct cap_refusal {
+  std::string message;
+  std::string code;  // of the error body
+};
+
+// The refusal of a request beyond its service's cap, or nothing when it may go on. The
+// request's own marker exists before the markers are counted, so of requests racing for the
+// last places some may be refused needlessly, but never more than the cap admitted. A request
+// whose marker could not be made, or whose service's markers cannot be counted, is refused
+// too: it could not be held to the cap.
+std::optional<cap_refusal> check_in_flight_cap(const exchange& ex) {
+  if (!ex.marker) return cap_refusal{"the gate cannot count this request; retry later", "in_flight_unknown"};
+  auto counts = slurm::count_inflight(slurm::state_dir(ex.config.state_dir));
+  if (!counts) {
+    log::warn("counting requests in flight failed", {{"error", counts.err().message()}});
+    return cap_refusal{"the gate cannot count the requests in flight; retry later", "in_flight_unknown"};
+  }
+  const auto found = counts->by_service.find(ex.service->id);
+  const std::int64_t in_flight = found == counts->by_service.end() ? 0 : found->second;
+  if (in_flight <= ex.config.max_in_flight_per_service) return std::nullopt;
+  log::warn("request refused: too many in flight",
+            {{"service", ex.service->id}, {"in_flight", std::to_string(in_flight)},
+             {"cap", std::to_string(ex.config.max_in_flight_per_service)}});
+  return cap_refusal{"too many requests of this service are in flight; retry later", "too_many_requests_in_flight"};
 }
 
 }  // namespace
@@ -298,6 +371,23 @@ int handle_request(const gate_config& config, int in_fd, int out_fd) {
   if (!ex->out || !ex->done) return answer(out_fd, 502, "the gate could not set up the request");
   if (auto marker = slurm::inflight_marker::create(dir, ex->service->id)) ex->marker.emplace(std::move(*marker));
   else log::warn("in-flight marker", {{"error", marker.err().message()}});
+  if (const auto refusal = check_in_flight_cap(*ex)) {
+    // A refused request is no demand: its marker goes before the answer does.
+    ex->marker.reset();
+    const int retry_after = static_cast<int>(config.retry_after.count());
+    const int code = answer(out_fd, 503, refusal->message, retry_after, refusal->code);
+    usage_record rec;
+    rec.id = ex->request.head.id;
+    rec.user = ex->request.head.user;
+    rec.service = ex->service->id;
+    rec.status = 503;
+    rec.outcome = "busy";
+    rec.stream = ex->body.stream;
+    rec.started_at_ms = started_at_ms;
+    rec.duration_ms = ms_since(started);
+    if (auto st = append_usage(dir, rec); !st) log::warn("usage record", {{"error", st.err().message()}});
+    return code;
+  }
 
   std::thread backend_thread([ex] {
     try {

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "chatai/core/crypto.hpp"
 #include "chatai/core/http_server.hpp"
 #include "chatai/core/json.hpp"
 #include "chatai/core/log.hpp"
@@ -21,7 +22,6 @@
 #include "chatai/gateway/models.hpp"
 #include "chatai/gateway/stream_usage.hpp"
 #include "chatai/gateway/web_assets.hpp"
-#include "crypto.hpp"
 
 namespace chatai::gateway {
 
@@ -454,7 +454,7 @@ void gateway::impl::pump_loop() {
 
 void gateway::impl::handle_proxy(http::request& req, http::response res, std::string_view route) {
   const auto started = steady::now();
-  auto id = detail::random_hex(12);
+  auto id = crypto::random_hex(12);
   const std::string request_id = id ? "req-" + *id : "req-unknown";
   auto p = authenticate(req);
   if (!p) return refuse(res, auth_refusal(p.err()), request_id, route, started, req.method, req.path);
@@ -547,7 +547,7 @@ void gateway::impl::handle_proxy(http::request& req, http::response res, std::st
 
 void gateway::impl::handle_models(http::request& req, http::response res) {
   const auto started = steady::now();
-  auto id = detail::random_hex(12);
+  auto id = crypto::random_hex(12);
   const std::string request_id = id ? "req-" + *id : "req-unknown";
   auto p = authenticate(req);
   if (!p) return refuse(res, auth_refusal(p.err()), request_id, "/v1/models", started, req.method, req.path);

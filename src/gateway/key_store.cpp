@@ -16,9 +16,9 @@
 #include <mutex>
 #include <thread>
 
+#include "chatai/core/crypto.hpp"
 #include "chatai/core/log.hpp"
 #include "chatai/gate/breaker.hpp"
-#include "crypto.hpp"
 
 namespace chatai::gateway {
 
@@ -244,11 +244,11 @@ result<created_key> key_store::create(std::string_view user, std::optional<std::
     return error(errc::invalid_argument, "requests_per_minute: must not be negative");
   if (limits.concurrent_streams && *limits.concurrent_streams < 0)
     return error(errc::invalid_argument, "concurrent_streams: must not be negative");
-  auto id = detail::random_hex(id_bytes);
+  auto id = crypto::random_hex(id_bytes);
   if (!id) return std::move(id).err();
-  auto secret = detail::random_bytes(secret_bytes);
+  auto secret = crypto::random_bytes(secret_bytes);
   if (!secret) return std::move(secret).err();
-  auto salt = detail::random_bytes(salt_bytes);
+  auto salt = crypto::random_bytes(salt_bytes);
   if (!salt) return std::move(salt).err();
 
   created_key out;
@@ -257,7 +257,7 @@ result<created_key> key_store::create(std::string_view user, std::optional<std::
   out.info.created_at_ms = gate::unix_ms_now();
   out.info.expires_at_ms = expires_at_ms;
   out.info.limits = limits;
-  out.key = std::string(key_prefix) + *id + "-" + detail::to_hex(*secret);
+  out.key = std::string(key_prefix) + *id + "-" + crypto::to_hex(*secret);
 
   std::lock_guard lock(impl_->mutex);
   statement st(impl_->db.get(),
@@ -267,7 +267,7 @@ result<created_key> key_store::create(std::string_view user, std::optional<std::
   st.bind(1, out.info.id);
   st.bind(2, out.info.user);
   st.bind_blob(3, *salt);
-  st.bind_blob(4, detail::sha256(*salt, *secret));
+  st.bind_blob(4, crypto::sha256(*salt, *secret));
   st.bind(5, out.info.created_at_ms);
   st.bind(6, expires_at_ms);
   st.bind(7, limits.requests_per_minute);
@@ -284,7 +284,7 @@ result<key_info> key_store::verify(std::string_view presented, std::int64_t now_
   if (dash != id_bytes * 2) return invalid;
   const std::string_view id = rest.substr(0, dash);
   std::string secret;
-  if (!detail::from_hex(rest.substr(dash + 1), secret) || secret.size() != secret_bytes) return invalid;
+  if (!crypto::from_hex(rest.substr(dash + 1), secret) || secret.size() != secret_bytes) return invalid;
 
   key_info info;
   std::string salt, hash;
@@ -300,7 +300,7 @@ result<key_info> key_store::verify(std::string_view presented, std::int64_t now_
     salt = st.blob(7);
     hash = st.blob(8);
   }
-  if (!detail::equal_constant_time(detail::sha256(salt, secret), hash)) return invalid;
+  if (!crypto::equal_constant_time(crypto::sha256(salt, secret), hash)) return invalid;
   if (info.revoked_at_ms) return error(errc::permission_denied, "the API key has been revoked");
   if (info.expires_at_ms && *info.expires_at_ms <= now_ms) return error(errc::permission_denied, "the API key has expired");
   return info;

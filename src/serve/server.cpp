@@ -19,8 +19,10 @@
 #include <thread>
 #include <unordered_map>
 
+#include "chatai/core/crypto.hpp"
 #include "chatai/core/http_server.hpp"
 #include "chatai/core/json.hpp"
+#include "chatai/core/key_proof.hpp"
 #include "chatai/core/log.hpp"
 #include "chatai/core/metrics.hpp"
 #include "chatai/engine/generator.hpp"
@@ -66,18 +68,6 @@ using clock = std::chrono::steady_clock;
 
 double seconds_between(clock::time_point from, clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
-}
-
-// Comparison whose time does not depend on where the strings first differ.
-bool equal_constant_time(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  const std::size_t n = std::max(a.size(), b.size());
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto x = static_cast<unsigned char>(i < a.size() ? a[i] : 0);
-    const auto y = static_cast<unsigned char>(i < b.size() ? b[i] : 0);
-    diff |= static_cast<unsigned char>(x ^ y);
-  }
-  return diff == 0;
 }
 
 std::string random_suffix() {
@@ -235,6 +225,8 @@ class model_server::impl {
   http::router routes() {
     http::router r;
     r.add("GET", "/health", [this](http::request&, http::response res) { handle_health(res); });
+    r.add("GET", std::string(key_proof::path),
+          [this](http::request& req, http::response res) { handle_key_proof(req, res); });
     r.add("GET", "/metrics", [this](http::request& req, http::response res) {
       if (!authorized(req, res)) return;
       res.send(200, metrics::exposition_content_type, metrics_.expose());
@@ -283,12 +275,29 @@ class model_server::impl {
     res.send(current == server_state::ready ? 200 : 503, "application/json", body);
   }
 
+  // The job key proof (chatai/core/key_proof.hpp) that the gate asks for before it sends the
+  // key: it needs no key from the caller, and it only ever returns the HMAC of the challenge it
+  // is given, which tells nothing about the key.
+  void handle_key_proof(const http::request& req, http::response& res) {
+    if (api_key_.empty()) {
+      send_api_error(res, {404, "This server has no API key to prove.", "invalid_request_error", "", "no_api_key"});
+      return;
+    }
+    const auto* challenge = req.headers.find(key_proof::challenge_header);
+    if (!challenge || !key_proof::valid_challenge(*challenge)) {
+      send_api_error(res, invalid_request("The " + std::string(key_proof::challenge_header) + " header must be " +
+                                          std::to_string(2 * key_proof::challenge_bytes) + " lowercase hex digits."));
+      return;
+    }
+    res.send(200, "text/plain", key_proof::answer(api_key_, *challenge));
+  }
+
   bool authorized(const http::request& req, http::response& res) {
     if (api_key_.empty()) return true;
     const auto* value = req.headers.find("Authorization");
     constexpr std::string_view scheme = "Bearer ";
     if (value && value->size() > scheme.size() && iequals_prefix(*value, scheme) &&
-        equal_constant_time(std::string_view(*value).substr(scheme.size()), api_key_))
+        crypto::equal_constant_time(std::string_view(*value).substr(scheme.size()), api_key_))
       return true;
     api_error e;
     e.http_status = 401;

@@ -1,5 +1,6 @@
 // Tests of the HTTP server and client on loopback: routing, keep-alive, pipelining, error
-// responses, streaming, SSE, cancellation, shutdown and client deadlines.
+// responses, streaming, SSE, cancellation, shutdown, client deadlines and client connections
+// that carry several requests.
 #include <doctest/doctest.h>
 
 #include <sys/socket.h>
@@ -535,4 +536,108 @@ TEST_CASE("host names resolve to address literals for the client") {
   auto missing = http::resolve_address("no-such-host.invalid");
   REQUIRE_FALSE(missing);
   CHECK(missing.err().code() == errc::not_found);
+}
+
+namespace {
+
+// A server on a raw socket that accepts one connection only and answers each request read on
+// it with the next of `answers`, so that a second connection would get nothing. After the last
+// answer it ends its side of the connection.
+class one_connection_server {
+ public:
+  explicit one_connection_server(std::vector<std::string> answers)
+      : acceptor_(io_, {asio::ip::make_address("127.0.0.1"), 0}) {
+    thread_ = std::thread([this, answers = std::move(answers)] {
+      asio::ip::tcp::socket socket(io_);
+      acceptor_.accept(socket);
+      std::string buffer;
+      char chunk[4096];
+      for (const auto& answer : answers) {
+        while (buffer.find("\r\n\r\n") == std::string::npos) {
+          std::error_code ec;
+          const auto n = socket.read_some(asio::buffer(chunk), ec);
+          if (ec) return;
+          buffer.append(chunk, n);
+        }
+        requests_ += buffer.substr(0, buffer.find("\r\n\r\n") + 4);
+        buffer.erase(0, buffer.find("\r\n\r\n") + 4);
+        asio::write(socket, asio::buffer(answer));
+      }
+      std::error_code ec;
+      socket.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+      socket.read_some(asio::buffer(chunk), ec);  // until the client closes
+    });
+  }
+  ~one_connection_server() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+  // What the requests said; waits for the client to close the connection.
+  const std::string& requests() {
+    if (thread_.joinable()) thread_.join();
+    return requests_;
+  }
+
+ private:
+  asio::io_context io_;
+  asio::ip::tcp::acceptor acceptor_;
+  std::thread thread_;
+  std::string requests_;
+};
+
+}  // namespace
+
+TEST_CASE("a client connection carries requests one after another on one socket") {
+  one_connection_server srv({"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none",
+                             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ntwo\r\n0\r\n\r\n",
+                             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nthree"});
+  {
+    auto conn = client_connection::open("127.0.0.1", srv.port(), {.connect_timeout = guard});
+    REQUIRE(conn);
+    client_request req;
+    req.target = "/a";
+    auto one = conn->fetch(req, {.first_byte_timeout = guard});
+    REQUIRE(one);
+    CHECK(one->body == "one");
+    CHECK(conn->reusable());
+    req.target = "/b";
+    auto two = conn->fetch(req, {.first_byte_timeout = guard});
+    REQUIRE(two);
+    CHECK(two->body == "two");
+    CHECK(conn->reusable());
+    req.target = "/c";
+    auto three = conn->fetch(req, {.first_byte_timeout = guard});
+    REQUIRE(three);
+    CHECK(three->body == "three");
+    // The server asked to close: no more requests on this connection.
+    CHECK_FALSE(conn->reusable());
+    auto four = conn->fetch(req);
+    REQUIRE_FALSE(four);
+    CHECK(four.err().code() == errc::unavailable);
+  }
+  const std::string& requests = srv.requests();
+  CHECK(requests.find("GET /a HTTP/1.1\r\nHost: 127.0.0.1:") != std::string::npos);
+  CHECK(requests.find("GET /c HTTP/1.1\r\n") != std::string::npos);
+  // Unlike fetch(), a client connection does not ask the server to close.
+  CHECK(requests.find("Connection: close") == std::string::npos);
+}
+
+TEST_CASE("a client connection is not reused after a response framed by the close or followed by more bytes") {
+  for (const std::string& answer : {std::string("HTTP/1.1 200 OK\r\n\r\nuntil the end"),
+                                   std::string("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"),
+                                   std::string("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")}) {
+    CAPTURE(answer);
+    one_connection_server srv({answer});
+    auto conn = client_connection::open("127.0.0.1", srv.port());
+    REQUIRE(conn);
+    client_request req;
+    auto first = conn->fetch(req, {.first_byte_timeout = guard});
+    REQUIRE(first);
+    CHECK(first->body.substr(0, 2) == (answer.find("until") != std::string::npos ? "un" : "ok"));
+    CHECK_FALSE(conn->reusable());
+    auto second = conn->fetch(req);
+    REQUIRE_FALSE(second);
+    CHECK(second.err().code() == errc::unavailable);
+  }
 }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 
 #include "chatai/core/subprocess.hpp"
 
@@ -38,6 +39,23 @@ TEST_CASE("stdin is delivered, environment is set") {
   REQUIRE(r);
   CHECK(r->out.size() == 200003);
   CHECK(r->out.substr(200000) == "set");
+}
+
+TEST_CASE("without inheriting, the child's environment is env_set alone") {
+  ::setenv("CHATAI_TEST_PARENT_ONLY", "leaked", 1);
+  subprocess_options o;
+  o.argv = {"/usr/bin/env"};
+  o.env_set = {{"B", "2"}, {"A", "1"}};
+  o.inherit_environment = false;
+  auto alone = run_subprocess(o);
+  REQUIRE(alone);
+  CHECK(alone->out == "A=1\nB=2\n");
+  o.inherit_environment = true;
+  auto merged = run_subprocess(o);
+  ::unsetenv("CHATAI_TEST_PARENT_ONLY");
+  REQUIRE(merged);
+  CHECK(merged->out.find("CHATAI_TEST_PARENT_ONLY=leaked\n") != std::string::npos);
+  CHECK(merged->out.find("A=1\n") != std::string::npos);
 }
 
 TEST_CASE("a child that ignores its stdin does not kill the caller") {

@@ -1,5 +1,5 @@
-// Test helpers for the gate: a temporary state directory with a registry and job keys, and
-// running a verb over pipes as sshd would.
+// Test helpers for the gate: a temporary state directory with a registry and job keys, the job
+// key proof for test backends, and running a verb over pipes as sshd would.
 #pragma once
 
 #include <fcntl.h>
@@ -15,6 +15,8 @@
 
 #include <doctest/doctest.h>
 
+#include "chatai/core/http_server.hpp"
+#include "chatai/core/key_proof.hpp"
 #include "chatai/gate/config.hpp"
 #include "chatai/gate/gate.hpp"
 #include "chatai/slurm/registry.hpp"
@@ -52,6 +54,21 @@ inline std::string read_text(const fs::path& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// The key gate_fixture gives job `job`.
+inline std::string job_key(const std::string& job) { return "secret-of-job-" + job + "-0123456789"; }
+
+// Makes a test backend answer the gate's job key proof for `key`, as chatai serve does.
+inline void add_key_proof_route(http::router& routes, std::string key) {
+  routes.add("GET", std::string(key_proof::path), [key = std::move(key)](http::request& req, http::response res) {
+    const std::string* challenge = req.headers.find(key_proof::challenge_header);
+    if (!challenge || !key_proof::valid_challenge(*challenge)) {
+      res.send_error(400, "bad challenge");
+      return;
+    }
+    res.send(200, "text/plain", key_proof::answer(key, *challenge));
+  });
+}
+
 // One service "chat" serving model "smol", with the given backends on 127.0.0.1.
 struct gate_fixture {
   temp_dir dir;
@@ -71,7 +88,7 @@ struct gate_fixture {
 
   void add_backend(const std::string& job, std::uint16_t port, slurm::backend_state st = slurm::backend_state::ready) {
     reg.backends.push_back({job, "chat", "127.0.0.1", port, st, job + ".key"});
-    REQUIRE(slurm::write_job_key(state(), job + ".key", "secret-of-job-" + job + "-0123456789"));
+    REQUIRE(slurm::write_job_key(state(), job + ".key", job_key(job)));
   }
 
   void publish() { REQUIRE(slurm::write_registry(state(), reg)); }

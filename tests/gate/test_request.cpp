@@ -20,14 +20,16 @@ TEST_CASE("the config file is read strictly") {
   CHECK(c->state_dir == "/var/lib/chatai");
   CHECK(c->routes.size() == 4);
   CHECK(c->max_header_bytes == 16 * 1024);
+  CHECK(c->max_in_flight_per_service == 128);
 
   c = parse_config(R"({"state_dir":"/s","routes":["POST /v1/chat/completions"],"headers":{"accept":["text/event-stream"]},
-    "limits":{"max_body_bytes":1000},"backend":{"max_attempts":3},"breaker":{"failure_threshold":5,"cooldown_ms":100},
+    "limits":{"max_body_bytes":1000,"max_in_flight_per_service":7},"backend":{"max_attempts":3},"breaker":{"failure_threshold":5,"cooldown_ms":100},
     "tick":{"interval_s":5,"command":["/usr/bin/true"]}})", "gate.json");
   REQUIRE(c);
   CHECK(c->routes.size() == 1);
   CHECK(c->headers.size() == 1);
   CHECK(c->max_body_bytes == 1000);
+  CHECK(c->max_in_flight_per_service == 7);
   CHECK(c->max_attempts == 3);
   CHECK(c->breaker.failure_threshold == 5);
   CHECK(c->tick.command == std::vector<std::string>{"/usr/bin/true"});
@@ -46,6 +48,9 @@ TEST_CASE("the config file is read strictly") {
            row{R"({"state_dir":"/s","headers":{"authorization":["x"]}})", "set by the gate"},
            row{R"({"state_dir":"/s","headers":{"Accept":["x"]}})", "lower-case"},
            row{R"({"state_dir":"/s","limits":{"max_header_bytes":20000}})", "between"},
+           row{R"({"state_dir":"/s","limits":{"max_in_flight_per_service":0}})", "limits.max_in_flight_per_service"},
+           row{R"({"state_dir":"/s","limits":{"max_in_flight_per_service":100001}})", "between 1 and 100000"},
+           row{R"({"state_dir":"/s","limits":{"max_in_flight_per_service":"8"}})", "max_in_flight_per_service"},
            row{R"({"state_dir":"/s","tick":{"command":["sh","-c","x"]}})", "absolute"},
        }) {
     CAPTURE(text);

@@ -21,12 +21,15 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// An OpenAI-like backend: JSON answers, or server-sent events (one per `event_gap`, `events`
-// of them, then a usage chunk) when the body asks for a stream.
+// An OpenAI-like backend of job `job`: it answers the job key proof, then JSON, or server-sent
+// events (one per `event_gap`, `events` of them, then a usage chunk) when the body asks for a
+// stream.
 class fake_backend {
  public:
-  explicit fake_backend(int fail_status = 0, int events = 3, std::chrono::milliseconds event_gap = 10ms) {
+  explicit fake_backend(const std::string& job = "101", int fail_status = 0, int events = 3,
+                        std::chrono::milliseconds event_gap = 10ms) {
     http::router routes;
+    add_key_proof_route(routes, job_key(job));
     routes.add("POST", "/v1/chat/completions", [=, this](http::request& req, http::response res) {
       {
         std::lock_guard lock(mutex_);
@@ -138,7 +141,7 @@ TEST_CASE("a request reaches the backend with the job's key and its usage is rec
 
 TEST_CASE("a stream is passed on unchanged and counted through the usage the gate asked for") {
   gate_fixture fx;
-  fake_backend backend(0, 4);
+  fake_backend backend("101", 0, 4);
   fx.add_backend("101", backend.port());
   fx.publish();
   const auto result = run_verb(fx.config, verb::request, chat_request(R"({"model":"smol","stream":true,"messages":[]})"));
@@ -155,7 +158,7 @@ TEST_CASE("a stream is passed on unchanged and counted through the usage the gat
 TEST_CASE("a dead backend is skipped before anything is written, and its breaker opens") {
   gate_fixture fx;
   fx.config.breaker.failure_threshold = 1;
-  fake_backend live;
+  fake_backend live("102");
   fx.add_backend("101", closed_port());
   fx.add_backend("102", live.port());
   fx.publish();
@@ -173,7 +176,7 @@ TEST_CASE("a dead backend is skipped before anything is written, and its breaker
 
 TEST_CASE("a 5xx is retried on another backend; the last one's answer is passed on") {
   gate_fixture fx;
-  fake_backend failing(500), live;
+  fake_backend failing("101", 500), live("102");
   fx.add_backend("101", failing.port());
   fx.add_backend("102", live.port());
   fx.publish();
@@ -217,7 +220,7 @@ TEST_CASE("every backend failing gives 502; none ready gives 503 and a start req
 TEST_CASE("a backend that dies mid-stream ends the stream with an error and counts against its breaker") {
   gate_fixture fx;
   fx.config.breaker.failure_threshold = 1;
-  fake_backend backend(0, 1000, 20ms);
+  fake_backend backend("101", 0, 1000, 20ms);
   fx.add_backend("101", backend.port());
   fx.publish();
   std::thread killer([&] {
@@ -236,7 +239,7 @@ TEST_CASE("a backend that dies mid-stream ends the stream with an error and coun
 
 TEST_CASE("when the client goes away the gate returns at once and the backend request is closed") {
   gate_fixture fx;
-  fake_backend backend(0, 1000, 20ms);
+  fake_backend backend("101", 0, 1000, 20ms);
   fx.add_backend("101", backend.port());
   fx.publish();
   int in[2], out[2];
@@ -299,4 +302,135 @@ TEST_CASE("status describes services, backends and demand") {
   CHECK(service["backends"]["starting"].GetInt() == 1);
   CHECK(service["in_flight"].GetInt() == 1);
   CHECK(result.out.find("127.0.0.1") == std::string::npos);
+}
+
+TEST_CASE("beyond its service's cap on requests in flight a request gets a 503 and counts as no demand") {
+  gate_fixture fx;
+  fx.config.max_in_flight_per_service = 2;
+  fx.config.retry_after = 7s;
+  fake_backend backend;
+  fx.add_backend("101", backend.port());
+  fx.reg.services.push_back({"other", {"smol"}, false});
+  fx.publish();
+  // Two requests of "chat" in flight elsewhere fill its cap.
+  std::vector<slurm::inflight_marker> held;
+  for (int i = 0; i < 2; ++i) {
+    auto marker = slurm::inflight_marker::create(fx.state(), "chat");
+    REQUIRE(marker);
+    held.push_back(std::move(*marker));
+  }
+  const auto refused = run_verb(fx.config, verb::request, chat_request(R"({"model":"smol","messages":[]})"));
+  CHECK(refused.exit_code == exit_ok);
+  CHECK(status_of(refused.out) == 503);
+  CHECK(refused.out.find("\r\nRetry-After: 7\r\n") != std::string::npos);
+  CHECK(refused.out.find(R"("type":"server_error","param":null,"code":"too_many_requests_in_flight")") !=
+        std::string::npos);
+  CHECK(backend.calls() == 0);
+  // The refused request left no marker behind: demand is what was held before.
+  auto counts = slurm::count_inflight(fx.state());
+  REQUIRE(counts);
+  CHECK(counts->by_service["chat"] == 2);
+  CHECK(listing(fx.state().inflight_dir()).size() == 2);
+  const auto lines = usage_lines(fx);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0].find(R"("status":503,"outcome":"busy")") != std::string::npos);
+
+  // The cap is per service: another service still has room (and answers 503 only for want of
+  // a backend).
+  const auto other = run_verb(fx.config, verb::request,
+                              header_line("other", "/v1/chat/completions", 2) + "{}");
+  CHECK(status_of(other.out) == 503);
+  CHECK(other.out.find("no_backend_ready") != std::string::npos);
+
+  // With one place free, the request goes through.
+  held.pop_back();
+  const auto admitted = run_verb(fx.config, verb::request, chat_request(R"({"model":"smol","messages":[]})"));
+  CHECK(status_of(admitted.out) == 200);
+  CHECK(backend.calls() == 1);
+}
+
+namespace {
+
+// A process on a backend's port that does not hold the job key: it answers the proof with
+// `proof_status` and a wrong HMAC, and records whatever reaches it.
+class squatter {
+ public:
+  explicit squatter(int proof_status) {
+    http::router routes;
+    routes.add("GET", std::string(key_proof::path), [this, proof_status](http::request& req, http::response res) {
+      note(req);
+      if (proof_status == 200) res.send(200, "text/plain", key_proof::answer("not-the-job-key", "x"));
+      else res.send_error(proof_status, "no such route");
+    });
+    for (const char* method : {"GET", "POST"}) {
+      routes.add_prefix(method, "/v1/", [this](http::request& req, http::response res) {
+        note(req);
+        res.send(200, "application/json", "{}");
+      });
+    }
+    auto started = http::server::start({}, std::move(routes));
+    REQUIRE(started);
+    server_ = std::move(*started);
+  }
+  ~squatter() { server_->stop(0ms); }
+
+  std::uint16_t port() const { return server_->port(); }
+  std::string received() {
+    std::lock_guard lock(mutex_);
+    return received_;
+  }
+
+ private:
+  void note(const http::request& req) {
+    std::lock_guard lock(mutex_);
+    received_ += req.method + " " + req.target + "\n";
+    for (const auto& field : req.headers) received_ += field.name + ": " + field.value + "\n";
+    received_ += req.body + "\n";
+  }
+
+  std::unique_ptr<http::server> server_;
+  std::mutex mutex_;
+  std::string received_;
+};
+
+}  // namespace
+
+TEST_CASE("a backend that cannot prove the job key gets neither the key nor the prompt") {
+  for (const int proof_status : {200, 404}) {
+    CAPTURE(proof_status);
+    gate_fixture fx;
+    fx.config.breaker.failure_threshold = 1;
+    squatter fake(proof_status);
+    fx.add_backend("101", fake.port());
+    fx.publish();
+    const std::string body = R"({"model":"smol","messages":[{"role":"user","content":"marker-4c1d9e"}]})";
+    const auto result = run_verb(fx.config, verb::request, chat_request(body));
+    CHECK(status_of(result.out) == 502);
+    CHECK(result.out.find("backend_failed") != std::string::npos);
+    const std::string seen = fake.received();
+    CHECK(seen.find("GET /chatai/proof") != std::string::npos);
+    CHECK(seen.find(job_key("101")) == std::string::npos);
+    CHECK(seen.find("marker-4c1d9e") == std::string::npos);
+    CHECK(seen.find("uthorization") == std::string::npos);
+    CHECK(seen.find("/v1/") == std::string::npos);
+    CHECK(breaker(fx.state(), "101", fx.config.breaker).read()->state == breaker_state::open);
+    CHECK(usage_lines(fx).back().find(R"("status":502,"outcome":"backend_failed")") != std::string::npos);
+  }
+}
+
+TEST_CASE("after a squatter fails its proof the request goes to a backend that passes it") {
+  gate_fixture fx;
+  fx.config.breaker.failure_threshold = 1;
+  squatter fake(200);
+  fake_backend genuine("102");
+  fx.add_backend("101", fake.port());
+  fx.add_backend("102", genuine.port());
+  fx.publish();
+  const auto result = run_verb(fx.config, verb::request, chat_request(R"({"model":"smol","messages":[]})"));
+  CHECK(status_of(result.out) == 200);
+  CHECK(genuine.calls() == 1);
+  CHECK(genuine.last_authorization() == "Bearer " + job_key("102"));
+  CHECK(fake.received().find("secret-of-job") == std::string::npos);
+  CHECK(breaker(fx.state(), "101", fx.config.breaker).read()->state == breaker_state::open);
+  CHECK(breaker(fx.state(), "102", fx.config.breaker).read()->state == breaker_state::closed);
 }

@@ -1,7 +1,9 @@
 """A small OpenAI-like backend for gate tests, run as its own process so that tests can kill it.
 
 Usage: gate_backend.py --key-file FILE [--events N] [--gap SECONDS]
-Prints the port it listens on (127.0.0.1) as one line, then serves until killed. Requests
+Prints the port it listens on (127.0.0.1) as one line, then serves until killed. It answers the
+gate's job key proof (GET /chatai/proof, see include/chatai/core/key_proof.hpp) as chatai serve
+does. Other requests
 without "Authorization: Bearer <the key in FILE>" get 401. POST /v1/chat/completions answers JSON, or
 server-sent events (N chunks, one per gap, then a usage chunk when stream_options.include_usage
 is set, then [DONE]) when the body has "stream": true. Every request is logged as one JSON
@@ -9,10 +11,23 @@ line on stderr (path, whether it was authorised, the body's stream_options).
 """
 
 import argparse
+import hashlib
+import hmac
 import json
+import re
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PROOF_PATH = "/chatai/proof"
+PROOF_LABEL = b"chatai-job-key-proof-v1\n"
+
+
+def key_proof(key: str, challenge: str):
+    """The answer to the gate's challenge (None for a malformed one): hex(HMAC-SHA256(key, label + challenge))."""
+    if not re.fullmatch(r"[0-9a-f]{64}", challenge or ""):
+        return None
+    return hmac.new(key.encode(), PROOF_LABEL + challenge.encode(), hashlib.sha256).hexdigest()
 
 
 def main():
@@ -33,6 +48,18 @@ def main():
         def send_chunk(self, data: bytes):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
+
+        def do_GET(self):
+            if self.path != PROOF_PATH:
+                self.send_error(404)
+                return
+            proof = key_proof(key, self.headers.get("X-Chatai-Challenge"))
+            answer = (proof or "bad challenge").encode()
+            self.send_response(200 if proof else 400)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
 
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))

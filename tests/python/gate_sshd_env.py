@@ -211,22 +211,31 @@ class GateEnvironment:
         return subprocess.run(self.ssh_args(*extra) + list(command), input=input, capture_output=True,
                               timeout=timeout)
 
-    def add_backend(self, job: str, service: str = "chat", events: int = 5, gap: float = 0.05) -> Backend:
-        """Starts a backend process with its own key and registers it as ready."""
+    def write_job_key(self, job: str) -> str:
+        """Creates the job's key in the state directory as the scheduler does; returns it."""
         user = pwd.getpwnam(USER)
         key = secrets.token_hex(24)
         key_file = self.state / "keys" / f"{job}.key"
         key_file.write_text(key)
         os.chmod(key_file, 0o600)
         os.chown(key_file, user.pw_uid, user.pw_gid)
-        backend = Backend(key_file, events, gap)
-        backend.key = key
-        self.backends.append(backend)
+        return key
+
+    def register(self, job: str, service: str, port: int):
+        """Registers whatever listens on `port` as the ready backend `job` of `service`."""
         if not any(s["id"] == service for s in self.registry["services"]):
             self.registry["services"].append({"id": service, "models": ["smol"], "can_scale_from_zero": True})
-        self.registry["backends"].append({"job": job, "service": service, "host": "127.0.0.1", "port": backend.port,
+        self.registry["backends"].append({"job": job, "service": service, "host": "127.0.0.1", "port": port,
                                           "state": "ready", "key_file": f"{job}.key"})
         self.publish()
+
+    def add_backend(self, job: str, service: str = "chat", events: int = 5, gap: float = 0.05) -> Backend:
+        """Starts a backend process with its own key and registers it as ready."""
+        key = self.write_job_key(job)
+        backend = Backend(self.state / "keys" / f"{job}.key", events, gap)
+        backend.key = key
+        self.backends.append(backend)
+        self.register(job, service, backend.port)
         return backend
 
     def publish(self):

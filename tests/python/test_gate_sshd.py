@@ -1,15 +1,19 @@
 """chatai-gate behind a real OpenSSH sshd on loopback: a request streams from a real backend
 through sshd and the gate; shells, PTYs, port and agent forwarding and sftp are refused; a
 backend killed mid-stream ends the stream with an error and opens its breaker; no secret
-shows in any process's argv."""
+shows in any process's argv; a process squatting on a backend's port, which cannot prove the
+job key, gets neither the key nor the prompt; requests beyond a service's cap on requests in
+flight get a 503 and count as no demand; the scheduler tick runs with a fixed environment."""
 
 import json
 import os
 import pathlib
 import pwd
+import secrets
 import select
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -18,11 +22,16 @@ from gate_sshd_env import USER, GateEnvironment, dechunk, request_bytes, unavail
 
 
 @pytest.fixture(scope="module")
-def env(build_dir):
-    gate_binary = pathlib.Path(build_dir) / "bin" / "chatai-gate"
-    reason = unavailable_reason(gate_binary)
+def gate_binary(build_dir):
+    binary = pathlib.Path(build_dir) / "bin" / "chatai-gate"
+    reason = unavailable_reason(binary)
     if reason:
         pytest.fail(reason)
+    return binary
+
+
+@pytest.fixture(scope="module")
+def env(gate_binary):
     environment = GateEnvironment(gate_binary)
     yield environment
     environment.close()
@@ -255,3 +264,212 @@ def test_a_killed_backend_ends_the_stream_with_an_error_and_opens_the_breaker(en
     assert code == 0
     assert data.startswith(b"HTTP/1.1 503 ")
     assert b"Retry-After:" in data
+
+
+class Squatter:
+    """A plain socket server that a registry names as a ready backend but that does not hold the
+    job's key, as a cluster user who bound a dead job's port would be. It answers the first
+    request of each connection with `answer` and records every byte it receives."""
+
+    def __init__(self, answer: bytes):
+        self.answer = answer
+        self.received = bytearray()
+        self.lock = threading.Lock()
+        self.open_connections = 0
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.open_connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        seen = b""
+        answered = False
+        with conn:
+            conn.settimeout(15)
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                with self.lock:
+                    self.received += data
+                seen += data
+                if not answered and b"\r\n\r\n" in seen:
+                    answered = True
+                    conn.sendall(self.answer)
+        with self.lock:
+            self.open_connections -= 1
+
+    def wait_idle(self, limit=10):
+        deadline = time.time() + limit
+        while time.time() < deadline:
+            with self.lock:
+                if self.open_connections == 0:
+                    return
+            time.sleep(0.02)
+
+    def close(self):
+        self.listener.close()
+
+
+WRONG_PROOF = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 64\r\n\r\n" + b"0" * 64
+NO_PROOF = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nnot found"
+
+
+@pytest.mark.parametrize("answer", [WRONG_PROOF, NO_PROOF], ids=["wrong-proof", "404"])
+def test_a_squatter_on_a_backend_port_gets_neither_the_key_nor_the_prompt(env, answer):
+    service = "squatted-" + answer.split(b" ")[1].decode()
+    job = "3" + answer.split(b" ")[1].decode()
+    squatter = Squatter(answer)
+    key = env.write_job_key(job)
+    env.register(job, service, squatter.port)
+    marker = "prompt-marker-" + secrets.token_hex(8)
+    try:
+        data, code = roundtrip(env, {"model": "smol", "messages": [{"role": "user", "content": marker}]},
+                               service=service)
+        squatter.wait_idle()
+    finally:
+        squatter.close()
+    assert code == 0
+    status, headers, body, complete = dechunk(data)
+    assert status == 502 and complete
+    assert json.loads(body)["error"]["code"] == "backend_failed"
+    received = bytes(squatter.received)
+    # It was asked for the proof, with a fresh challenge, and got nothing else.
+    assert received.startswith(b"GET /chatai/proof HTTP/1.1\r\n")
+    assert b"\r\nX-Chatai-Challenge: " in received
+    assert received.count(b" HTTP/1.1\r\n") == 1
+    assert key.encode() not in received
+    assert marker.encode() not in received
+    assert b"authorization" not in received.lower()
+    assert b"/v1/" not in received
+    status_doc = json.loads(env.ssh("status").stdout)
+    assert next(s for s in status_doc["services"] if s["id"] == service)["open_breakers"] == 1
+    record = env.usage()[-1]
+    assert record["service"] == service and record["outcome"] == "backend_failed" and record["status"] == 502
+    assert marker not in json.dumps(record)
+
+
+def test_after_a_failed_proof_a_genuine_backend_answers(env):
+    squatter = Squatter(WRONG_PROOF)
+    squatter_key = env.write_job_key("4001")
+    env.register("4001", "mixed", squatter.port)  # first in the registry: tried first
+    genuine = env.add_backend("4002", service="mixed")
+    marker = "prompt-marker-" + secrets.token_hex(8)
+    try:
+        data, code = roundtrip(env, {"model": "smol", "messages": [{"role": "user", "content": marker}]},
+                               service="mixed")
+        squatter.wait_idle()
+    finally:
+        squatter.close()
+    assert code == 0
+    status, _, body, complete = dechunk(data)
+    assert status == 200 and complete
+    assert json.loads(body)["choices"][0]["message"]["content"] == "hello"
+    received = bytes(squatter.received)
+    assert received.startswith(b"GET /chatai/proof ")
+    for secret in (squatter_key, genuine.key, marker):
+        assert secret.encode() not in received
+    assert env.usage()[-1]["backend"] == "4002"
+
+
+def wait_for_event(proc, limit=15):
+    """Reads the stream of `proc` until its first event has arrived."""
+    fd = proc.stdout.fileno()
+    data = b""
+    deadline = time.time() + limit
+    while b"t0" not in data:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.time()))
+        assert ready, "no stream arrived"
+        piece = os.read(fd, 65536)
+        assert piece, "the stream ended before its first event: " + proc.stderr.read1().decode(errors="replace")
+        data += piece
+
+
+def in_flight(environment, service="chat"):
+    status_doc = json.loads(environment.ssh("status").stdout)
+    return next(s for s in status_doc["services"] if s["id"] == service)["in_flight"]
+
+
+def test_requests_beyond_the_cap_get_503_and_are_no_demand(gate_binary):
+    environment = GateEnvironment(gate_binary, gate_settings={"limits": {"max_in_flight_per_service": 2}})
+    streams = []
+    try:
+        environment.add_backend("5001", events=400, gap=0.05)
+        for i in range(2):
+            streams.append(start_request(environment, {"model": "smol", "stream": True}, request_id=f"held-{i}"))
+            wait_for_event(streams[-1])
+        assert in_flight(environment) == 2
+
+        for _ in range(3):
+            data, code = roundtrip(environment, {"model": "smol"})
+            assert code == 0
+            status, headers, body, _ = dechunk(data)
+            assert status == 503
+            assert headers["retry-after"] == "15"
+            error = json.loads(body)["error"]
+            assert error["code"] == "too_many_requests_in_flight" and error["type"] == "server_error"
+            # The refused request's marker is gone: demand is still the two streams.
+            assert in_flight(environment) == 2
+        assert [r["outcome"] for r in environment.usage()[-3:]] == ["busy"] * 3
+
+        # When one stream ends, there is room again.
+        streams[0].stdin.close()
+        assert streams[0].wait(timeout=10) == 1
+        deadline = time.time() + 10
+        while in_flight(environment) != 1:
+            assert time.time() < deadline, "the ended stream still counts"
+            time.sleep(0.05)
+        data, code = roundtrip(environment, {"model": "smol"})
+        assert code == 0 and dechunk(data)[0] == 200
+    finally:
+        for proc in streams:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        environment.close()
+
+
+# Writes what the tick itself was given and what its parent, the gate, was given.
+TICK_SCRIPT = """
+import json, os, sys
+gate = open(f"/proc/{os.getppid()}/environ", "rb").read().split(b"\\0")
+with open(sys.argv[1], "w") as out:
+    json.dump({"tick": dict(os.environ), "gate": [e.decode(errors="replace") for e in gate if e]}, out)
+"""
+
+
+def test_the_scheduler_tick_runs_with_a_fixed_environment(gate_binary, monkeypatch):
+    environment = GateEnvironment(gate_binary, sshd_options=["AcceptEnv CHATAI_TEST_*"])
+    user = pwd.getpwnam(USER)  # while it exists: closing may remove the user
+    try:
+        seen = environment.state / "tick-environment.json"
+        config = json.loads(environment.config.read_text())
+        config["tick"] = {"interval_s": 1, "command": ["/usr/bin/python3", "-c", TICK_SCRIPT, str(seen)]}
+        environment.config.write_text(json.dumps(config))
+        monkeypatch.setenv("CHATAI_TEST_FROM_CLIENT", "sent-by-the-ssh-client")
+        result = environment.ssh("keep-alive", extra=("-o", "SendEnv=CHATAI_TEST_FROM_CLIENT"))
+        assert result.returncode == 0 and result.stdout == b"OK\n"
+        doc = json.loads(seen.read_text())
+    finally:
+        environment.close()
+    # The gate had what sshd set and what the client sent ...
+    assert "CHATAI_TEST_FROM_CLIENT=sent-by-the-ssh-client" in doc["gate"]
+    assert any(e.startswith("SSH_ORIGINAL_COMMAND=") for e in doc["gate"])
+    assert any(e.startswith("SSH_CONNECTION=") for e in doc["gate"])
+    # ... and the tick got none of it: exactly the fixed set.
+    assert doc["tick"] == {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": user.pw_dir, "USER": USER,
+                           "LOGNAME": USER, "LANG": "C.UTF-8"}

@@ -80,6 +80,8 @@ def test_health_and_models(server, client):
     assert get(server, "/health") == (200, '{"status":"ok"}')
     models = client.models.list()
     assert [m.id for m in models.data] == [MODEL]
+    # Without --api-key-file there is no job key to prove.
+    assert get(server, "/chatai/proof", {"X-Chatai-Challenge": "0" * 64})[0] == 404
 
 
 def test_chat_completion(client):

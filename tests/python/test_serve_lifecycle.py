@@ -1,8 +1,11 @@
 """`chatai serve` under load and shutdown: the queue limit, draining on SIGUSR1 and SIGTERM,
-API keys, the endpoint file the scheduler reads, and chatai.Server in-process. Each test starts
-its own small server."""
+API keys and the job key proof, the endpoint file the scheduler reads, and chatai.Server
+in-process. Each test starts its own small server."""
 
+import hashlib
+import hmac
 import json
+import secrets
 import signal
 import socket
 import subprocess
@@ -110,6 +113,18 @@ def test_api_key(build_dir, test_model, tmp_path):
         assert r.usage.completion_tokens <= 2
         status, metrics = get(port, "/metrics", {"Authorization": "Bearer s3cret-key"})
         assert status == 200 and "s3cret" not in metrics
+
+        # The job key proof needs no key from the caller and gives only the HMAC of the
+        # challenge it was sent, under the key and the fixed label.
+        for _ in range(2):
+            challenge = secrets.token_hex(32)
+            status, proof = get(port, "/chatai/proof", {"X-Chatai-Challenge": challenge})
+            expected = hmac.new(b"s3cret-key", b"chatai-job-key-proof-v1\n" + challenge.encode(), hashlib.sha256)
+            assert status == 200 and proof == expected.hexdigest()
+        for bad in (None, "", "ab" * 31, "ab" * 33, "AB" * 32, "g" * 64, "0" * 63 + " ", "s3cret-key"):
+            headers = {} if bad is None else {"X-Chatai-Challenge": bad}
+            status, body = get(port, "/chatai/proof", headers)
+            assert status == 400 and "s3cret" not in body, bad
         assert "s3cret" not in " ".join(proc.args)
         proc.terminate()
         _, err = proc.communicate(timeout=30)

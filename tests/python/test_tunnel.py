@@ -26,7 +26,9 @@ def env(build_dir):
     reason = unavailable_reason(gate_binary)
     if reason:
         pytest.fail(reason)
-    environment = GateEnvironment(gate_binary, breaker_threshold=1000, sshd_options=["MaxSessions 32", "MaxStartups 100"])
+    # 200 streams of one service at once: above the gate's default cap on requests in flight.
+    environment = GateEnvironment(gate_binary, breaker_threshold=1000, sshd_options=["MaxSessions 32", "MaxStartups 100"],
+                                  gate_settings={"limits": {"max_in_flight_per_service": 256}})
     environment.add_backend("1001", service="chat", events=5, gap=0.01)
     environment.add_backend("2001", service="slow", events=200, gap=0.05)
     yield environment

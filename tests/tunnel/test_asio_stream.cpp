@@ -51,12 +51,14 @@ std::string response_body(const std::string& response) {
   }
 }
 
-// A backend with three answers, chosen by the request body: "big" (1 MiB at once), "slow" (a
-// line every 10 ms until the client goes away) and "hang" (no answer until the test ends).
+// The backend of job 101, with three answers, chosen by the request body: "big" (1 MiB at
+// once), "slow" (a line every 10 ms until the client goes away) and "hang" (no answer until the
+// test ends). It answers the job key proof first, as chatai serve does.
 class backend {
  public:
   backend() {
     http::router routes;
+    gate::testing::add_key_proof_route(routes, gate::testing::job_key("101"));
     routes.add("POST", "/v1/chat/completions", [this](http::request& req, http::response res) {
       if (req.body.find("big") != std::string::npos) {
         res.send(200, "application/octet-stream", big_body());

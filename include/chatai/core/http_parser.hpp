@@ -144,6 +144,9 @@ class response_parser {
   const response_head& head() const noexcept { return head_; }
   bool aborted() const noexcept { return aborted_; }
   const std::string& error_message() const noexcept { return error_; }
+  // Whether bytes came after the end of the response (the server sent more than it was asked
+  // for); they are dropped.
+  bool bytes_after_end() const noexcept { return bytes_after_end_; }
 
  private:
   enum class phase { status_line, fields, body_length, body_until_close, chunk_size, chunk_data, chunk_data_end,
@@ -160,6 +163,7 @@ class response_parser {
   response_head head_;
   bool head_done_ = false;
   bool aborted_ = false;
+  bool bytes_after_end_ = false;
   std::size_t head_bytes_ = 0;
   std::uint64_t remaining_ = 0;
   std::string error_;

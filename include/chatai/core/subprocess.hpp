@@ -15,6 +15,9 @@ struct subprocess_options {
   std::vector<std::string> argv;               // argv[0] is the program (a path, or a name looked up in PATH)
   std::string stdin_data;                      // written to the child's stdin, then closed
   std::map<std::string, std::string> env_set;  // added to (or replacing in) the inherited environment
+  // false: the child's environment is env_set alone, nothing inherited (for a program that
+  // must not see what this process was given, such as the gate's scheduler tick).
+  bool inherit_environment = true;
   std::chrono::milliseconds timeout{30000};    // the child is killed (SIGKILL) after this
   std::size_t max_output = 16 << 20;           // bytes kept of each of stdout and stderr
 };

@@ -1,5 +1,18 @@
-// The gate's configuration file: state directory, allowed routes and headers, size limits,
-// timeouts, circuit breaker settings and the scheduler tick run on keep-alive.
+// The gate's configuration file: state directory, allowed routes and headers, size limits, the
+// cap on requests in flight, timeouts, circuit breaker settings and the scheduler tick run on
+// keep-alive.
+//
+// The file (every field but state_dir optional; the values shown are the defaults):
+//   {"state_dir": "/var/lib/chatai/gate",
+//    "routes": ["POST /v1/chat/completions", "POST /v1/completions", "POST /v1/embeddings", "GET /v1/models"],
+//    "headers": {"content-type": ["application/json", "application/json; charset=utf-8"],
+//                "accept": ["application/json", "text/event-stream", "*/*"]},
+//    "limits": {"max_header_bytes": 16384, "max_body_bytes": 4194304, "read_timeout_ms": 30000,
+//               "max_in_flight_per_service": 128},
+//    "backend": {"connect_timeout_ms": 5000, "first_byte_timeout_ms": 300000, "idle_timeout_ms": 120000,
+//                "max_attempts": 2, "retry_after_s": 15},
+//    "breaker": {"failure_threshold": 3, "cooldown_ms": 30000},
+//    "tick": {"interval_s": 10, "timeout_ms": 60000, "command": []}}
 #pragma once
 
 #include <chrono>
@@ -49,6 +62,14 @@ struct gate_config {
   };
   std::int64_t max_header_bytes = 16 * 1024;  // the JSON header line with its newline
   std::int64_t max_body_bytes = 4 * 1024 * 1024;
+  // Requests of one service in flight at once, beyond which the gate answers 503 with
+  // Retry-After. Per service, because each service's autoscaler scales on its own demand (the
+  // in-flight markers): the cap bounds the demand anyone holding the gate's key can create
+  // for one service, and a busy service never refuses another's requests. 128 lies above the
+  // 80 requests a gateway's tunnel carries at once by default (8 sessions x 10 channels), so
+  // a default deployment is never refused by it; sites that know their largest service set it
+  // near max_instances x requests_per_instance.
+  std::int64_t max_in_flight_per_service = 128;
   std::chrono::milliseconds read_timeout{30000};   // the whole request from stdin
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds first_byte_timeout{300000};  // prompt processing can be slow
@@ -62,6 +83,7 @@ struct gate_config {
 // Hard bounds no config file can lift.
 inline constexpr std::int64_t max_header_bytes_limit = 16 * 1024;
 inline constexpr std::int64_t max_body_bytes_limit = 64 * 1024 * 1024;
+inline constexpr std::int64_t max_in_flight_limit = 100000;
 
 // Reads a config file. Unknown keys, duplicate keys, wrong types, values out of range, a
 // route outside the allowed shape, a header name the gate owns (host, authorization,

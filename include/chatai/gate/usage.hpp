@@ -20,7 +20,9 @@ struct usage_record {
   std::string service;
   std::string backend;  // the job that answered; empty when none did
   int status = 0;       // the HTTP status the client got
-  std::string outcome;  // ok, rejected, no_backend, backend_failed, client_gone
+  // ok, rejected, busy (beyond the cap on requests in flight), no_backend, backend_failed,
+  // client_gone
+  std::string outcome;
   std::optional<std::int64_t> prompt_tokens;
   std::optional<std::int64_t> completion_tokens;
   std::int64_t started_at_ms = 0;  // Unix time
