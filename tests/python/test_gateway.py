@@ -25,6 +25,7 @@ import openai
 import pytest
 
 import chatai
+from gate_backend import PROOF_PATH, key_proof
 
 MODEL = "smol"
 MARKER = "ZQX" + secrets.token_hex(6).upper()
@@ -37,9 +38,17 @@ class StandInHandler(BaseHTTPRequestHandler):
     "negative" (negative token counts, whole or streamed), "huge" (one event of 3 MiB)."""
 
     protocol_version = "HTTP/1.1"
+    key = ""  # the job key whose proof it answers, set per cluster
 
     def log_message(self, *_):
         pass
+
+    def do_GET(self):
+        proof = key_proof(self.key, self.headers.get("X-Chatai-Challenge")) if self.path == PROOF_PATH else None
+        if proof:
+            self.answer("text/plain", proof.encode())
+        else:
+            self.answer("application/json", b'{"error":{"message":"not found"}}', 404)
 
     def answer(self, content_type, body, status=200):
         self.send_response(status)
@@ -87,7 +96,7 @@ class Cluster:
         line = self.serve.stdout.readline()
         assert line, "chatai serve exited"
         port = json.loads(line)["port"]
-        self.standin = ThreadingHTTPServer(("127.0.0.1", 0), StandInHandler)
+        self.standin = ThreadingHTTPServer(("127.0.0.1", 0), type("KeyedStandIn", (StandInHandler,), {"key": key}))
         threading.Thread(target=self.standin.serve_forever, daemon=True).start()
         registry = {
             "version": 1, "generation": 1,
@@ -401,10 +410,12 @@ def test_api_answers_carry_the_gateways_content_type_and_nosniff(gateway, alice)
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert b"<script>" not in body
     expect_error((status, headers, body), 502, "backend_failed")
+    assert json.loads(body)["error"]["message"] == "the cluster's answer was not JSON"
     # A stream the client did not ask for is not passed on as one.
     status, headers, body = ask("stream-unasked")
     assert headers["Content-Type"] == "application/json"
     expect_error((status, headers, body), 502, "backend_failed")
+    assert json.loads(body)["error"]["message"] == "the cluster streamed an answer that was asked for whole"
     # The real model server's answers, whole and streamed, and the gateway's own refusals.
     real = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     for body, expected in ((real, "application/json"), ({**real, "stream": True}, "text/event-stream")):
