@@ -376,15 +376,10 @@ int handle_request(const gate_config& config, int in_fd, int out_fd) {
     ex->marker.reset();
     const int retry_after = static_cast<int>(config.retry_after.count());
     const int code = answer(out_fd, 503, refusal->message, retry_after, refusal->code);
-    usage_record rec;
-    rec.id = ex->request.head.id;
-    rec.user = ex->request.head.user;
-    rec.service = ex->service->id;
-    rec.status = 503;
-    rec.outcome = "busy";
-    rec.stream = ex->body.stream;
+    ex->status = 503;
+    ex->outcome = "busy";
+    usage_record rec = record_of(*ex);
     rec.started_at_ms = started_at_ms;
-    rec.duration_ms = ms_since(started);
     if (auto st = append_usage(dir, rec); !st) log::warn("usage record", {{"error", st.err().message()}});
     return code;
   }
