@@ -121,6 +121,22 @@ result<asio::ip::address> parse_address(const std::string& host) {
   return address;
 }
 
+// Runs `streaming` (a fetch_streaming) with handlers that collect the whole body.
+template <class Streaming>
+result<client_response> collect_body(Streaming&& streaming) {
+  client_response out;
+  response_handlers handlers;
+  handlers.on_body = [&](std::string_view bytes) {
+    out.body.append(bytes);
+    return true;
+  };
+  auto head = streaming(handlers);
+  if (!head) return std::move(head).err();
+  out.status = head->status;
+  out.headers = std::move(head->headers);
+  return out;
+}
+
 }  // namespace
 
 struct client_connection::state {
@@ -243,17 +259,7 @@ result<response_head> client_connection::fetch_streaming(const client_request& r
 }
 
 result<client_response> client_connection::fetch(const client_request& req, const client_options& options) {
-  client_response out;
-  response_handlers handlers;
-  handlers.on_body = [&](std::string_view bytes) {
-    out.body.append(bytes);
-    return true;
-  };
-  auto head = fetch_streaming(req, handlers, options);
-  if (!head) return std::move(head).err();
-  out.status = head->status;
-  out.headers = std::move(head->headers);
-  return out;
+  return collect_body([&](const response_handlers& h) { return fetch_streaming(req, h, options); });
 }
 
 bool client_connection::reusable() const noexcept { return state_ && state_->reusable; }
@@ -272,17 +278,7 @@ result<response_head> fetch_streaming(const client_request& req, const response_
 }
 
 result<client_response> fetch(const client_request& req, const client_options& options) {
-  client_response out;
-  response_handlers handlers;
-  handlers.on_body = [&](std::string_view bytes) {
-    out.body.append(bytes);
-    return true;
-  };
-  auto head = fetch_streaming(req, handlers, options);
-  if (!head) return std::move(head).err();
-  out.status = head->status;
-  out.headers = std::move(head->headers);
-  return out;
+  return collect_body([&](const response_handlers& h) { return fetch_streaming(req, h, options); });
 }
 
 result<std::string> resolve_address(const std::string& host) {
