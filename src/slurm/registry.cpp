@@ -401,17 +401,20 @@ result<inflight_counts> count_inflight(const state_dir& dir) {
   const auto now = fs::file_time_type::clock::now();
   for (const auto& entry : it) {
     const std::string name = entry.path().filename().string();
+    if (name.front() == '.') {
+      // A marker being created: its creator locks it at once, so only an old unlocked one
+      // belongs to a process that died in between. A young one is not even opened: a lock
+      // taken here to test it would make its creator's own lock fail.
+      std::error_code time_ec;
+      const auto written = fs::last_write_time(entry.path(), time_ec);
+      if (time_ec || now - written <= std::chrono::minutes(1)) continue;
+      unique_fd fd(::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+      if (fd && ::flock(fd.get(), LOCK_SH | LOCK_NB) == 0) ::unlink(entry.path().c_str());
+      continue;
+    }
     unique_fd fd(::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
     if (!fd) continue;  // removed by its owner meanwhile
     const bool held = ::flock(fd.get(), LOCK_SH | LOCK_NB) != 0;
-    if (name.front() == '.') {
-      // A marker being created: its creator locks it at once, so only an old unlocked one
-      // belongs to a process that died in between.
-      std::error_code time_ec;
-      const auto written = fs::last_write_time(entry.path(), time_ec);
-      if (!held && !time_ec && now - written > std::chrono::minutes(1)) ::unlink(entry.path().c_str());
-      continue;
-    }
     if (!held) {
       ::unlink(entry.path().c_str());
       continue;

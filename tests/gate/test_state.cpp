@@ -5,6 +5,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <atomic>
+#include <thread>
+
 #include "chatai/gate/breaker.hpp"
 #include "gate_test_util.hpp"
 
@@ -187,6 +190,33 @@ TEST_CASE("in-flight markers are counted while held and vanish with their holder
   CHECK(listing(dir.inflight_dir()).size() == 1);
   CHECK(slurm::count_inflight(dir)->by_service.empty());
   CHECK(listing(dir.inflight_dir()).empty());
+}
+
+TEST_CASE("markers made while others count them are all made, and only stale half-made ones are swept") {
+  gate_fixture fx;
+  const auto dir = fx.state();
+  REQUIRE(slurm::ensure_dir(dir.root()));
+  REQUIRE(slurm::ensure_dir(dir.inflight_dir()));
+  std::atomic<bool> done{false};
+  std::thread counter([&] {
+    while (!done) (void)slurm::count_inflight(dir);
+  });
+  int failed = 0;
+  for (int i = 0; i < 3000; ++i) {
+    if (!slurm::inflight_marker::create(dir, "chat")) ++failed;
+  }
+  done = true;
+  counter.join();
+  CHECK(failed == 0);
+
+  // A marker being made that its maker left behind: kept while young, swept once old.
+  const fs::path young = dir.inflight_dir() / ".young";
+  const fs::path old = dir.inflight_dir() / ".old";
+  for (const auto& p : {young, old}) unique_fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  fs::last_write_time(old, fs::file_time_type::clock::now() - std::chrono::minutes(5));
+  REQUIRE(slurm::count_inflight(dir));
+  CHECK(fs::exists(young));
+  CHECK_FALSE(fs::exists(old));
 }
 
 TEST_CASE("the breaker opens after N failures, lets one probe through after the cool-down, and closes on success") {
