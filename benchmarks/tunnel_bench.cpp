@@ -1,8 +1,10 @@
 // Requests per second and latency of small requests through the SSH tunnel (tunnel -> sshd ->
 // chatai-gate -> backend), with a fixed number of requests in flight. Prints one JSON line.
 // Driven by benchmarks/tunnel_latency.py, which sets up sshd, the gate and the backend.
+// With `stream`, each request asks for a stream and counts as failed unless its answer ends
+// with the stream's "data: [DONE]" and the chunked body's last chunk (intact).
 //
-// Usage: tunnel_bench HOST PORT USER KEY KNOWN_HOSTS SERVICE CONCURRENCY REQUESTS [SESSIONS CHANNELS]
+// Usage: tunnel_bench HOST PORT USER KEY KNOWN_HOSTS SERVICE CONCURRENCY REQUESTS [SESSIONS CHANNELS [stream]]
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -38,6 +40,7 @@ int main(int argc, char** argv) {
     o.sessions = std::stoi(argv[9]);
     o.channels_per_session = std::stoi(argv[10]);
   }
+  const bool stream = argc > 11 && std::string(argv[11]) == "stream";
   const std::string service = argv[6];
   const int concurrency = std::stoi(argv[7]);
   const int total = std::stoi(argv[8]);
@@ -57,7 +60,8 @@ int main(int argc, char** argv) {
   tunnel::gate_request r;
   r.id = "bench";
   r.service = service;
-  r.body = R"({"model":"smol","messages":[{"role":"user","content":"hi"}]})";
+  r.body = stream ? R"({"model":"smol","stream":true,"messages":[{"role":"user","content":"hi"}]})"
+                  : R"({"model":"smol","messages":[{"role":"user","content":"hi"}]})";
 
   std::mutex m;
   std::condition_variable cv;
@@ -67,14 +71,21 @@ int main(int argc, char** argv) {
   launch = [&] {
     const auto begin = clock_type::now();
     auto bytes = std::make_shared<std::size_t>(0);
-    (*t)->request(r, {[bytes](std::string_view b) { *bytes += b.size(); },
-                      [&, begin, bytes](const status& outcome) {
+    auto tail = std::make_shared<std::string>();  // the answer's last bytes
+    (*t)->request(r, {[bytes, tail](std::string_view b) {
+                        *bytes += b.size();
+                        tail->append(b);
+                        if (tail->size() > 64) tail->erase(0, tail->size() - 64);
+                      },
+                      [&, begin, bytes, tail](const status& outcome) {
                         const double ms = std::chrono::duration<double, std::milli>(clock_type::now() - begin).count();
+                        const bool intact = !stream || tail->find("data: [DONE]") != std::string::npos;
+                        const bool ended = tail->size() >= 5 && tail->compare(tail->size() - 5, 5, "0\r\n\r\n") == 0;
                         bool more;
                         {
                           std::lock_guard lock(m);
                           latencies_ms.push_back(ms);
-                          if (!outcome || *bytes == 0) ++failed;
+                          if (!outcome || *bytes == 0 || !intact || !ended) ++failed;
                           ++finished;
                           more = started < total;
                           if (more) ++started;

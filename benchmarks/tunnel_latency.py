@@ -1,8 +1,11 @@
 """Requests per second and added latency of small requests through the tunnel (libssh pool ->
-sshd -> chatai-gate -> a trivial backend), with 1 and 64 clients, against the same requests
-through the `ssh` program with a forced command and a fixed set of control sockets (the way the
-system it replaces did it). Added latency is the p50/p99 above a direct HTTP request to the
-backend. Needs root (it runs sshd and creates the login user chatai-test), like the tests.
+sshd -> chatai-gate -> a trivial backend), with 1 and 64 clients, in gate protocol version 2
+(one long-lived gate per SSH session) and version 1 (a gate that refuses the session command:
+one channel, shell and gate per request) side by side, against the same requests through the
+`ssh` program with a forced command and a fixed set of control sockets (the way the system it
+replaces did it). Added latency is the p50/p99 above a direct HTTP request to the backend.
+Then --streams streams at once (default 1,000) through the pool's sessions, each checked intact.
+Needs root (it runs sshd and creates the login user chatai-test), like the tests.
 
 Where the time goes: the gate program alone (run as sshd runs it, with SSH_ORIGINAL_COMMAND set,
 one after another), and the CPU time per request of each part: the client (libssh, or the ssh
@@ -11,7 +14,7 @@ its connection processes sampled while they live), and the backend. On a machine
 the sum bounds the request rate. Run it at a high priority (nice -n -15) on a shared machine.
 
 Usage: sudo .venv/bin/python benchmarks/tunnel_latency.py [--build build] [--requests 2000]
-       [--backend native|python] [--sessions 8 --channels 10] [--sshd-log-level INFO]
+       [--backend native|python] [--sessions 8 --channels 10] [--sshd-log-level INFO] [--streams 1000]
 """
 
 import argparse
@@ -197,6 +200,17 @@ def ssh_program(env, controls, clients, requests):
     return requests / (time.perf_counter() - start), samples
 
 
+def run_tunnel_bench(build, env, key, service, clients, requests, sessions, channels, stream=False):
+    out = subprocess.run(
+        [str(build / "benchmarks" / "tunnel_bench"), "127.0.0.1", str(env.port), USER, str(key),
+         str(env.known_hosts), service, str(clients), str(requests), str(sessions), str(channels)]
+        + (["stream"] if stream else []),
+        capture_output=True, text=True)
+    if not out.stdout:
+        raise RuntimeError(f"tunnel_bench failed: {out.stderr}")
+    return json.loads(out.stdout)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", default=str(ROOT / "build"))
@@ -211,6 +225,8 @@ def main():
     parser.add_argument("--sshd-log-level", default="INFO")
     parser.add_argument("--gate-runs", type=int, default=200)
     parser.add_argument("--skip-ssh", action="store_true", help="measure the tunnel only")
+    parser.add_argument("--skip-v1", action="store_true", help="measure the tunnel in version 2 only")
+    parser.add_argument("--streams", type=int, default=1000, help="streams at once in the last check (0: none)")
     args = parser.parse_args()
     client_counts = [int(c) for c in args.clients.split(",")]
     build = pathlib.Path(args.build)
@@ -219,7 +235,8 @@ def main():
     if reason:
         sys.exit(f"tunnel_latency: {reason}")
     env = GateEnvironment(gate, breaker_threshold=1000, log_level=args.sshd_log_level,
-                          sshd_options=[f"MaxSessions {args.channels}", "MaxStartups 100"])
+                          sshd_options=[f"MaxSessions {args.channels}", "MaxStartups 100"],
+                          gate_settings={"limits": {"max_in_flight_per_service": max(128, 2 * args.streams)}})
     masters = []
     native = None
     sshd_tree = ProcessTree(env.sshd.pid, "sshd")
@@ -244,19 +261,25 @@ def main():
         for line in gate_alone(env, backend, args.gate_runs):
             print(line)
 
+        keys = [("v2", env.client_key)] + ([] if args.skip_v1 else [("v1", env.add_v1_only_key())])
         for clients in client_counts:
-            requests = args.requests if clients > 1 else max(200, args.requests // 5)
-            with CpuMeter(sshd_tree, backend_pid) as meter:
-                out = subprocess.run(
-                    [str(build / "benchmarks" / "tunnel_bench"), "127.0.0.1", str(env.port), USER,
-                     str(env.client_key), str(env.known_hosts), "chat", str(clients), str(requests),
-                     str(args.sessions), str(args.channels)],
-                    capture_output=True, text=True, check=True)
-                r = json.loads(out.stdout)
-                cpu = meter.finish(requests, r["cpu_ms"])
-            print(f"tunnel, {clients:2d} clients: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms "
-                  f"(added {r['p50_ms'] - base[0]:6.2f})  p99 {r['p99_ms']:7.2f} ms (added {r['p99_ms'] - base[1]:6.2f})"
-                  f"  failed {r['failed']}; {cpu}")
+            for version, key in keys:
+                requests = args.requests if clients > 1 else max(200, args.requests // 5)
+                with CpuMeter(sshd_tree, backend_pid) as meter:
+                    r = run_tunnel_bench(build, env, key, "chat", clients, requests, args.sessions, args.channels)
+                    cpu = meter.finish(requests, r["cpu_ms"])
+                print(f"tunnel {version}, {clients:2d} clients: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms "
+                      f"(added {r['p50_ms'] - base[0]:6.2f})  p99 {r['p99_ms']:7.2f} ms "
+                      f"(added {r['p99_ms'] - base[1]:6.2f})  failed {r['failed']}; {cpu}")
+
+        if args.streams:
+            streamer = env.add_backend("2001", service="streams", events=10, gap=0.1)
+            threading.Thread(target=streamer.proc.stderr.read, daemon=True).start()
+            r = run_tunnel_bench(build, env, env.client_key, "streams", args.streams, args.streams, args.sessions,
+                                 args.channels, stream=True)
+            print(f"tunnel v2, {args.streams} streams at once through {args.sessions} sessions: "
+                  f"{args.streams - r['failed']} intact, {r['failed']} failed; p50 {r['p50_ms']:.0f} ms, "
+                  f"p99 {r['p99_ms']:.0f} ms for 10 events 0.1 s apart")
 
         if args.skip_ssh:
             return

@@ -60,7 +60,7 @@ void bind_gate(py::module_& m) {
   g.def(
       "run",
       [](const std::string& config, const std::string& verb, int in_fd, int out_fd) {
-        auto v = value_or_raise(gate::parse_verb(verb.c_str()));
+        auto v = value_or_raise(proto::parse_command(verb.c_str()));
         const auto cfg = value_or_raise(gate::load_config(config));
         py::gil_scoped_release release;
         return gate::run(cfg, v, in_fd, out_fd);

@@ -34,7 +34,7 @@ chatai_status chatai_gate_validate(const char* config_path, const char* header, 
 chatai_status chatai_gate_run(const char* config_path, const char* verb, int in_fd, int out_fd) {
   return chatai::capi::guard([&]() -> chatai_status {
     if (!config_path) return chatai::capi::fail(CHATAI_ERROR_INVALID_ARGUMENT, "chatai_gate_run: config_path is NULL");
-    auto v = chatai::gate::parse_verb(verb);
+    auto v = chatai::proto::parse_command(verb);
     if (!v) return chatai::capi::fail(v.err());
     auto config = chatai::gate::load_config(config_path);
     if (!config) return chatai::capi::fail(config.err());

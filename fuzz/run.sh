@@ -3,7 +3,8 @@
 # time (default 2), each on a working corpus fuzz/corpus-<target>/ seeded from fuzz/corpus/.
 # Prints one line per target (runs, coverage, crash or not) and exits non-zero when one crashed;
 # a crash leaves its input as fuzz/crash-<target>-*.
-#   cmake --preset fuzz && cmake --build --preset fuzz && bash fuzz/run.sh [SECONDS] [JOBS]
+# Targets named after JOBS are the only ones run.
+#   cmake --preset fuzz && cmake --build --preset fuzz && bash fuzz/run.sh [SECONDS] [JOBS] [TARGET...]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 seconds=${1:-600}
@@ -18,6 +19,7 @@ seeds_of() {
     fuzz_gate_request) echo "$root/fuzz/corpus/gate" ;;
     fuzz_gateway) echo "$root/fuzz/corpus/gateway" ;;
     fuzz_serve_request) echo "$root/fuzz/corpus/serve" ;;
+    fuzz_frames) echo "$root/fuzz/corpus/frames" ;;
     fuzz_chat_template) [ -d "$templates" ] && echo "$templates" ;;
   esac
 }
@@ -37,7 +39,8 @@ run_one() {
   fi
 }
 
-targets=(fuzz_http_parser fuzz_gguf fuzz_gate_request fuzz_chat_template fuzz_gateway fuzz_serve_request)
+targets=(fuzz_http_parser fuzz_gguf fuzz_gate_request fuzz_chat_template fuzz_gateway fuzz_serve_request fuzz_frames)
+if [ $# -gt 2 ]; then targets=("${@:3}"); fi
 for t in "${targets[@]}"; do
   [ -x "$bin/$t" ] || { echo "fuzz/run.sh: $bin/$t is not built (cmake --build --preset fuzz)" >&2; exit 2; }
 done

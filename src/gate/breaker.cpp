@@ -66,11 +66,6 @@ std::string_view to_string(breaker_state state) noexcept {
   return "closed";
 }
 
-std::int64_t unix_ms_now() noexcept {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 breaker::breaker(const slurm::state_dir& dir, std::string job, breaker_settings settings)
     : path_((dir.breakers_dir() / job).string()), job_(std::move(job)), settings_(settings) {}
 

@@ -112,6 +112,16 @@ result<gate_config> parse_config(std::string_view text, std::string name) {
       if (!c.tick.command.empty() && !std::filesystem::path(c.tick.command.front()).is_absolute())
         t.fail("command", "the program must be an absolute path");
     });
+    r.object("session", false, [&](json::reader& s) {
+      std::int64_t idle_s = c.session.idle_timeout.count(), lifetime_s = c.session.max_lifetime.count();
+      s.optional_in_range("max_requests", c.session.max_requests, 1, 4096);
+      s.optional_in_range("window_bytes", c.session.window_bytes, 4096, 16 * 1024 * 1024);
+      s.optional_in_range("idle_timeout_s", idle_s, 1, 86400);
+      s.optional_in_range("max_session_requests", c.session.max_session_requests, 1, 100000000);
+      s.optional_in_range("max_lifetime_s", lifetime_s, 1, 7 * 86400);
+      c.session.idle_timeout = std::chrono::seconds(idle_s);
+      c.session.max_lifetime = std::chrono::seconds(lifetime_s);
+    });
   });
   if (!st) return std::move(st).err();
   return c;

@@ -98,15 +98,6 @@ std::map<std::string, std::string> tick_environment() {
   return env;
 }
 
-result<verb> parse_verb(const char* original_command) {
-  if (!original_command) return error(errc::invalid_argument, "no command given (SSH_ORIGINAL_COMMAND is not set)");
-  const std::string_view command(original_command);
-  if (command == "keep-alive") return verb::keep_alive;
-  if (command == "status") return verb::status;
-  if (command == "request") return verb::request;
-  return error(errc::invalid_argument, "unknown command: the gate accepts keep-alive, status and request");
-}
-
 std::string error_response(int http_status, std::string_view message, int retry_after_s, std::string_view code) {
   std::string type = "invalid_request_error";
   std::string usual_code = "bad_request";
@@ -138,34 +129,29 @@ result<std::string> status_json(const gate_config& config) {
   else if (read.err().code() != errc::not_found) return std::move(read).err();
   auto counts = slurm::count_inflight(dir);
   if (!counts) return std::move(counts).err();
-  std::string out = "{\"v\":1,\"generation\":" + std::to_string(reg.generation) + ",\"services\":[";
-  for (std::size_t i = 0; i < reg.services.size(); ++i) {
-    const auto& s = reg.services[i];
-    std::map<slurm::backend_state, int> by_state;
-    int open_breakers = 0;
+  proto::status_document doc;
+  doc.generation = reg.generation;
+  for (const auto& s : reg.services) {
+    proto::service_status out;
+    out.id = s.id;
+    out.models = s.models;
+    out.can_scale_from_zero = s.can_scale_from_zero;
+    out.pending = s.pending;
     for (const auto& b : reg.backends) {
       if (b.service != s.id) continue;
-      ++by_state[b.state];
+      switch (b.state) {
+        case slurm::backend_state::ready: ++out.ready; break;
+        case slurm::backend_state::starting: ++out.starting; break;
+        case slurm::backend_state::draining: ++out.draining; break;
+      }
       auto rec = breaker(dir, b.job, config.breaker).read();
-      if (rec && rec->state != breaker_state::closed) ++open_breakers;
+      if (rec && rec->state != breaker_state::closed) ++out.open_breakers;
     }
-    if (i) out += ',';
-    out += "{\"id\":";
-    json::append_quoted(out, s.id);
-    out += ",\"models\":";
-    json::append_string_array(out, s.models);
-    out += ",\"can_scale_from_zero\":";
-    out += s.can_scale_from_zero ? "true" : "false";
-    out += ",\"backends\":{\"ready\":" + std::to_string(by_state[slurm::backend_state::ready]) +
-           ",\"starting\":" + std::to_string(by_state[slurm::backend_state::starting]) +
-           ",\"draining\":" + std::to_string(by_state[slurm::backend_state::draining]) +
-           ",\"pending\":" + std::to_string(s.pending) +
-           "},\"open_breakers\":" + std::to_string(open_breakers);
     const auto demand = counts->by_service.find(s.id);
-    out += ",\"in_flight\":" + std::to_string(demand == counts->by_service.end() ? 0 : demand->second) + "}";
+    out.in_flight = demand == counts->by_service.end() ? 0 : demand->second;
+    doc.services.push_back(std::move(out));
   }
-  out += "]}";
-  return out;
+  return proto::encode_status(doc);
 }
 
 result<const slurm::backend_entry*> pick_backend(const gate_config& config, const slurm::registry& reg,
@@ -211,6 +197,7 @@ int run(const gate_config& config, verb v, int in_fd, int out_fd) {
         return detail::write_all(out_fd, *doc + "\n") ? exit_ok : exit_incomplete;
       }
       case verb::request: return detail::handle_request(config, in_fd, out_fd);
+      case verb::session: return detail::handle_session(config, in_fd, out_fd);
     }
   } catch (const std::exception& e) {
     log::error("gate failed", {{"error", e.what()}});

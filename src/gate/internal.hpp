@@ -15,4 +15,7 @@ bool write_all(int fd, std::string_view data) noexcept;
 // The `request` verb.
 int handle_request(const gate_config& config, int in_fd, int out_fd);
 
+// The `session` verb (version 2).
+int handle_session(const gate_config& config, int in_fd, int out_fd);
+
 }  // namespace chatai::gate::detail

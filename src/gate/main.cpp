@@ -23,7 +23,7 @@ int refuse(const std::string& why) {
 
 int main(int argc, char** argv) {
   if (argc != 3 || std::strcmp(argv[1], "--config") != 0) return refuse("usage: chatai-gate --config FILE");
-  auto v = chatai::gate::parse_verb(std::getenv("SSH_ORIGINAL_COMMAND"));
+  auto v = chatai::proto::parse_command(std::getenv("SSH_ORIGINAL_COMMAND"));
   if (!v) return refuse(v.err().message());
   auto config = chatai::gate::load_config(argv[2]);
   if (!config) return refuse(config.err().message());

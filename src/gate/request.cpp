@@ -9,11 +9,7 @@
 #include <cstring>
 #include <set>
 
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
-
 #include "chatai/core/json.hpp"
-#include "chatai/slurm/registry.hpp"
 
 namespace chatai::gate {
 
@@ -104,11 +100,9 @@ result<request_head> parse_head(std::string_view line, const gate_config& config
   const rapidjson::Value* body_length = r.raw("body_length");
   CHATAI_RETURN_IF_ERROR(r.finish());
 
-  if (head.id.empty() || head.id.size() > 128 || !in_charset(head.id, "._:-"))
-    return bad("field 'id' must match [A-Za-z0-9._:-]{1,128}");
-  if (head.user.size() > 128 || !in_charset(head.user, "._:@+=-"))
-    return bad("field 'user' must match [A-Za-z0-9._:@+=-]{0,128}");
-  if (!slurm::valid_service_id(head.service)) return bad("field 'service' must match [A-Za-z0-9._:-]{1,128}");
+  if (!proto::valid_request_id(head.id)) return bad("field 'id' must match [A-Za-z0-9._:-]{1,128}");
+  if (!proto::valid_user_tag(head.user)) return bad("field 'user' must match [A-Za-z0-9._:@+=-]{0,128}");
+  if (!proto::valid_service_id(head.service)) return bad("field 'service' must match [A-Za-z0-9._:-]{1,128}");
   if (head.method != "GET" && head.method != "POST") return bad("field 'method' must be GET or POST");
   const bool known_route = std::any_of(config.routes.begin(), config.routes.end(),
                                        [&](const route& rt) { return rt.path == head.path && rt.method == head.method; });
@@ -158,7 +152,7 @@ result<std::string> check_body(const request_head& head, std::string_view body) 
   if (model == root.MemberEnd()) return std::string();
   if (!model->value.IsString()) return bad("body field 'model' must be a string");
   std::string name(model->value.GetString(), model->value.GetStringLength());
-  if (!slurm::valid_model_name(name)) return bad("body field 'model' is not a valid model name");
+  if (!proto::valid_model_name(name)) return bad("body field 'model' is not a valid model name");
   return name;
 }
 
@@ -245,44 +239,6 @@ result<gate_request> read_request(int fd, const gate_config& config) {
   if (!model) return std::move(model).err();
   request.model = std::move(*model);
   return request;
-}
-
-result<prepared_body> prepare_body(std::string_view body) {
-  prepared_body out;
-  out.body = std::string(body);
-  if (body.empty()) return out;
-  auto doc = json::parse(body);
-  if (!doc || !doc->IsObject()) return out;
-  const rapidjson::Value& root = *doc;
-  const auto stream = root.FindMember("stream");
-  if (stream == root.MemberEnd() || !stream->value.IsBool() || !stream->value.GetBool()) return out;
-  out.stream = true;
-  auto& alloc = doc->GetAllocator();
-  const auto options = root.FindMember("stream_options");
-  if (options == root.MemberEnd() || options->value.IsNull()) {
-    doc->RemoveMember("stream_options");
-    rapidjson::Value fresh(rapidjson::kObjectType);
-    fresh.AddMember("include_usage", true, alloc);
-    doc->AddMember("stream_options", fresh, alloc);
-  } else if (!options->value.IsObject()) {
-    return bad("body field 'stream_options' must be an object");
-  } else {
-    int given = 0;
-    bool client_asked_usage = false;
-    for (auto it = options->value.MemberBegin(); it != options->value.MemberEnd(); ++it) {
-      if (std::string_view(it->name.GetString(), it->name.GetStringLength()) != "include_usage") continue;
-      if (!it->value.IsBool()) return bad("body field 'stream_options.include_usage' must be a boolean");
-      if (given++ == 0) client_asked_usage = it->value.GetBool();
-    }
-    if (client_asked_usage && given == 1) return out;
-    // One include_usage, true: a backend that would read a later duplicate sees the same.
-    rapidjson::Value& writable = (*doc)["stream_options"];
-    while (writable.RemoveMember("include_usage")) {
-    }
-    writable.AddMember("include_usage", true, alloc);
-  }
-  out.body = json::to_string(*doc);
-  return out;
 }
 
 }  // namespace chatai::gate

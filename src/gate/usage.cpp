@@ -1,4 +1,4 @@
-// Usage records and the scanner that picks token counts out of streaming responses.
+// Usage records: one JSON line per request, appended under an flock.
 #include "chatai/gate/usage.hpp"
 
 #include <fcntl.h>
@@ -8,29 +8,12 @@
 #include <cerrno>
 #include <cstring>
 
-#include <rapidjson/document.h>
-
 #include "chatai/core/json.hpp"
 #include "chatai/core/unique_fd.hpp"
 
 namespace chatai::gate {
 
 namespace {
-constexpr std::size_t max_scanned = 1 << 20;
-// No request comes near 2^40 tokens; a count beyond it is as wrong as a negative one.
-constexpr std::int64_t max_token_count = std::int64_t(1) << 40;
-
-// A count is believed only when it is a whole number in [0, max_token_count]. A wrong one is
-// rejected rather than clamped: clamping would record a number the backend never meant (and a
-// negative count would credit the key), while absent is what the records already say when a
-// backend reports nothing. A rejected count leaves an earlier good one of the same stream.
-void take_count(const rapidjson::Value& usage, const char* name, std::optional<std::int64_t>& out) {
-  const auto it = usage.FindMember(name);
-  if (it == usage.MemberEnd() || !it->value.IsInt64()) return;
-  const std::int64_t n = it->value.GetInt64();
-  if (n >= 0 && n <= max_token_count) out = n;
-}
-
 void append_field(std::string& out, std::string_view name, std::string_view value) {
   out += ",\"";
   out += name;
@@ -76,60 +59,6 @@ status append_usage(const slurm::state_dir& dir, const usage_record& record) {
   if (::write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()))
     return error(errc::io_error, path + ": write: " + std::strerror(errno));
   return {};
-}
-
-void usage_scanner::scan_json(std::string_view text) {
-  rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseIterativeFlag>(text.data(), text.size());
-  if (doc.HasParseError() || !doc.IsObject()) return;
-  const rapidjson::Value& root = doc;
-  const auto usage = root.FindMember("usage");
-  if (usage == root.MemberEnd() || !usage->value.IsObject()) return;
-  take_count(usage->value, "prompt_tokens", prompt_tokens_);
-  take_count(usage->value, "completion_tokens", completion_tokens_);
-}
-
-void usage_scanner::feed(std::string_view bytes) {
-  if (!event_stream_) {
-    if (overflow_) return;
-    if (pending_.size() + bytes.size() > max_scanned) {
-      overflow_ = true;
-      pending_.clear();
-      return;
-    }
-    pending_.append(bytes);
-    return;
-  }
-  while (!bytes.empty()) {
-    const auto newline = bytes.find('\n');
-    const std::string_view piece = bytes.substr(0, newline);
-    if (!overflow_) {
-      if (pending_.size() + piece.size() > max_scanned) {
-        overflow_ = true;
-        pending_.clear();
-      } else {
-        pending_.append(piece);
-      }
-    }
-    if (newline == std::string_view::npos) return;
-    bytes.remove_prefix(newline + 1);
-    if (!overflow_) {
-      std::string_view line(pending_);
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      if (line.substr(0, 5) == "data:") {
-        line.remove_prefix(5);
-        if (!line.empty() && line.front() == ' ') line.remove_prefix(1);
-        if (line != "[DONE]") scan_json(line);
-      }
-    }
-    pending_.clear();
-    overflow_ = false;
-  }
-}
-
-void usage_scanner::finish() {
-  if (!event_stream_ && !overflow_) scan_json(pending_);
-  pending_.clear();
 }
 
 }  // namespace chatai::gate

@@ -12,16 +12,16 @@
 #include <thread>
 #include <vector>
 
+#include "chatai/core/clock.hpp"
 #include "chatai/core/crypto.hpp"
 #include "chatai/core/http_server.hpp"
 #include "chatai/core/json.hpp"
 #include "chatai/core/log.hpp"
 #include "chatai/core/metrics.hpp"
-#include "chatai/gate/breaker.hpp"
-#include "chatai/gate/request.hpp"
 #include "chatai/gateway/models.hpp"
 #include "chatai/gateway/stream_usage.hpp"
 #include "chatai/gateway/web_assets.hpp"
+#include "chatai/proto/wire.hpp"
 
 namespace chatai::gateway {
 
@@ -50,17 +50,6 @@ std::string error_json(std::string_view message, std::string_view type, std::str
   json::append_quoted(body, code);
   body += "}}";
   return body;
-}
-
-// The user tag the gate accepts ([A-Za-z0-9._:@+=-]{0,128}): other characters become '_'.
-std::string gate_user_tag(std::string_view user) {
-  std::string out;
-  for (const char c : user.substr(0, 128)) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    std::string_view("._:@+=-").find(c) != std::string_view::npos;
-    out += ok ? c : '_';
-  }
-  return out;
 }
 
 // True when a Content-Type value names `type`: case-insensitive, parameters ignored.
@@ -229,7 +218,7 @@ struct gateway::impl {
     const auto* auth = req.headers.find("Authorization");
     if (auth == nullptr || auth->size() <= 7 || !http::iequals(std::string_view(*auth).substr(0, 7), "Bearer "))
       return error(errc::permission_denied, "missing API key: send it as \"Authorization: Bearer sk-chatai-...\"");
-    auto info = store->verify(std::string_view(*auth).substr(7), gate::unix_ms_now());
+    auto info = store->verify(std::string_view(*auth).substr(7), unix_ms_now());
     if (!info) return std::move(info).err();
     principal p{info->id, info->user, config.default_limits};
     if (info->limits.requests_per_minute) p.applied.requests_per_minute = *info->limits.requests_per_minute;
@@ -477,7 +466,7 @@ void gateway::impl::handle_proxy(http::request& req, http::response res, std::st
     const auto iu = so->value.FindMember("include_usage");
     wants_usage = iu != so->value.MemberEnd() && iu->value.IsBool() && iu->value.GetBool();
   }
-  auto prepared = gate::prepare_body(req.body);
+  auto prepared = proto::prepare_body(req.body);
   if (!prepared)
     return refuse(res, {400, prepared.err().message(), "invalid_request_error", "invalid_value", "stream_options"}, request_id,
                   route, started, req.method, req.path);
@@ -515,7 +504,7 @@ void gateway::impl::handle_proxy(http::request& req, http::response res, std::st
   c->client_wants_usage = wants_usage;
   c->client_wants_stream = prepared->stream;
   c->started = started;
-  c->started_unix_ms = gate::unix_ms_now();
+  c->started_unix_ms = unix_ms_now();
   {
     std::lock_guard lock(calls_mutex);
     ++calls_in_flight;
@@ -524,7 +513,7 @@ void gateway::impl::handle_proxy(http::request& req, http::response res, std::st
 
   tunnel::gate_request g;
   g.id = request_id;
-  g.user = gate_user_tag(c->who.user);
+  g.user = proto::user_tag(c->who.user);
   g.service = *service;
   g.method = "POST";
   g.path = req.path;

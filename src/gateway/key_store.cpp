@@ -16,9 +16,9 @@
 #include <mutex>
 #include <thread>
 
+#include "chatai/core/clock.hpp"
 #include "chatai/core/crypto.hpp"
 #include "chatai/core/log.hpp"
-#include "chatai/gate/breaker.hpp"
 
 namespace chatai::gateway {
 
@@ -254,7 +254,7 @@ result<created_key> key_store::create(std::string_view user, std::optional<std::
   created_key out;
   out.info.id = *id;
   out.info.user = std::string(user);
-  out.info.created_at_ms = gate::unix_ms_now();
+  out.info.created_at_ms = unix_ms_now();
   out.info.expires_at_ms = expires_at_ms;
   out.info.limits = limits;
   out.key = std::string(key_prefix) + *id + "-" + crypto::to_hex(*secret);

@@ -1,4 +1,4 @@
-// Usage in a response on its way to the client: counting through the gate's usage scanner,
+// Usage in a response on its way to the client: counting through the protocol's usage scanner,
 // and the removal of the usage-only chunk of a stream whose client did not ask for it.
 #include "chatai/gateway/stream_usage.hpp"
 

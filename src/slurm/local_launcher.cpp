@@ -11,6 +11,7 @@
 #include <cstring>
 #include <thread>
 
+#include "chatai/core/clock.hpp"
 #include "chatai/core/config.hpp"
 #include "chatai/core/json.hpp"
 #include "chatai/slurm/launcher.hpp"
@@ -42,11 +43,6 @@ kill -TERM 0
 
 // A local job's grace between the record being written and the supervisor's pid file.
 constexpr std::chrono::seconds spawn_grace{30};
-
-std::int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 result<std::string> random_id() {
   unsigned char bytes[6];

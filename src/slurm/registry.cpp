@@ -93,10 +93,6 @@ status replace_file_atomically(const fs::path& path, std::string_view contents) 
   return fsync_dir(path.parent_path());
 }
 
-bool valid_service_id(std::string_view id) noexcept {
-  return !id.empty() && id.size() <= 128 && !is_dot_name(id) && all_of_charset(id, "._:-");
-}
-
 bool valid_job_id(std::string_view id) noexcept {
   return !id.empty() && id.size() <= 64 && !is_dot_name(id) && all_of_charset(id, "._-");
 }
@@ -104,13 +100,6 @@ bool valid_job_id(std::string_view id) noexcept {
 bool valid_host(std::string_view host) noexcept {
   return !host.empty() && host.size() <= 253 && !is_dot_name(host) && host.front() != '-' && host.front() != '.' &&
          all_of_charset(host, ".-");
-}
-
-bool valid_model_name(std::string_view name) noexcept {
-  if (name.empty() || name.size() > 256) return false;
-  for (const char c : name)
-    if (c <= 0x20 || c >= 0x7F) return false;
-  return true;
 }
 
 std::string_view to_string(backend_state state) noexcept {

@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "chatai/core/clock.hpp"
 #include "chatai/core/config.hpp"
 #include "chatai/core/http_client.hpp"
 #include "chatai/core/json.hpp"
@@ -36,9 +37,6 @@ constexpr std::int64_t drain_grace_ms = 5000;
 constexpr std::size_t max_probe_threads = 32;
 constexpr std::size_t token_length = 16;
 
-std::int64_t unix_ms_now() {
-  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 std::string_view to_string(launcher_kind kind) { return kind == launcher_kind::local ? "local" : "slurm"; }
 

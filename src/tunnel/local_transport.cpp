@@ -63,7 +63,7 @@ result<child> spawn_gate(const local_options& o, verb v) {
   std::vector<std::string> env_strings;
   for (char** e = environ; *e; ++e)
     if (std::strncmp(*e, "SSH_ORIGINAL_COMMAND=", 21) != 0) env_strings.emplace_back(*e);
-  env_strings.push_back("SSH_ORIGINAL_COMMAND=" + std::string(verb_name(v)));
+  env_strings.push_back("SSH_ORIGINAL_COMMAND=" + std::string(proto::command_name(v)));
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);

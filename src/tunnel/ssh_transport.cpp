@@ -1,5 +1,7 @@
 // The SSH transport: libssh sessions driven by one I/O thread through libssh's event loop,
-// connections made on short-lived threads, one channel per request.
+// connections made on short-lived threads; requests multiplexed over one session channel per
+// SSH session (gate protocol version 2), or one channel per request where the gate speaks
+// version 1 only.
 #include "chatai/tunnel/ssh_transport.hpp"
 
 #include <libssh/callbacks.h>
@@ -10,6 +12,7 @@
 #include <condition_variable>
 #include <deque>
 #include <list>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -17,6 +20,7 @@
 #include <vector>
 
 #include "chatai/core/log.hpp"
+#include "chatai/proto/frames.hpp"
 #include "stream_state.hpp"
 
 namespace chatai::tunnel {
@@ -127,11 +131,49 @@ struct ssh_transport::impl {
     ssh_channel_callbacks_struct callbacks{};
   };
 
+  // --- version 2: one session channel per SSH session, many requests on it ----------------
+
+  // A request on a session channel.
+  struct mux_req {
+    std::shared_ptr<stream_state> req;
+    std::uint64_t open_at = 0;    // where its open frame starts in the channel's output
+    std::uint64_t granted = 0;    // response bytes the gate may send
+    std::uint64_t received = 0;   // response bytes the gate sent
+    std::string held;             // received beyond the caller's window, not yet delivered
+    std::optional<int> gate_end;  // the end frame's status, once it came
+  };
+
+  // The session channel (`session` command): hello first, then frames. After the gate's
+  // goaway it takes no new requests, and a fresh one is opened beside it.
+  struct mux_ctx {
+    session_slot* slot = nullptr;
+    ssh_channel channel = nullptr;
+    enum class stage { opening, exec, hello, running, draining, closing } st = stage::opening;
+    proto::frame_reader reader;
+    proto::hello hello;
+    std::string out;             // frames not yet written to the channel
+    std::uint64_t out_base = 0;  // bytes written to the channel before out's first byte
+    std::uint32_t next_id = 1;
+    std::map<std::uint32_t, mux_req> reqs;
+    bool exit_seen = false;
+    int exit_status = -1;
+    bool remote_closed = false;
+    bool opened = false;
+    clock::time_point since{};     // of the stage (hello: its deadline counts from here)
+    std::string stderr_text;       // the first bytes the gate wrote on stderr
+    ssh_channel_callbacks_struct callbacks{};
+  };
+
   struct session_slot {
     int index = 0;
     enum class state { down, connecting, up } st = state::down;
     session_ptr session;
     std::list<channel_ctx> channels;
+    std::list<mux_ctx> muxes;  // the session channel in use, and older ones draining
+    // Whether the gate speaks version 2 on this connection: unknown until a session channel
+    // got its hello or was refused; a refusal is retried after v2_retry_at.
+    enum class v2_state { unknown, yes, no } v2 = v2_state::unknown;
+    clock::time_point v2_retry_at{};
     bool full = false;  // the server refused a channel: no new one until one closes
     clock::time_point retry_at{};
     std::chrono::milliseconds backoff{};
@@ -249,8 +291,11 @@ struct ssh_transport::impl {
         c.req->finish(error(errc::unavailable, "the SSH session broke during the request: " + why));
     }
     for (auto it = retry.rbegin(); it != retry.rend(); ++it) pending.push_front(*it);
+    for (auto& m : slot.muxes) fail_mux_requests(m, why);
     // ssh_free frees the channels with the session.
     slot.channels.clear();
+    slot.muxes.clear();
+    slot.v2 = session_slot::v2_state::unknown;
     ssh_event_remove_session(event, slot.session.get());
     slot.session.reset();
     {
@@ -294,23 +339,42 @@ struct ssh_transport::impl {
     return true;
   }
 
-  static int open_count(const session_slot& slot) { return static_cast<int>(slot.channels.size()); }
+  static int open_count(const session_slot& slot) { return static_cast<int>(slot.channels.size() + slot.muxes.size()); }
 
+  // Requests go onto a session channel where the gate speaks version 2, and wait for one while
+  // that is not known yet; the other verbs, and requests where it speaks only version 1, take
+  // a channel each. Each kind keeps its order.
   void assign_pending() {
-    while (!pending.empty()) {
-      auto& req = pending.front();
+    bool requests_blocked = false, others_blocked = false;
+    for (auto it = pending.begin(); it != pending.end() && !(requests_blocked && others_blocked);) {
+      auto& req = *it;
       if (req->ended()) {
-        pending.pop_front();
+        it = pending.erase(it);
         continue;
+      }
+      const bool is_request = req->verb_ == verb::request;
+      if (is_request ? requests_blocked : others_blocked) {
+        ++it;
+        continue;
+      }
+      if (is_request) {
+        if (mux_ctx* m = mux_with_room()) {
+          attach(*m, req);
+          it = pending.erase(it);
+          continue;
+        }
       }
       session_slot* best = nullptr;
       for (auto& s : slots)
         if (s->st == session_slot::state::up && !s->full && open_count(*s) < opts.channels_per_session &&
-            (!best || open_count(*s) < open_count(*best)))
+            (!is_request || s->v2 == session_slot::v2_state::no) && (!best || open_count(*s) < open_count(*best)))
           best = s.get();
-      if (!best) return;
-      if (!open_channel(*best, req)) return;
-      pending.pop_front();
+      if (!best || !open_channel(*best, req)) {
+        (is_request ? requests_blocked : others_blocked) = true;
+        ++it;
+        continue;
+      }
+      it = pending.erase(it);
     }
   }
 
@@ -361,7 +425,7 @@ struct ssh_transport::impl {
         [[fallthrough]];
       }
       case phase::exec: {
-        const int rc = ssh_channel_request_exec(c.channel, std::string(verb_name(req->verb_)).c_str());
+        const int rc = ssh_channel_request_exec(c.channel, std::string(proto::command_name(req->verb_)).c_str());
         // The input follows the exec request at once, without waiting for sshd's reply (as the
         // ssh program does): sshd reads them in order, so the gate finds its stdin waiting, and
         // a request saves one round of scheduling both sides.
@@ -451,6 +515,281 @@ struct ssh_transport::impl {
         ++it;
       }
     }
+    ensure_mux(slot, now);
+    for (auto it = slot.muxes.begin(); it != slot.muxes.end();) {
+      if (!drive_mux(*it, now)) {
+        break_session(slot, std::string("session error: ") + ssh_get_error(slot.session.get()));
+        return;
+      }
+      if (it->st == mux_ctx::stage::closing && (it->remote_closed || now - it->since > close_grace)) {
+        ssh_channel_free(it->channel);
+        if (it->opened) slot.full = false;
+        it = slot.muxes.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  // --- version 2 --------------------------------------------------------------------------
+
+  static void on_mux_exit_status(ssh_session, ssh_channel, int status, void* user) {
+    auto* m = static_cast<mux_ctx*>(user);
+    m->exit_seen = true;
+    m->exit_status = status;
+  }
+
+  static void on_mux_close(ssh_session, ssh_channel, void* user) { static_cast<mux_ctx*>(user)->remote_closed = true; }
+
+  static void on_mux_exit_signal(ssh_session, ssh_channel, const char*, int, const char*, const char*, void* user) {
+    auto* m = static_cast<mux_ctx*>(user);
+    m->exit_seen = true;
+    m->exit_status = 255;
+  }
+
+  static bool mux_current(const mux_ctx& m) { return m.st != mux_ctx::stage::draining && m.st != mux_ctx::stage::closing; }
+
+  // Opens a session channel on `slot` when the gate may speak version 2 and none is in use.
+  void ensure_mux(session_slot& slot, clock::time_point now) {
+    if (slot.v2 == session_slot::v2_state::no) {
+      if (now < slot.v2_retry_at) return;
+      slot.v2 = session_slot::v2_state::unknown;
+    }
+    if (slot.full || open_count(slot) >= opts.channels_per_session) return;
+    if (std::any_of(slot.muxes.begin(), slot.muxes.end(), [](const mux_ctx& m) { return mux_current(m); })) return;
+    ssh_channel ch = ssh_channel_new(slot.session.get());
+    if (!ch) return;
+    auto& m = slot.muxes.emplace_back();
+    m.slot = &slot;
+    m.channel = ch;
+    m.since = now;
+    ssh_callbacks_init(&m.callbacks);
+    m.callbacks.userdata = &m;
+    m.callbacks.channel_exit_status_function = &impl::on_mux_exit_status;
+    m.callbacks.channel_exit_signal_function = &impl::on_mux_exit_signal;
+    m.callbacks.channel_close_function = &impl::on_mux_close;
+    ssh_add_channel_callbacks(ch, &m.callbacks);
+  }
+
+  // The gate does not speak version 2 here (or not now): requests take a channel each.
+  void refuse_v2(session_slot& slot, std::string_view why) {
+    if (slot.v2 != session_slot::v2_state::no)
+      log::info("tunnel: the gate has no session command here; one channel per request",
+                {{"session", std::to_string(slot.index)}, {"reason", std::string(why)}});
+    slot.v2 = session_slot::v2_state::no;
+    slot.v2_retry_at = clock::now() + std::chrono::seconds(30);
+  }
+
+  // Requests of a session channel that ended early: the ones the gate cannot have seen go back
+  // to the queue, the others end with errc::unavailable.
+  void fail_mux_requests(mux_ctx& m, const std::string& why) {
+    std::vector<std::shared_ptr<stream_state>> retry;
+    for (auto& [id, mr] : m.reqs) {
+      if (mr.req->ended()) continue;
+      mr.req->session_ = -1;
+      if (m.out_base <= mr.open_at && !mr.req->cancel_requested())
+        retry.push_back(mr.req);
+      else
+        mr.req->finish(error(errc::unavailable, "the gate's session ended during the request: " + why));
+    }
+    m.reqs.clear();
+    for (auto it = retry.rbegin(); it != retry.rend(); ++it) pending.push_front(*it);
+  }
+
+  void close_mux(mux_ctx& m, const std::string& why) {
+    if (m.st == mux_ctx::stage::closing) return;
+    fail_mux_requests(m, why);
+    m.st = mux_ctx::stage::closing;
+    m.since = clock::now();
+    ssh_channel_close(m.channel);
+  }
+
+  // The least busy session channel with room for one more request, if any.
+  mux_ctx* mux_with_room() {
+    mux_ctx* best = nullptr;
+    for (auto& s : slots) {
+      if (s->st != session_slot::state::up || s->v2 != session_slot::v2_state::yes) continue;
+      for (auto& m : s->muxes)
+        if (m.st == mux_ctx::stage::running && m.reqs.size() < m.hello.max_requests &&
+            (!best || m.reqs.size() < best->reqs.size()))
+          best = &m;
+    }
+    return best;
+  }
+
+  void attach(mux_ctx& m, std::shared_ptr<stream_state> req) {
+    const std::uint32_t id = m.next_id++;
+    auto& mr = m.reqs[id];
+    mr.open_at = m.out_base + m.out.size();
+    mr.granted = m.hello.window;
+    const std::string_view input = req->input_;
+    const std::size_t first = std::min<std::size_t>(input.size(), m.hello.max_payload);
+    proto::append_frame(m.out, proto::frame_kind::open, id, input.substr(0, first));
+    proto::append_frames(m.out, proto::frame_kind::data, id, input.substr(first), m.hello.max_payload);
+    req->session_ = m.slot->index;
+    req->written_ = input.size();
+    mr.req = std::move(req);
+  }
+
+  chatai::status on_mux_frame(mux_ctx& m, const proto::frame_view& f) {
+    using proto::frame_kind;
+    if (m.st == mux_ctx::stage::hello) {
+      if (f.kind != frame_kind::hello) return error(errc::parse_error, "the gate's first frame is not its hello");
+      auto h = proto::parse_hello(f.payload);
+      if (!h) return std::move(h).err();
+      m.hello = *h;
+      m.st = mux_ctx::stage::running;
+      m.slot->v2 = session_slot::v2_state::yes;
+      return {};
+    }
+    switch (f.kind) {
+      case frame_kind::goaway:
+        if (m.st == mux_ctx::stage::running) m.st = mux_ctx::stage::draining;
+        return {};
+      case frame_kind::data: {
+        const auto it = m.reqs.find(f.id);
+        if (it == m.reqs.end()) return {};  // a request that ended on this side
+        auto& mr = it->second;
+        mr.received += f.payload.size();
+        if (mr.received > mr.granted) return error(errc::parse_error, "the gate sent beyond a request's window");
+        if (mr.held.empty() && mr.req->may_read()) mr.req->deliver(f.payload);
+        else mr.held.append(f.payload);
+        return {};
+      }
+      case frame_kind::end: {
+        const auto it = m.reqs.find(f.id);
+        if (it != m.reqs.end()) it->second.gate_end = proto::end_status(f);
+        return {};
+      }
+      default:
+        return error(errc::parse_error, "a frame only the client sends");
+    }
+  }
+
+  // Moves one request of a session channel on. Returns false when it is over on this side.
+  bool drive_mux_request(mux_ctx& m, std::uint32_t id, mux_req& mr, clock::time_point now) {
+    auto& req = mr.req;
+    if (req->ended()) return false;
+    if (req->cancel_requested() || req->expired(now)) {
+      req->finish(req->cancel_requested() ? error(errc::cancelled, "the request was cancelled") : req->timeout_error());
+      if (!mr.gate_end) proto::append_frame(m.out, proto::frame_kind::cancel, id);
+      return false;
+    }
+    while (!mr.held.empty() && req->may_read()) {
+      const std::size_t n = std::min<std::size_t>(mr.held.size(), read_chunk);
+      req->deliver(std::string_view(mr.held).substr(0, n));
+      mr.held.erase(0, n);
+    }
+    if (mr.held.empty() && mr.gate_end) {
+      req->finish(detail::gate_outcome(verb::request, *mr.gate_end, {}));
+      return false;
+    }
+    if (!mr.gate_end) {
+      // The gate may send as far ahead as the caller's window allows, or one hello window.
+      const std::uint64_t target =
+          req->window() > 0 ? req->consumed_bytes() + req->window() : mr.received + m.hello.window;
+      const std::uint64_t step = std::max<std::uint64_t>(
+          1, std::min<std::uint64_t>(m.hello.window, req->window() > 0 ? req->window() : m.hello.window) / 2);
+      if (target >= mr.granted + step) {
+        const auto credit = static_cast<std::uint32_t>(std::min<std::uint64_t>(target - mr.granted, 1u << 30));
+        proto::append_window(m.out, id, credit);
+        mr.granted += credit;
+      }
+    }
+    return true;
+  }
+
+  // Moves one session channel on as far as it goes without blocking. Returns false when the
+  // SSH session failed.
+  bool drive_mux(mux_ctx& m, clock::time_point now) {
+    using stage = mux_ctx::stage;
+    auto& slot = *m.slot;
+    switch (m.st) {
+      case stage::opening: {
+        const int rc = ssh_channel_open_session(m.channel);
+        if (rc == SSH_AGAIN) return true;
+        if (rc != SSH_OK) {
+          if (ssh_get_status(slot.session.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) return false;
+          slot.full = true;  // MaxSessions: try again when a channel closes
+          m.st = stage::closing;
+          m.remote_closed = true;
+          return true;
+        }
+        m.opened = true;
+        m.st = stage::exec;
+        [[fallthrough]];
+      }
+      case stage::exec: {
+        const int rc = ssh_channel_request_exec(m.channel, std::string(proto::command_name(verb::session)).c_str());
+        if (rc == SSH_AGAIN) return true;
+        if (rc != SSH_OK) {
+          if (ssh_get_status(slot.session.get()) & (SSH_CLOSED | SSH_CLOSED_ERROR)) return false;
+          refuse_v2(slot, "the server refused to run the session command");
+          close_mux(m, "refused");
+          return true;
+        }
+        m.st = stage::hello;
+        m.since = now;
+        break;
+      }
+      case stage::closing:
+        return true;
+      default: break;
+    }
+
+    char buf[read_chunk];
+    for (;;) {  // the gate's stderr: only kept for the log when the channel ends
+      const int n = ssh_channel_read_nonblocking(m.channel, buf, sizeof buf, 1);
+      if (n == SSH_ERROR) return false;
+      if (n <= 0) break;
+      if (m.stderr_text.size() < detail::max_stderr)
+        m.stderr_text.append(buf, std::min<std::size_t>(static_cast<std::size_t>(n), detail::max_stderr - m.stderr_text.size()));
+    }
+    for (;;) {
+      const int n = ssh_channel_read_nonblocking(m.channel, buf, sizeof buf, 0);
+      if (n == SSH_ERROR) return false;
+      if (n <= 0) break;
+      auto fed = m.reader.feed(std::string_view(buf, static_cast<std::size_t>(n)),
+                               [&](const proto::frame_view& f) { return on_mux_frame(m, f); });
+      if (!fed) {
+        log::warn("tunnel: the gate broke the session protocol", {{"session", std::to_string(slot.index)},
+                                                                 {"error", fed.err().message()}});
+        if (m.st == stage::hello) refuse_v2(slot, fed.err().message());
+        close_mux(m, fed.err().message());
+        return true;
+      }
+    }
+    if (m.st == stage::hello && now - m.since > opts.connect_timeout) {
+      refuse_v2(slot, "no hello in time");
+      close_mux(m, "no hello in time");
+      return true;
+    }
+    for (auto it = m.reqs.begin(); it != m.reqs.end();)
+      it = drive_mux_request(m, it->first, it->second, now) ? std::next(it) : m.reqs.erase(it);
+
+    while (!m.out.empty()) {
+      const std::uint32_t room = ssh_channel_window_size(m.channel);
+      if (room == 0) break;
+      const auto n = std::min<std::size_t>({m.out.size(), room, 32 * 1024});
+      const int rc = ssh_channel_write(m.channel, m.out.data(), static_cast<std::uint32_t>(n));
+      if (rc == SSH_ERROR) return false;
+      if (rc <= 0) break;
+      m.out.erase(0, static_cast<std::size_t>(rc));
+      m.out_base += static_cast<std::uint64_t>(rc);
+    }
+
+    if (ssh_channel_is_eof(m.channel) && (m.exit_seen || m.remote_closed)) {
+      std::string why = "the gate's session exited with status " + std::to_string(m.exit_status);
+      while (!m.stderr_text.empty() && (m.stderr_text.back() == '\n' || m.stderr_text.back() == '\r'))
+        m.stderr_text.pop_back();
+      if (!m.stderr_text.empty()) why += ": " + m.stderr_text;
+      if (m.st == stage::hello) refuse_v2(slot, why);
+      else if (!m.reqs.empty()) log::warn("tunnel: the gate's session ended", {{"session", std::to_string(slot.index)}, {"reason", why}});
+      close_mux(m, why);
+      return true;
+    }
+    if (m.st == stage::draining && m.reqs.empty() && m.out.empty()) close_mux(m, "drained");
+    return true;
   }
 
   // --- the loop ---------------------------------------------------------------------------
@@ -502,6 +841,10 @@ struct ssh_transport::impl {
       if (s->st == session_slot::state::down) next = std::min(next, s->retry_at);
       for (auto& c : s->channels)
         if (c.req && !c.req->ended()) next = std::min(next, c.req->deadline());
+      for (auto& m : s->muxes) {
+        if (m.st == mux_ctx::stage::hello) next = std::min(next, m.since + opts.connect_timeout);
+        for (auto& [id, mr] : m.reqs) next = std::min(next, mr.req->deadline());
+      }
     }
     for (auto& r : pending) next = std::min(next, r->deadline());
     if (opts.keep_alive_interval.count() > 0) next = std::min(next, next_keep_alive);
@@ -542,9 +885,11 @@ struct ssh_transport::impl {
 
   void update_counts() {
     int running = 0;
-    for (auto& s : slots)
+    for (auto& s : slots) {
       for (auto& c : s->channels)
         if (c.req && !c.req->ended()) ++running;
+      for (auto& m : s->muxes) running += static_cast<int>(m.reqs.size());
+    }
     std::lock_guard lock(mutex);
     health.requests_running = running;
     health.requests_queued = static_cast<int>(pending.size() + submitted.size());
@@ -558,7 +903,10 @@ struct ssh_transport::impl {
     for (auto& s : slots) {
       for (auto& c : s->channels)
         if (c.req) c.req->finish(gone);
+      for (auto& m : s->muxes)
+        for (auto& [id, mr] : m.reqs) mr.req->finish(gone);
       s->channels.clear();
+      s->muxes.clear();
       if (s->session) {
         ssh_event_remove_session(event, s->session.get());
         s->session.reset();

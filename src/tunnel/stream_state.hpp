@@ -57,6 +57,10 @@ class stream_state final : public stream, public std::enable_shared_from_this<st
   bool expired(clock::time_point now) const noexcept { return now >= deadline(); }
   error timeout_error() const;
 
+  std::size_t consumed_bytes() const noexcept { return consumed_.load(); }
+  std::size_t delivered_bytes() const noexcept { return delivered_; }
+  std::size_t window() const noexcept { return options_.window; }
+
   void deliver(std::string_view bytes);
   void finish(const status& outcome);
 

@@ -16,40 +16,6 @@
 
 namespace chatai::tunnel {
 
-std::string_view verb_name(verb v) noexcept {
-  switch (v) {
-    case verb::keep_alive: return "keep-alive";
-    case verb::status: return "status";
-    case verb::request: return "request";
-  }
-  return "request";
-}
-
-std::string encode_request(const gate_request& request) {
-  std::string out = "{\"v\":1,\"id\":";
-  json::append_quoted(out, request.id);
-  out += ",\"user\":";
-  json::append_quoted(out, request.user);
-  out += ",\"service\":";
-  json::append_quoted(out, request.service);
-  out += ",\"method\":";
-  json::append_quoted(out, request.method);
-  out += ",\"path\":";
-  json::append_quoted(out, request.path);
-  out += ",\"headers\":{";
-  for (std::size_t i = 0; i < request.headers.size(); ++i) {
-    if (i) out += ',';
-    json::append_quoted(out, request.headers[i].first);
-    out += ':';
-    json::append_quoted(out, request.headers[i].second);
-  }
-  out += "},\"body_length\":";
-  out += std::to_string(request.body.size());
-  out += "}\n";
-  out += request.body;
-  return out;
-}
-
 result<std::string> transport::call(verb v, std::chrono::milliseconds timeout) {
   auto answer = std::make_shared<std::string>();
   auto done = std::make_shared<std::promise<chatai::status>>();
@@ -65,7 +31,7 @@ result<std::string> transport::call(verb v, std::chrono::milliseconds timeout) {
   // The transport enforces the deadlines; the margin covers a stalled I/O thread.
   if (finished.wait_for(timeout * 2 + std::chrono::seconds(1)) != std::future_status::ready) {
     handle->cancel();
-    return error(errc::timeout, std::string(verb_name(v)) + ": no answer in time");
+    return error(errc::timeout, std::string(proto::command_name(v)) + ": no answer in time");
   }
   auto outcome = finished.get();
   if (!outcome) return std::move(outcome).err();
@@ -192,11 +158,11 @@ std::thread start_io_thread(std::string_view what, std::function<void()> loop) {
 }
 
 status gate_outcome(verb v, int exit_status, std::string_view stderr_text) {
-  if (exit_status == 0) return ok_status();
-  std::string message = "the gate (" + std::string(verb_name(v)) + ") exited with status " + std::to_string(exit_status);
+  if (exit_status == proto::exit_ok) return ok_status();
+  std::string message = "the gate (" + std::string(proto::command_name(v)) + ") exited with status " + std::to_string(exit_status);
   while (!stderr_text.empty() && (stderr_text.back() == '\n' || stderr_text.back() == '\r')) stderr_text.remove_suffix(1);
   if (!stderr_text.empty()) message += ": " + std::string(stderr_text);
-  return error(exit_status == 2 ? errc::invalid_argument : errc::unavailable, std::move(message));
+  return error(exit_status == proto::exit_usage ? errc::invalid_argument : errc::unavailable, std::move(message));
 }
 
 }  // namespace detail

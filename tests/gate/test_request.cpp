@@ -60,16 +60,17 @@ TEST_CASE("the config file is read strictly") {
   }
 }
 
-TEST_CASE("only the three verbs are accepted, exactly") {
-  CHECK(parse_verb("keep-alive").value() == verb::keep_alive);
-  CHECK(parse_verb("status").value() == verb::status);
-  CHECK(parse_verb("request").value() == verb::request);
+TEST_CASE("only the four commands are accepted, exactly") {
+  CHECK(proto::parse_command("keep-alive").value() == verb::keep_alive);
+  CHECK(proto::parse_command("status").value() == verb::status);
+  CHECK(proto::parse_command("request").value() == verb::request);
+  CHECK(proto::parse_command("session").value() == verb::session);
   for (const char* bad : {"", " request", "request ", "request\n", "REQUEST", "request x", "keep-alive; sh",
                           "status && id", "sftp", "internal-sftp", "/bin/sh", "scp -t /tmp"}) {
     CAPTURE(bad);
-    CHECK_FALSE(parse_verb(bad));
+    CHECK_FALSE(proto::parse_command(bad));
   }
-  CHECK_FALSE(parse_verb(nullptr));
+  CHECK_FALSE(proto::parse_command(nullptr));
 }
 
 TEST_CASE("a well-formed request is read whole") {

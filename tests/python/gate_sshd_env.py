@@ -192,6 +192,24 @@ class GateEnvironment:
             grew = bool(below)
         return found
 
+    def add_v1_only_key(self) -> pathlib.Path:
+        """Another client key whose forced command is a gate of protocol version 1 only: it
+        refuses the session command as a gate from before version 2 did. Returns the key."""
+        key = self.tmp / "client_v1_ed25519"
+        if not key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+            wrapper = self.tmp / "chatai-gate-v1"
+            wrapper.write_text("#!/bin/sh\n"
+                               'if [ "$SSH_ORIGINAL_COMMAND" = session ]; then\n'
+                               '  echo "chatai-gate: unknown command" >&2\n'
+                               "  exit 2\n"
+                               "fi\n"
+                               f"exec {self.gate} --config {self.config}\n")
+            os.chmod(wrapper, 0o755)
+            with open(self.authorized_keys, "a") as keys:
+                keys.write(f'restrict,command="exec {wrapper}" ' + (self.tmp / "client_v1_ed25519.pub").read_text())
+        return key
+
     def kill_sshd(self):
         """Kills sshd with every connection it serves, as a crash of the login node's sshd would."""
         for pid in self.sshd_processes():

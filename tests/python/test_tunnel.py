@@ -1,7 +1,9 @@
 """chatai.Tunnel through a real OpenSSH sshd on loopback (a restrict,command= key running the real
 chatai-gate) and through the local transport: streams arrive intact, 200 at once over the pool;
 the tunnel recovers from sshd being killed and restarted; a wrong host key or client key is
-refused without leaking a connection; a cancelled request's gate process goes at once."""
+refused without leaking a connection; requests share one gate per SSH session (protocol
+version 2), which rotates without losing one, and a gate of version 1 still gets one channel per
+request; a cancelled request is closed at the gate at once."""
 
 import json
 import os
@@ -170,23 +172,89 @@ def test_a_wrong_client_key_is_an_authentication_error(env, tmp_path):
     assert client_connections(env.port) <= before
 
 
-def test_a_cancelled_request_ends_its_gate_process_within_a_second(env):
+def wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_requests_share_one_long_lived_gate_per_session(env):
+    with tunnel(env, sessions=1) as t:
+        t.wait_connected(10)
+        streams = [t.request("slow", STREAM_BODY, id=f"shared-{i}") for i in range(20)]
+        for s in streams:
+            assert s.read(timeout=10)
+        # Version 2: one gate process carries all 20 (version 1 would run 20, through 2 sessions' worth
+        # of channels, since sshd allows 32 here).
+        assert len(gate_processes(env)) == 1
+        for s in streams:
+            s.cancel()
+        expect_stream(b"".join(t.request("chat", STREAM_BODY)))
+        assert len(gate_processes(env)) == 1
+
+
+def test_a_cancelled_request_is_closed_at_the_gate_within_a_second(env):
     with tunnel(env, sessions=1) as t:
         t.wait_connected(10)
         stream = t.request("slow", STREAM_BODY, id="cancel-me")
         assert stream.read(timeout=10)
-        assert gate_processes(env), "the gate process was not seen"
+        session_gates = gate_processes(env)
+        assert len(session_gates) == 1
         stream.cancel()
-        cancelled = time.monotonic()
-        while gate_processes(env) and time.monotonic() - cancelled < 1.0:
-            time.sleep(0.02)
-        assert gate_processes(env) == []
+        # The gate records the request as its client gone at once; its session goes on.
+        assert wait_for(lambda: any(u["id"] == "cancel-me" for u in env.usage()), 1.0)
+        assert [u["outcome"] for u in env.usage() if u["id"] == "cancel-me"] == ["client_gone"]
         with pytest.raises(chatai.Error) as ended:
             while stream.read(timeout=5):
                 pass
         assert ended.value.code == "cancelled"
-        # The session is still good for the next request.
         expect_stream(b"".join(t.request("chat", STREAM_BODY)))
+        assert gate_processes(env) == session_gates
+
+
+def test_a_gate_without_sessions_gets_one_channel_per_request(env):
+    with tunnel(env, key=env.add_v1_only_key(), sessions=1) as t:
+        t.wait_connected(10)
+        expect_stream(b"".join(t.request("chat", STREAM_BODY, id="v1-1")))
+        stream = t.request("slow", STREAM_BODY, id="v1-cancel")
+        assert stream.read(timeout=10)
+        others = [t.request("slow", STREAM_BODY, id=f"v1-{i}") for i in range(3)]
+        for s in others:
+            assert s.read(timeout=10)
+        assert len(gate_processes(env)) == 4
+        stream.cancel()
+        for s in others:
+            s.cancel()
+        # In version 1 a cancelled request's gate process goes at once.
+        assert wait_for(lambda: gate_processes(env) == [], 1.0)
+        with pytest.raises(chatai.Error) as ended:
+            while stream.read(timeout=5):
+                pass
+        assert ended.value.code == "cancelled"
+        expect_stream(b"".join(t.request("chat", STREAM_BODY)))
+
+
+def test_sessions_rotate_without_losing_a_request(build_dir):
+    rotating = GateEnvironment(pathlib.Path(build_dir) / "bin" / "chatai-gate", breaker_threshold=1000,
+                               gate_settings={"session": {"max_session_requests": 5, "max_requests": 4}})
+    try:
+        rotating.add_backend("1001", service="chat", events=5, gap=0.01)
+        with chatai.Tunnel("127.0.0.1", USER, str(rotating.client_key), str(rotating.known_hosts),
+                           port=rotating.port, keep_alive_interval=0, sessions=2) as t:
+            t.wait_connected(10)
+            seen = set()
+            for round in range(6):
+                streams = [t.request("chat", STREAM_BODY, id=f"rot-{round}-{i}") for i in range(10)]
+                for s in streams:
+                    expect_stream(b"".join(s))
+                seen.update(gate_processes(rotating))
+            # 60 requests, at most 5 per session: a dozen gate processes came and went, none failed.
+            assert len(seen) >= 6
+            assert len([u for u in rotating.usage() if u["id"].startswith("rot-")]) == 60
+            assert all(u["outcome"] == "ok" for u in rotating.usage())
+    finally:
+        rotating.close()
 
 
 def test_the_tunnel_recovers_when_sshd_is_killed_and_restarted(env):

@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "chatai/core/clock.hpp"
 #include "chatai/core/status.hpp"
 #include "chatai/gate/config.hpp"
 #include "chatai/slurm/registry.hpp"
@@ -56,6 +57,6 @@ class breaker {
   breaker_settings settings_;
 };
 
-std::int64_t unix_ms_now() noexcept;
+using chatai::unix_ms_now;
 
 }  // namespace chatai::gate

@@ -12,7 +12,9 @@
 //    "backend": {"connect_timeout_ms": 5000, "first_byte_timeout_ms": 300000, "idle_timeout_ms": 120000,
 //                "max_attempts": 2, "retry_after_s": 15},
 //    "breaker": {"failure_threshold": 3, "cooldown_ms": 30000},
-//    "tick": {"interval_s": 10, "timeout_ms": 60000, "command": []}}
+//    "tick": {"interval_s": 10, "timeout_ms": 60000, "command": []},
+//    "session": {"max_requests": 256, "window_bytes": 262144, "idle_timeout_s": 600,
+//                "max_session_requests": 100000, "max_lifetime_s": 14400}}
 #pragma once
 
 #include <chrono>
@@ -44,6 +46,19 @@ struct tick_settings {
   std::chrono::seconds interval{10};
   std::vector<std::string> command;
   std::chrono::milliseconds timeout{60000};
+};
+
+// Version 2's sessions (the `session` command): one gate process serves many requests.
+struct session_settings {
+  // Requests in flight at once on one session. 256 x the tunnel's 8 sessions carry 2,048
+  // streams; each request in flight costs the gate two threads.
+  std::int64_t max_requests = 256;
+  std::int64_t window_bytes = 256 * 1024;  // response bytes sent ahead of the client's reading
+  std::chrono::seconds idle_timeout{600};  // with nothing in flight, then goaway
+  // After so many requests or so long the session says goaway, so that a gate process (and
+  // the config it read) never lives for ever; the tunnel opens a fresh one beside it.
+  std::int64_t max_session_requests = 100000;
+  std::chrono::seconds max_lifetime{4 * 3600};
 };
 
 // Everything the gate reads from its config file. Defaults are those of the protocol.
@@ -78,6 +93,7 @@ struct gate_config {
   std::chrono::seconds retry_after{15};                  // told to clients with a 503
   breaker_settings breaker;
   tick_settings tick;
+  session_settings session;
 };
 
 // Hard bounds no config file can lift.

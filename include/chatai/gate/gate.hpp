@@ -25,20 +25,17 @@
 
 #include "chatai/core/status.hpp"
 #include "chatai/gate/config.hpp"
+#include "chatai/proto/wire.hpp"
 #include "chatai/slurm/registry.hpp"
 
 namespace chatai::gate {
 
-enum class verb { keep_alive, status, request };
-
-// The verb of SSH_ORIGINAL_COMMAND, matched exactly ("keep-alive", "status", "request"):
-// no arguments, no whitespace. nullptr (no command at all) and anything else are errors.
-result<verb> parse_verb(const char* original_command);
-
-// Exit statuses of the gate program and of run().
-inline constexpr int exit_ok = 0;          // the verb's answer was written whole
-inline constexpr int exit_incomplete = 1;  // the answer was cut short or could not be written
-inline constexpr int exit_usage = 2;       // no verb, an unknown verb or a bad config: nothing done
+// The gate's commands (SSH_ORIGINAL_COMMAND, read with proto::parse_command) and its exit
+// statuses, those of the protocol.
+using verb = proto::command;
+using proto::exit_incomplete;
+using proto::exit_ok;
+using proto::exit_usage;
 
 // Runs one verb: reads the request (if any) from `in_fd`, writes the answer to `out_fd`.
 // First the state folder is checked (slurm::check_state_dir): a symbolic link among its
@@ -62,6 +59,17 @@ inline constexpr int exit_usage = 2;       // no verb, an unknown verb or a bad 
 // has gone away, and the backend request is closed. The call then returns at once; in a
 // process that goes on running, the backend connection is closed when its next bytes arrive
 // or its deadline passes.
+//
+// session (gate protocol version 2, chatai/proto/frames.hpp) writes a hello frame, then runs
+// the requests of `open` frames, each on its own thread exactly as `request` runs one (the
+// state folder checked, the same limits and answers), at most session.max_requests at once
+// (beyond: 503, code session_full), each response within its client's window. It sends
+// goaway after session.max_session_requests requests or session.max_lifetime, and when no
+// request was in flight for session.idle_timeout, and still runs what the client opens in
+// the next 10 s (opened before it read the goaway; later ones get 503). It returns when the
+// client leaves (end-of-file on `in_fd`; requests still in flight are cancelled), or 10 s
+// after a goaway once nothing is in flight. A frame the protocol does not allow cancels every request and returns
+// exit_usage.
 //
 // Writes to a closed `out_fd` fail with EPIPE instead of raising SIGPIPE.
 // Thread safety: safe to call from several threads at once with distinct descriptors.

@@ -1,5 +1,5 @@
-// The request of gate protocol version 1: a JSON header line, then exactly body_length bytes.
-// Every field is checked against an anchored allowlist before anything uses it.
+// The gate's reading of a request of gate protocol version 1: a JSON header line, then exactly
+// body_length bytes. Every field is checked against an anchored allowlist before anything uses it.
 #pragma once
 
 #include <chrono>
@@ -11,20 +11,12 @@
 
 #include "chatai/core/status.hpp"
 #include "chatai/gate/config.hpp"
+#include "chatai/proto/wire.hpp"
 
 namespace chatai::gate {
 
-// A request header line that passed every check. Header names are lower case.
-// Thread safety: value types, like every type of this header; the functions may run on any thread.
-struct request_head {
-  std::string id;       // [A-Za-z0-9._:-]{1,128}
-  std::string user;     // a tag of the web user, [A-Za-z0-9._:@+=-]{0,128}; may be empty
-  std::string service;  // a service id (whether the registry knows it is checked later)
-  std::string method;
-  std::string path;
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::int64_t body_length = 0;
-};
+// A request header line that passed every check (see chatai/proto/wire.hpp).
+using request_head = proto::request_head;
 
 struct gate_request {
   request_head head;
@@ -56,16 +48,8 @@ result<gate_request> read_request(int fd, const gate_config& config);
 // the whole request and nothing after it.
 result<gate_request> parse_request(std::string_view input, const gate_config& config);
 
-// The body as it goes to the backend.
-struct prepared_body {
-  std::string body;
-  bool stream = false;  // the request asked for a stream
-};
-
-// For a streaming request ("stream": true), sets stream_options.include_usage so that every
-// request is counted (one include_usage member, true); any other body is passed unchanged,
-// byte for byte. A stream_options that is not an object, or an include_usage that is not a
-// boolean, is an error.
-result<prepared_body> prepare_body(std::string_view body);
+// The body rule of the protocol (stream_options.include_usage set for streams).
+using proto::prepare_body;
+using proto::prepared_body;
 
 }  // namespace chatai::gate

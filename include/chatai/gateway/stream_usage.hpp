@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "chatai/gate/usage.hpp"
+#include "chatai/proto/usage.hpp"
 
 namespace chatai::gateway {
 
@@ -52,7 +52,7 @@ class usage_filter {
 
   bool event_stream_;
   bool keep_usage_chunk_;
-  gate::usage_scanner scanner_;
+  proto::usage_scanner scanner_;
   std::string pending_;        // the start of an event not yet complete
   bool passing_ = false;       // the current event outgrew max_held_event and is passed on as it comes
   end_search search_ = end_search::in_line;

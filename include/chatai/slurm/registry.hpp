@@ -27,15 +27,16 @@
 
 #include "chatai/core/status.hpp"
 #include "chatai/core/unique_fd.hpp"
+#include "chatai/proto/wire.hpp"
 
 namespace chatai::slurm {
 
 // Anchored character checks for names that end up in file names and URLs. Each also refuses
-// "." and "..".
-bool valid_service_id(std::string_view id) noexcept;  // [A-Za-z0-9._:-]{1,128}
+// "." and "..". Service ids and model names follow the gate protocol's rules.
+using proto::valid_model_name;
+using proto::valid_service_id;
 bool valid_job_id(std::string_view id) noexcept;      // [A-Za-z0-9._-]{1,64}
 bool valid_host(std::string_view host) noexcept;      // [A-Za-z0-9.-]{1,253}, a name or IPv4
-bool valid_model_name(std::string_view name) noexcept;  // printable ASCII without space, 1..256
 
 enum class backend_state { starting, ready, draining };
 

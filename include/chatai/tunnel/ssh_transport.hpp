@@ -1,6 +1,7 @@
-// The SSH transport: a pool of libssh sessions to the login node, one channel per request,
-// the server's host key checked against a known_hosts file, reconnection with backoff and a
-// periodic keep-alive.
+// The SSH transport: a pool of libssh sessions to the login node, each with one long-lived
+// channel that carries many requests (gate protocol version 2) or one channel per request
+// (version 1), the server's host key checked against a known_hosts file, reconnection with
+// backoff and a periodic keep-alive.
 #pragma once
 
 #include <chrono>
@@ -23,9 +24,11 @@ struct ssh_options {
   // differs from a listed one is refused all the same.
   bool trust_on_first_use = false;
 
-  // 8 x 10 channels carry 80 requests at once, with sshd's default MaxSessions (10).
+  // With a gate of version 2 each session carries as many requests at once as its hello allows
+  // (256 by default) on one channel; with one of version 1, 8 x 10 channels carry 80 requests
+  // at once, with sshd's default MaxSessions (10).
   int sessions = 8;              // SSH connections in the pool
-  int channels_per_session = 10; // at most sshd's MaxSessions (10 by default)
+  int channels_per_session = 10; // channels open at once per session: at most sshd's MaxSessions
   int max_queued = 4096;         // requests waiting for a channel before new ones are refused
 
   std::chrono::milliseconds connect_timeout{5000};   // TCP, key exchange and authentication
@@ -41,9 +44,16 @@ struct ssh_options {
 // authentication run on one short-lived thread per connection attempt, never on the I/O thread.
 // Stream callbacks run on the I/O thread.
 //
-// A request waits in the queue until a session has a free channel; if its session breaks before
-// any of its bytes were sent, it goes back to the queue for a healthy session; once sent, it
-// ends with errc::unavailable. A broken session is replaced after a backoff that doubles from
+// When a session comes up it opens a channel for the gate's `session` command; once the gate's
+// hello has come, requests go onto it as frames, each with its own window (the caller's
+// request_options::window, or the hello's), so one slow reader never holds up another. A gate
+// that refuses the command (exit status 2, or no hello within connect_timeout) gets one
+// channel per request on that session, and version 2 is tried again 30 s later. After the
+// gate's goaway a fresh session channel is opened beside the old one, which closes once its
+// requests have ended. Keep-alive and status take a channel each.
+// A request waits in the queue until a session can take it; if its session (or session
+// channel) breaks before any of its bytes were sent, it goes back to the queue for a healthy
+// one; once sent, it ends with errc::unavailable. A broken session is replaced after a backoff that doubles from
 // reconnect_initial to reconnect_max, with jitter. An unknown or changed host key and a refused
 // client key fail the waiting requests with errc::permission_denied; the pool goes on retrying.
 // Thread safety: all members may be called from any thread (see transport).

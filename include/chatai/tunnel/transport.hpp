@@ -1,5 +1,5 @@
-// The transport from the gateway to chatai-gate: one interface, spoken in gate protocol
-// version 1, with an SSH implementation (ssh_transport.hpp) and a local one that runs the
+// The transport from the gateway to chatai-gate: one interface, with an SSH implementation
+// (gate protocol version 2 where the gate announces it, version 1 otherwise) (ssh_transport.hpp) and a local one that runs the
 // gate as a child process (local_transport.hpp).
 #pragma once
 
@@ -14,29 +14,14 @@
 
 #include "chatai/core/cancellation.hpp"
 #include "chatai/core/status.hpp"
+#include "chatai/proto/wire.hpp"
 
 namespace chatai::tunnel {
 
-// The gate's verbs (what the tunnel asks sshd to run).
-enum class verb { keep_alive, status, request };
-
-// "keep-alive", "status" or "request".
-std::string_view verb_name(verb v) noexcept;
-
-// One request of gate protocol version 1, before encoding.
-// Thread safety: a value type.
-struct gate_request {
-  std::string id;
-  std::string user;
-  std::string service;
-  std::string method = "POST";
-  std::string path = "/v1/chat/completions";
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::string body;
-};
-
-// The bytes the gate reads on its stdin: the JSON header line, its newline, then the body.
-std::string encode_request(const gate_request& request);
+// The gate's commands (what the tunnel asks sshd to run), and one request before encoding
+// (proto::encode_request): the wire format is the protocol module's.
+using verb = proto::command;
+using gate_request = proto::request;
 
 // Where the response goes. Both run on the transport's I/O thread and must not block: a
 // consumer on an Asio executor posts from them (asio::post) and reports progress with
@@ -103,7 +88,7 @@ class transport {
   virtual transport_health health() const = 0;
 
   std::shared_ptr<stream> request(const gate_request& r, stream_callbacks callbacks, request_options options = {}) {
-    return start(verb::request, encode_request(r), std::move(callbacks), std::move(options));
+    return start(verb::request, proto::encode_request(r), std::move(callbacks), std::move(options));
   }
 
   // Runs a verb without input and returns its whole answer (blocking).
