@@ -1,7 +1,10 @@
-"""chatai.gate from Python: the strict header check and the gate's verbs over pipes."""
+"""chatai.gate from Python: the strict header check, the gate's verbs over pipes, and what the gate
+program links."""
 
 import json
 import os
+import pathlib
+import subprocess
 import threading
 
 import pytest
@@ -81,3 +84,15 @@ def test_run_answers_each_verb(tmp_path):
     assert not (tmp_path / "state").exists()
     with pytest.raises(chatai.Error):
         chatai.gate.run(str(config), "shell", 0, 1)
+
+
+def test_the_gate_program_links_libc_only_and_holds_no_libssh_no_cuda(build_dir):
+    gate = pathlib.Path(build_dir) / "bin" / "chatai-gate"
+    needed = [line.split("[")[1].rstrip("]") for line in
+              subprocess.run(["readelf", "-d", str(gate)], capture_output=True, text=True, check=True).stdout.splitlines()
+              if "(NEEDED)" in line]
+    assert needed and all(lib.startswith(("libc.so", "ld-linux")) for lib in needed), needed
+    symbols = subprocess.run(["nm", "-C", str(gate)], capture_output=True, text=True, check=True).stdout
+    assert "chatai::proto::frame_reader" in symbols  # it speaks version 2
+    for foreign in ("ssh_channel", "ssh_session", "cudaMalloc", "cublas", "sqlite3_"):
+        assert foreign not in symbols, foreign
