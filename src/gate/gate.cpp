@@ -26,7 +26,18 @@ namespace chatai::gate {
 
 namespace detail {
 
+thread_local bool sigpipe_blocked_here = false;
+
 bool write_all(int fd, std::string_view data) noexcept {
+  if (sigpipe_blocked_here) {
+    while (!data.empty()) {
+      const ssize_t n = ::write(fd, data.data(), data.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
   sigset_t pipe_only, previous;
   sigemptyset(&pipe_only);
   sigaddset(&pipe_only, SIGPIPE);
@@ -176,12 +187,30 @@ result<const slurm::backend_entry*> pick_backend(const gate_config& config, cons
   return static_cast<const slurm::backend_entry*>(nullptr);
 }
 
+namespace detail {
+
+bool state_dir_safe(const gate_config& config) {
+  if (auto safe = slurm::check_state_dir(slurm::state_dir(config.state_dir)); !safe) {
+    log::error("the state folder is not safe to use; nothing done", {{"error", safe.err().message()}});
+    return false;
+  }
+  return true;
+}
+
+int run_request(const gate_config& config, int in_fd, int out_fd) noexcept {
+  try {
+    return handle_request(config, in_fd, out_fd);
+  } catch (const std::exception& e) {
+    log::error("gate failed", {{"error", e.what()}});
+  }
+  return exit_incomplete;
+}
+
+}  // namespace detail
+
 int run(const gate_config& config, verb v, int in_fd, int out_fd) {
   try {
-    if (auto safe = slurm::check_state_dir(slurm::state_dir(config.state_dir)); !safe) {
-      log::error("the state folder is not safe to use; nothing done", {{"error", safe.err().message()}});
-      return exit_usage;
-    }
+    if (!detail::state_dir_safe(config)) return exit_usage;
     switch (v) {
       case verb::keep_alive: {
         const bool written = detail::write_all(out_fd, "OK\n");
@@ -196,7 +225,7 @@ int run(const gate_config& config, verb v, int in_fd, int out_fd) {
         }
         return detail::write_all(out_fd, *doc + "\n") ? exit_ok : exit_incomplete;
       }
-      case verb::request: return detail::handle_request(config, in_fd, out_fd);
+      case verb::request: return detail::run_request(config, in_fd, out_fd);
       case verb::session: return detail::handle_session(config, in_fd, out_fd);
     }
   } catch (const std::exception& e) {

@@ -24,6 +24,7 @@
 #include "chatai/gate/request.hpp"
 #include "chatai/gate/usage.hpp"
 #include "internal.hpp"
+#include "worker_pool.hpp"
 
 namespace chatai::gate::detail {
 
@@ -46,10 +47,14 @@ struct exchange {
   gate_request request;
   prepared_body body;
   std::optional<slurm::inflight_marker> marker;
+  // The count the cap was checked against: the first backend is picked by it, so that a
+  // request counts the markers once (each costs an open and a lock test).
+  std::optional<slurm::inflight_counts> counted;
   steady::time_point started;
 
   unique_fd out;   // a duplicate of the client's descriptor, closed when the exchange ends
   unique_fd done;  // an eventfd the backend thread signals when it has finished
+  std::atomic<bool> finished{false};  // set (release) before `done` is signalled
   std::atomic<bool> client_gone{false};
 
   // Written by the backend thread; read by the watcher once `done` fired.
@@ -237,7 +242,9 @@ void proxy(exchange& ex) {
   std::vector<std::string> tried;
   const slurm::state_dir dir(ex.config.state_dir);
   for (std::int64_t attempt = 0; attempt < ex.config.max_attempts && !ex.client_gone; ++attempt) {
-    auto counts = slurm::count_inflight(dir);
+    result<slurm::inflight_counts> counts = slurm::inflight_counts{};
+    if (attempt == 0 && ex.counted) counts = std::move(*ex.counted);
+    else counts = slurm::count_inflight(dir);
     if (!counts) log::warn("counting requests in flight failed", {{"error", counts.err().message()}});
     auto picked = pick_backend(ex.config, ex.reg, ex.service->id, counts ? *counts : slurm::inflight_counts{}, tried);
     if (!picked) {
@@ -321,7 +328,7 @@ struct cap_refusal {
 // last places some may be refused needlessly, but never more than the cap admitted. A request
 // whose marker could not be made, or whose service's markers cannot be counted, is refused
 // too: it could not be held to the cap.
-std::optional<cap_refusal> check_in_flight_cap(const exchange& ex) {
+std::optional<cap_refusal> check_in_flight_cap(exchange& ex) {
   if (!ex.marker) return cap_refusal{"the gate cannot count this request; retry later", "in_flight_unknown"};
   auto counts = slurm::count_inflight(slurm::state_dir(ex.config.state_dir));
   if (!counts) {
@@ -330,6 +337,7 @@ std::optional<cap_refusal> check_in_flight_cap(const exchange& ex) {
   }
   const auto found = counts->by_service.find(ex.service->id);
   const std::int64_t in_flight = found == counts->by_service.end() ? 0 : found->second;
+  ex.counted = std::move(*counts);
   if (in_flight <= ex.config.max_in_flight_per_service) return std::nullopt;
   log::warn("request refused: too many in flight",
             {{"service", ex.service->id}, {"in_flight", std::to_string(in_flight)},
@@ -384,29 +392,35 @@ int handle_request(const gate_config& config, int in_fd, int out_fd) {
     return code;
   }
 
-  std::thread backend_thread([ex] {
-    try {
-      proxy(*ex);
-    } catch (const std::exception& e) {
-      log::error("gate request failed", {{"error", e.what()}});
-      if (!ex->written && write_out(*ex, error_response(502, "the gate failed", 0))) ex->status = 502;
-      ex->outcome = "backend_failed";
-      ex->exit_code = exit_incomplete;
-    }
-    const std::uint64_t one = 1;
-    (void)!::write(ex->done.get(), &one, sizeof one);
-  });
+  // The backend call runs on the process's worker pool; `done` tells when it is over.
+  static const auto pool = new std::shared_ptr<worker_pool>(std::make_shared<worker_pool>());  // never freed
+  try {
+    worker_pool::run(*pool, [ex] {
+      try {
+        proxy(*ex);
+      } catch (const std::exception& e) {
+        log::error("gate request failed", {{"error", e.what()}});
+        if (!ex->written && write_out(*ex, error_response(502, "the gate failed", 0))) ex->status = 502;
+        ex->outcome = "backend_failed";
+        ex->exit_code = exit_incomplete;
+      }
+      ex->finished.store(true, std::memory_order_release);
+      const std::uint64_t one = 1;
+      (void)!::write(ex->done.get(), &one, sizeof one);
+    });
+  } catch (const std::system_error&) {
+    ex->marker.reset();
+    return answer(out_fd, 503, "the gate is out of threads; retry later", static_cast<int>(config.retry_after.count()));
+  }
 
   usage_record rec;
   int code;
-  if (wait_for_backend_or_client(*ex, in_fd, out_fd)) {
-    backend_thread.join();
+  if (wait_for_backend_or_client(*ex, in_fd, out_fd) && ex->finished.load(std::memory_order_acquire)) {
     rec = record_of(*ex);
     code = ex->exit_code;
   } else {
     ex->client_gone = true;
-    // The backend thread stops at its next byte or deadline; the request is over for us now.
-    backend_thread.detach();
+    // The backend call stops at its next byte or deadline; the request is over for us now.
     rec.id = ex->request.head.id;
     rec.user = ex->request.head.user;
     rec.service = ex->service->id;

@@ -11,6 +11,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -23,6 +26,7 @@
 #include "chatai/gate/gate.hpp"
 #include "chatai/proto/frames.hpp"
 #include "internal.hpp"
+#include "worker_pool.hpp"
 
 namespace chatai::gate::detail {
 
@@ -78,7 +82,8 @@ class session {
     h.window = static_cast<std::uint32_t>(config_.session.window_bytes);
     proto::append_frame(out_, proto::frame_kind::hello, 0, proto::encode_hello(h));
     loop();
-    // Every thread has to be gone before the config it reads is.
+    workers_->stop();
+    // Every request has to be over before the config it reads is gone.
     std::unique_lock lock(done_->mutex);
     while (done_->running > 0) {
       lock.unlock();
@@ -231,6 +236,15 @@ class session {
       proto::append_end(out_, f.id, exit_ok);
       return {};
     }
+    // The state folder is checked as for every request of version 1, at most once a second.
+    const auto now = steady::now();
+    if (now - state_checked_ >= std::chrono::seconds(1)) {
+      if (!state_dir_safe(config_)) {
+        proto::append_end(out_, f.id, exit_usage);  // as the gate program: nothing written
+        return {};
+      }
+      state_checked_ = now;
+    }
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
       proto::append_frames(out_, proto::frame_kind::data, f.id, error_response(502, "the gate could not set up the request"));
@@ -248,15 +262,16 @@ class session {
       ++done_->running;
     }
     try {
-      std::thread([config = &config_, fd = std::move(theirs), id = f.id, done = done_]() mutable {
-        const int code = gate::run(*config, verb::request, fd.get(), fd.get());
-        fd.reset();
+      auto fd = std::make_shared<unique_fd>(std::move(theirs));
+      worker_pool::run(workers_, [config = &config_, fd, id = f.id, done = done_] {
+        const int code = run_request(*config, fd->get(), fd->get());
+        fd->reset();
         std::lock_guard lock(done->mutex);
         done->finished.emplace_back(id, code);
         --done->running;
         const std::uint64_t one = 1;
         (void)!::write(done->wake.get(), &one, sizeof one);
-      }).detach();
+      });
     } catch (const std::system_error& e) {
       {
         std::lock_guard lock(done_->mutex);
@@ -370,11 +385,13 @@ class session {
   const steady::time_point started_;
   steady::time_point last_activity_;
   std::shared_ptr<completions> done_;
+  std::shared_ptr<worker_pool> workers_ = std::make_shared<worker_pool>();
   proto::frame_reader reader_;
   std::string out_;  // frames for the client
   std::map<std::uint32_t, session_request> requests_;
   std::uint32_t last_id_ = 0;
   std::int64_t opened_ = 0;
+  steady::time_point state_checked_{};  // when the state folder was last found safe
   bool goaway_sent_ = false;
   steady::time_point goaway_at_{};
   bool client_gone_ = false;

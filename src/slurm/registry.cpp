@@ -1,9 +1,11 @@
 // The registry document, its atomic replacement, job keys, start flags and in-flight markers.
 #include "chatai/slurm/registry.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include <cstring>
 #include <random>
 #include <set>
+#include <unordered_set>
 
 #include "chatai/core/config.hpp"
 #include "chatai/core/json.hpp"
@@ -207,10 +210,10 @@ status check_folder(const fs::path& dir, const struct stat& info) {
     return error(errc::permission_denied, dir.string() + ": is a symbolic link; the state folder and its "
                                           "subfolders must be real folders");
   if (!S_ISDIR(info.st_mode)) return error(errc::permission_denied, dir.string() + ": is not a folder");
-  if (info.st_uid != ::geteuid())
+  static const uid_t euid = ::geteuid();  // a process of chatai never changes its user
+  if (info.st_uid != euid)
     return error(errc::permission_denied, dir.string() + ": is owned by uid " + std::to_string(info.st_uid) +
-                                          ", not by the user running this (uid " + std::to_string(::geteuid()) +
-                                          ")");
+                                          ", not by the user running this (uid " + std::to_string(euid) + ")");
   if (info.st_mode & (S_IWGRP | S_IWOTH)) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
@@ -223,9 +226,12 @@ status check_folder(const fs::path& dir, const struct stat& info) {
 }  // namespace
 
 status ensure_dir(const fs::path& dir) {
+  // Looked at first: the folders exist nearly always, and the gate ensures several per request.
+  struct stat info{};
+  if (::lstat(dir.c_str(), &info) == 0) return check_folder(dir, info);
+  if (errno != ENOENT) return os_error(dir, "lstat");
   if (::mkdir(dir.c_str(), 0700) == 0) return {};
   if (errno != EEXIST) return os_error(dir, "mkdir");
-  struct stat info{};
   if (::lstat(dir.c_str(), &info) != 0) return os_error(dir, "lstat");
   return check_folder(dir, info);
 }
@@ -381,32 +387,92 @@ status inflight_marker::set_backend(std::string_view job) {
   return {};
 }
 
+namespace {
+
+// Markers in a folder beyond which the locks are looked up in /proc/locks at once rather than
+// tested one by one (an open, a lock test and a close each).
+constexpr std::size_t markers_tested_one_by_one = 8;
+
+// The inodes on device `dev` that some process holds an flock on, from /proc/locks (lines like
+// "1: FLOCK  ADVISORY  WRITE 4321 fe:00:10953284 0 EOF"; waiters, "1: -> FLOCK ...", hold
+// nothing). Empty when it cannot be read: every marker is then tested by itself.
+std::unordered_set<ino_t> flocked_inodes(dev_t dev) {
+  std::unordered_set<ino_t> held;
+  auto text = config::read_file("/proc/locks");
+  if (!text) return held;
+  std::string_view rest(*text);
+  while (!rest.empty()) {
+    const auto end = rest.find('\n');
+    std::string_view line = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    char type[16] = {};
+    unsigned major_dev = 0, minor_dev = 0;
+    unsigned long long inode = 0;
+    int pid = 0;
+    if (line.find("->") != std::string_view::npos) continue;
+    const std::string copy(line);
+    if (std::sscanf(copy.c_str(), "%*d: %15s %*s %*s %d %x:%x:%llu", type, &pid, &major_dev, &minor_dev, &inode) != 5)
+      continue;
+    if (std::strcmp(type, "FLOCK") == 0 && makedev(major_dev, minor_dev) == dev) held.insert(static_cast<ino_t>(inode));
+  }
+  return held;
+}
+
+// Whether the marker at `path` is held (its lock cannot be shared).
+bool marker_held(const fs::path& path, bool& gone) {
+  unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  gone = !fd;
+  return fd && ::flock(fd.get(), LOCK_SH | LOCK_NB) != 0;
+}
+
+}  // namespace
+
 result<inflight_counts> count_inflight(const state_dir& dir) {
   inflight_counts counts;
-  std::error_code ec;
-  fs::directory_iterator it(dir.inflight_dir(), ec);
-  if (ec == std::errc::no_such_file_or_directory) return counts;
-  if (ec) return error(errc::io_error, dir.inflight_dir().string() + ": " + ec.message());
+  const fs::path folder = dir.inflight_dir();
+  DIR* listing = ::opendir(folder.c_str());
+  if (!listing && errno == ENOENT) return counts;
+  if (!listing) return os_error(folder, "opendir");
+  struct entry {
+    std::string name;
+    ino_t inode;
+  };
+  std::vector<entry> visible;
   const auto now = fs::file_time_type::clock::now();
-  for (const auto& entry : it) {
-    const std::string name = entry.path().filename().string();
+  struct stat folder_info{};
+  const bool have_device = ::fstat(::dirfd(listing), &folder_info) == 0;
+  errno = 0;
+  while (const dirent* d = ::readdir(listing)) {
+    const std::string_view name(d->d_name);
+    if (name == "." || name == "..") continue;
     if (name.front() == '.') {
       // A marker being created: its creator locks it at once, so only an old unlocked one
       // belongs to a process that died in between. A young one is not even opened: a lock
       // taken here to test it would make its creator's own lock fail.
+      const fs::path path = folder / std::string(name);
       std::error_code time_ec;
-      const auto written = fs::last_write_time(entry.path(), time_ec);
+      const auto written = fs::last_write_time(path, time_ec);
       if (time_ec || now - written <= std::chrono::minutes(1)) continue;
-      unique_fd fd(::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-      if (fd && ::flock(fd.get(), LOCK_SH | LOCK_NB) == 0) ::unlink(entry.path().c_str());
+      unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+      if (fd && ::flock(fd.get(), LOCK_SH | LOCK_NB) == 0) ::unlink(path.c_str());
       continue;
     }
-    unique_fd fd(::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-    if (!fd) continue;  // removed by its owner meanwhile
-    const bool held = ::flock(fd.get(), LOCK_SH | LOCK_NB) != 0;
-    if (!held) {
-      ::unlink(entry.path().c_str());
-      continue;
+    visible.push_back({std::string(name), d->d_ino});
+  }
+  ::closedir(listing);
+
+  // A marker is made whole and locked before it becomes visible, so one listed here and locked
+  // when /proc/locks is read is counted; one not found there is tested by itself.
+  std::unordered_set<ino_t> held_inodes;
+  if (have_device && visible.size() > markers_tested_one_by_one) held_inodes = flocked_inodes(folder_info.st_dev);
+  for (const auto& [name, inode] : visible) {
+    if (!held_inodes.count(inode)) {
+      bool gone = false;
+      const fs::path path = folder / name;
+      if (!marker_held(path, gone)) {
+        if (!gone) ::unlink(path.c_str());  // its holder has died
+        continue;
+      }
     }
     const auto first = name.find('@');
     const auto second = first == std::string::npos ? std::string::npos : name.find('@', first + 1);

@@ -165,6 +165,7 @@ struct ssh_transport::impl {
   };
 
   struct session_slot {
+    impl* owner = nullptr;
     int index = 0;
     enum class state { down, connecting, up } st = state::down;
     session_ptr session;
@@ -200,6 +201,7 @@ struct ssh_transport::impl {
   std::deque<std::shared_ptr<stream_state>> pending;
   std::optional<error> auth_failure;  // the last connection attempt was refused for good
   clock::time_point next_keep_alive{};
+  bool woken = false;  // the wake-up descriptor fired during this round of the loop
   std::shared_ptr<stream_state> keep_alive_req;
 
   ~impl() {
@@ -308,18 +310,33 @@ struct ssh_transport::impl {
 
   // --- channels ---------------------------------------------------------------------------
 
+  // libssh handles the packets of every session of the event in any of its calls (its polls
+  // take every descriptor), so what arrives for a channel already driven this round is noted:
+  // the loop then goes round again. The data stays in libssh's buffer for the reads.
+  template <class Ctx>
+  static int on_data(ssh_session, ssh_channel, void*, std::uint32_t, int, void* user) {
+    static_cast<Ctx*>(user)->slot->owner->woken = true;
+    return 0;
+  }
+
   static void on_exit_status(ssh_session, ssh_channel, int status, void* user) {
     auto* c = static_cast<channel_ctx*>(user);
     c->exit_seen = true;
     c->exit_status = status;
+    c->slot->owner->woken = true;
   }
 
-  static void on_close(ssh_session, ssh_channel, void* user) { static_cast<channel_ctx*>(user)->remote_closed = true; }
+  static void on_close(ssh_session, ssh_channel, void* user) {
+    auto* c = static_cast<channel_ctx*>(user);
+    c->remote_closed = true;
+    c->slot->owner->woken = true;
+  }
 
   static void on_exit_signal(ssh_session, ssh_channel, const char*, int, const char*, const char*, void* user) {
     auto* c = static_cast<channel_ctx*>(user);
     c->exit_seen = true;
     c->exit_status = 255;
+    c->slot->owner->woken = true;
   }
 
   bool open_channel(session_slot& slot, std::shared_ptr<stream_state> req) {
@@ -335,6 +352,7 @@ struct ssh_transport::impl {
     c.callbacks.channel_exit_status_function = &impl::on_exit_status;
     c.callbacks.channel_exit_signal_function = &impl::on_exit_signal;
     c.callbacks.channel_close_function = &impl::on_close;
+    c.callbacks.channel_data_function = &impl::on_data<channel_ctx>;
     ssh_add_channel_callbacks(ch, &c.callbacks);
     return true;
   }
@@ -537,14 +555,20 @@ struct ssh_transport::impl {
     auto* m = static_cast<mux_ctx*>(user);
     m->exit_seen = true;
     m->exit_status = status;
+    m->slot->owner->woken = true;
   }
 
-  static void on_mux_close(ssh_session, ssh_channel, void* user) { static_cast<mux_ctx*>(user)->remote_closed = true; }
+  static void on_mux_close(ssh_session, ssh_channel, void* user) {
+    auto* m = static_cast<mux_ctx*>(user);
+    m->remote_closed = true;
+    m->slot->owner->woken = true;
+  }
 
   static void on_mux_exit_signal(ssh_session, ssh_channel, const char*, int, const char*, const char*, void* user) {
     auto* m = static_cast<mux_ctx*>(user);
     m->exit_seen = true;
     m->exit_status = 255;
+    m->slot->owner->woken = true;
   }
 
   static bool mux_current(const mux_ctx& m) { return m.st != mux_ctx::stage::draining && m.st != mux_ctx::stage::closing; }
@@ -568,6 +592,7 @@ struct ssh_transport::impl {
     m.callbacks.channel_exit_status_function = &impl::on_mux_exit_status;
     m.callbacks.channel_exit_signal_function = &impl::on_mux_exit_signal;
     m.callbacks.channel_close_function = &impl::on_mux_close;
+    m.callbacks.channel_data_function = &impl::on_data<mux_ctx>;
     ssh_add_channel_callbacks(ch, &m.callbacks);
   }
 
@@ -699,6 +724,22 @@ struct ssh_transport::impl {
     return true;
   }
 
+  // Writes what the channel's window takes of the frames waiting. Returns false when the SSH
+  // session failed.
+  static bool write_mux(mux_ctx& m) {
+    while (!m.out.empty()) {
+      const std::uint32_t room = ssh_channel_window_size(m.channel);
+      if (room == 0) break;
+      const auto n = std::min<std::size_t>({m.out.size(), room, 32 * 1024});
+      const int rc = ssh_channel_write(m.channel, m.out.data(), static_cast<std::uint32_t>(n));
+      if (rc == SSH_ERROR) return false;
+      if (rc <= 0) break;
+      m.out.erase(0, static_cast<std::size_t>(rc));
+      m.out_base += static_cast<std::uint64_t>(rc);
+    }
+    return true;
+  }
+
   // Moves one session channel on as far as it goes without blocking. Returns false when the
   // SSH session failed.
   bool drive_mux(mux_ctx& m, clock::time_point now) {
@@ -737,6 +778,9 @@ struct ssh_transport::impl {
       default: break;
     }
 
+    // Writing first: libssh reads what has arrived while it writes, and that is read below,
+    // not left in its buffer until the next wake-up.
+    if (!write_mux(m)) return false;
     char buf[read_chunk];
     for (;;) {  // the gate's stderr: only kept for the log when the channel ends
       const int n = ssh_channel_read_nonblocking(m.channel, buf, sizeof buf, 1);
@@ -766,17 +810,7 @@ struct ssh_transport::impl {
     }
     for (auto it = m.reqs.begin(); it != m.reqs.end();)
       it = drive_mux_request(m, it->first, it->second, now) ? std::next(it) : m.reqs.erase(it);
-
-    while (!m.out.empty()) {
-      const std::uint32_t room = ssh_channel_window_size(m.channel);
-      if (room == 0) break;
-      const auto n = std::min<std::size_t>({m.out.size(), room, 32 * 1024});
-      const int rc = ssh_channel_write(m.channel, m.out.data(), static_cast<std::uint32_t>(n));
-      if (rc == SSH_ERROR) return false;
-      if (rc <= 0) break;
-      m.out.erase(0, static_cast<std::size_t>(rc));
-      m.out_base += static_cast<std::uint64_t>(rc);
-    }
+    if (!write_mux(m)) return false;
 
     if (ssh_channel_is_eof(m.channel) && (m.exit_seen || m.remote_closed)) {
       std::string why = "the gate's session exited with status " + std::to_string(m.exit_status);
@@ -852,18 +886,24 @@ struct ssh_transport::impl {
     return static_cast<int>(std::clamp<long long>(ms, 0, 500));
   }
 
+  // libssh polls every descriptor of the event, the wake-up one included, inside its reads and
+  // writes too: a wake-up taken there is remembered, so that the loop goes round again instead
+  // of sleeping on a request (or a cancel, or consumed window) it has not seen yet.
   static int on_wake(socket_t, int, void* user) {
-    static_cast<detail::waker*>(user)->drain();
+    auto* self = static_cast<impl*>(user);
+    self->wake->drain();
+    self->woken = true;
     return 0;
   }
 
   void loop() {
-    ssh_event_add_fd(event, wake->fd(), POLLIN, &impl::on_wake, wake.get());
+    ssh_event_add_fd(event, wake->fd(), POLLIN, &impl::on_wake, this);
     for (;;) {
       {
         std::lock_guard lock(mutex);
         if (stopping) break;
       }
+      woken = false;
       auto now = clock::now();
       collect_connections();
       for (auto& s : slots)
@@ -878,7 +918,7 @@ struct ssh_transport::impl {
       }
       expire_pending(clock::now());
       update_counts();
-      ssh_event_dopoll(event, poll_timeout_ms(clock::now()));
+      ssh_event_dopoll(event, woken ? 0 : poll_timeout_ms(clock::now()));
     }
     shutdown();
   }
@@ -940,6 +980,7 @@ result<std::unique_ptr<ssh_transport>> ssh_transport::create(ssh_options options
   for (int i = 0; i < p->opts.sessions; ++i) {
     auto slot = std::make_unique<impl::session_slot>();
     slot->index = i;
+    slot->owner = p.get();
     p->slots.push_back(std::move(slot));
   }
   p->next_keep_alive = clock::now() + p->opts.keep_alive_interval;

@@ -2,6 +2,7 @@
 // start flags, in-flight markers (also of killed processes) and the shared circuit breaker.
 #include <doctest/doctest.h>
 
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -190,6 +191,37 @@ TEST_CASE("in-flight markers are counted while held and vanish with their holder
   CHECK(listing(dir.inflight_dir()).size() == 1);
   CHECK(slurm::count_inflight(dir)->by_service.empty());
   CHECK(listing(dir.inflight_dir()).empty());
+}
+
+TEST_CASE("many markers are counted through /proc/locks exactly as one by one, and dead ones are swept") {
+  gate_fixture fx;
+  const auto dir = fx.state();
+  std::vector<slurm::inflight_marker> held;
+  for (int i = 0; i < 30; ++i) {
+    auto m = slurm::inflight_marker::create(dir, i % 3 ? "chat" : "code");
+    REQUIRE(m);
+    if (i % 2) REQUIRE(m->set_backend("101"));
+    held.push_back(std::move(*m));
+  }
+  // Markers of gates that died: whole and visible, but nobody holds their lock.
+  for (int i = 0; i < 5; ++i) {
+    const fs::path dead = dir.inflight_dir() / ("chat@101@dead" + std::to_string(i));
+    unique_fd(::open(dead.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  }
+  // A lock on another file of the same folder's device counts for nothing.
+  const fs::path other = fx.dir.path / "unrelated";
+  unique_fd unrelated(::open(other.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  const int locked = ::flock(unrelated.get(), LOCK_EX);
+  REQUIRE(locked == 0);
+  auto counts = slurm::count_inflight(dir);
+  REQUIRE(counts);
+  CHECK(counts->by_service["chat"] == 20);
+  CHECK(counts->by_service["code"] == 10);
+  CHECK(counts->by_job["101"] == 15);
+  CHECK(listing(dir.inflight_dir()).size() == 30);
+  held.erase(held.begin() + 4, held.end());  // 26 requests end
+  counts = slurm::count_inflight(dir);
+  CHECK(counts->by_service["chat"] + counts->by_service["code"] == 4);
 }
 
 TEST_CASE("markers made while others count them are all made, and only stale half-made ones are swept") {

@@ -61,8 +61,9 @@ using proto::exit_usage;
 // or its deadline passes.
 //
 // session (gate protocol version 2, chatai/proto/frames.hpp) writes a hello frame, then runs
-// the requests of `open` frames, each on its own thread exactly as `request` runs one (the
-// state folder checked, the same limits and answers), at most session.max_requests at once
+// the requests of `open` frames, each on a thread of its own exactly as `request` runs one
+// (the same limits and answers; the state folder checked at most once a second, and a request
+// that finds it unsafe ends with exit_usage and no answer, as the gate program does), at most session.max_requests at once
 // (beyond: 503, code session_full), each response within its client's window. It sends
 // goaway after session.max_session_requests requests or session.max_lifetime, and when no
 // request was in flight for session.idle_timeout, and still runs what the client opens in
