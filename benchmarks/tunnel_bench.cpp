@@ -85,7 +85,12 @@ int main(int argc, char** argv) {
                         {
                           std::lock_guard lock(m);
                           latencies_ms.push_back(ms);
-                          if (!outcome || *bytes == 0 || !intact || !ended) ++failed;
+                          if (!outcome || *bytes == 0 || !intact || !ended) {
+                            if (failed++ < 3)
+                              std::fprintf(stderr, "failed: %s; %zu bytes, ending \"%s\"\n",
+                                           outcome ? "no error" : outcome.err().message().c_str(), *bytes,
+                                           tail->substr(tail->size() > 40 ? tail->size() - 40 : 0).c_str());
+                          }
                           ++finished;
                           more = started < total;
                           if (more) ++started;

@@ -208,6 +208,8 @@ def run_tunnel_bench(build, env, key, service, clients, requests, sessions, chan
         capture_output=True, text=True)
     if not out.stdout:
         raise RuntimeError(f"tunnel_bench failed: {out.stderr}")
+    if out.stderr:
+        print(out.stderr.strip(), file=sys.stderr)
     return json.loads(out.stdout)
 
 
@@ -236,7 +238,10 @@ def main():
         sys.exit(f"tunnel_latency: {reason}")
     env = GateEnvironment(gate, breaker_threshold=1000, log_level=args.sshd_log_level,
                           sshd_options=[f"MaxSessions {args.channels}", "MaxStartups 100"],
-                          gate_settings={"limits": {"max_in_flight_per_service": max(128, 2 * args.streams)}})
+                          gate_settings={"limits": {"max_in_flight_per_service": max(128, 2 * args.streams)},
+                                         # 1,000 streams connect to one backend at once
+                                         "backend": {"connect_timeout_ms": 10000, "first_byte_timeout_ms": 30000,
+                                                     "idle_timeout_ms": 10000}})
     masters = []
     native = None
     sshd_tree = ProcessTree(env.sshd.pid, "sshd")

@@ -99,7 +99,7 @@ def main():
             self.send_chunk(b"")
 
     class Server(ThreadingHTTPServer):
-        request_queue_size = 512  # many gates connect at once in the tunnel's load tests
+        request_queue_size = 2048  # many gates connect at once in the tunnel's load tests
 
     server = Server(("127.0.0.1", 0), Handler)
     print(server.server_address[1], flush=True)
