@@ -1,55 +1,122 @@
-// The blocking HTTP client: each step of a connection run under its own deadline; fetch_streaming
+// The blocking HTTP client: each step of a connection run under its own deadline (poll on a
+// non-blocking socket); fetch_streaming
 // opens a connection for one request, client_connection keeps it for the next.
 #include "chatai/core/http_client.hpp"
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <array>
 #include <optional>
 
 #include <asio.hpp>
 
-namespace chatai::http {
+#include "chatai/core/unique_fd.hpp"
 
-using asio::ip::tcp;
+namespace chatai::http {
 
 namespace {
 
 bool has_line_break(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
 
-// Runs asynchronous steps of one connection on a private io_context, each under a deadline.
+// One connection's socket, non-blocking, each step under its own deadline (poll). Errors are
+// the system's codes, asio::error::eof for end-of-file and asio::error::timed_out for a
+// deadline passed. No event loop is set up per connection: the gate opens one per request.
 class session {
  public:
-  tcp::socket& socket() noexcept { return socket_; }
-
-  // Starts an operation with `start(handler)` and runs until it completes or `timeout` passes;
-  // then the socket is closed so the operation ends with operation_aborted, and timed_out is
-  // returned.
-  template <class Start>
-  std::error_code run(std::chrono::milliseconds timeout, Start&& start, std::size_t* transferred = nullptr) {
-    std::optional<std::error_code> outcome;
-    std::size_t bytes = 0;
-    start([&](std::error_code ec, std::size_t n) {
-      outcome = ec;
-      bytes = n;
-    });
-    io_.restart();
-    io_.run_for(timeout);
-    if (!outcome) {
-      std::error_code ignored;
-      socket_.close(ignored);
-      io_.restart();
-      io_.run();
-      return asio::error::timed_out;
+  std::error_code connect(const asio::ip::address& address, std::uint16_t port, std::chrono::milliseconds timeout) {
+    sockaddr_storage storage{};
+    socklen_t length = 0;
+    if (address.is_v6()) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&storage);
+      a->sin6_family = AF_INET6;
+      a->sin6_port = htons(port);
+      const auto bytes = address.to_v6().to_bytes();
+      std::memcpy(&a->sin6_addr, bytes.data(), bytes.size());
+      a->sin6_scope_id = address.to_v6().scope_id();
+      length = sizeof *a;
+    } else {
+      auto* a = reinterpret_cast<sockaddr_in*>(&storage);
+      a->sin_family = AF_INET;
+      a->sin_port = htons(port);
+      const auto bytes = address.to_v4().to_bytes();
+      std::memcpy(&a->sin_addr, bytes.data(), bytes.size());
+      length = sizeof *a;
     }
-    if (transferred) *transferred = bytes;
-    return *outcome;
+    fd_.reset(::socket(storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd_) return last_error();
+    if (::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&storage), length) != 0) {
+      if (errno != EINPROGRESS) return last_error();
+      if (auto ec = wait(POLLOUT, clock::now() + timeout)) return ec;
+      int failure = 0;
+      socklen_t size = sizeof failure;
+      if (::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &failure, &size) != 0) return last_error();
+      if (failure != 0) return {failure, asio::error::get_system_category()};
+    }
+    const int one = 1;  // requests and answers are small: Nagle's algorithm would hold them back
+    ::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return {};
   }
 
+  std::error_code write_all(std::string_view data, std::chrono::milliseconds timeout) {
+    const auto deadline = clock::now() + timeout;
+    while (!data.empty()) {
+      const ssize_t n = ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL);
+      if (n > 0) {
+        data.remove_prefix(static_cast<std::size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno != EAGAIN) return last_error();
+      if (auto ec = wait(POLLOUT, deadline)) return ec;
+    }
+    return {};
+  }
+
+  // Reads what is there (at least one byte) into `buffer`; `n` is how much.
+  std::error_code read_some(char* buffer, std::size_t size, std::chrono::milliseconds timeout, std::size_t& n) {
+    const auto deadline = clock::now() + timeout;
+    for (;;) {
+      const ssize_t got = ::recv(fd_.get(), buffer, size, 0);
+      if (got > 0) {
+        n = static_cast<std::size_t>(got);
+        return {};
+      }
+      if (got == 0) return asio::error::eof;
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) return last_error();
+      if (auto ec = wait(POLLIN, deadline)) return ec;
+    }
+  }
+
+  void shutdown() noexcept { ::shutdown(fd_.get(), SHUT_RDWR); }
+
  private:
-  asio::io_context io_;
-  tcp::socket socket_{io_};
+  using clock = std::chrono::steady_clock;
+
+  // In asio's category, so that the codes compare equal to asio::error's.
+  static std::error_code last_error() { return {errno, asio::error::get_system_category()}; }
+
+  std::error_code wait(short events, clock::time_point deadline) {
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now()).count();
+      if (left <= 0) return asio::error::timed_out;
+      pollfd p{fd_.get(), events, 0};
+      const int ready = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1 << 30)));
+      if (ready > 0) return {};  // readiness, an error or a hang-up: the next call tells which
+      if (ready < 0 && errno != EINTR) return last_error();
+    }
+  }
+
+  unique_fd fd_;
 };
 
 // "http POST 127.0.0.1:8080/v1/chat/completions": what errors start with.
@@ -160,12 +227,7 @@ result<std::unique_ptr<client_connection::state>> client_connection::state::conn
   st->address = address;
   st->host_literal = address.is_v6() ? "[" + address.to_string() + "]" : address.to_string();
   st->port = port;
-  const tcp::endpoint endpoint(address, port);
-  std::error_code ec = st->s.run(options.connect_timeout, [&](auto handler) {
-    st->s.socket().async_connect(endpoint, [handler](std::error_code e) mutable { handler(e, 0); });
-  });
-  if (ec) return socket_error("connect", where, ec);
-  st->s.socket().set_option(tcp::no_delay(true), ec);
+  if (std::error_code ec = st->s.connect(address, port, options.connect_timeout)) return socket_error("connect", where, ec);
   return st;
 }
 
@@ -178,8 +240,7 @@ result<response_head> client_connection::state::exchange(const client_request& r
   // Only a complete response that leaves the connection clean makes it usable again.
   reusable = false;
 
-  std::error_code ec =
-      s.run(options.idle_timeout, [&](auto handler) { asio::async_write(s.socket(), asio::buffer(*wire), handler); });
+  std::error_code ec = s.write_all(*wire, options.idle_timeout);
   if (ec) return socket_error("sending the request", where, ec);
 
   response_parser parser(req.method == "HEAD", options.max_header_bytes);
@@ -209,9 +270,7 @@ result<response_head> client_connection::state::exchange(const client_request& r
   bool received_any = false;
   while (true) {
     std::size_t n = 0;
-    ec = s.run(
-        first_read ? options.first_byte_timeout : options.idle_timeout,
-        [&](auto handler) { s.socket().async_read_some(asio::buffer(buffer), handler); }, &n);
+    ec = s.read_some(buffer.data(), buffer.size(), first_read ? options.first_byte_timeout : options.idle_timeout, n);
     const char* step = first_read ? "waiting for the response" : "reading the response";
     first_read = false;
     parse_state st;
@@ -232,10 +291,7 @@ result<response_head> client_connection::state::exchange(const client_request& r
   const auto& head = parser.head();
   reusable = !close && !ended_by_close && !parser.bytes_after_end() && head.version_minor >= 1 &&
              !req.headers.has_token("connection", "close") && !head.headers.has_token("connection", "close");
-  if (!reusable) {
-    std::error_code ignored;
-    s.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  }
+  if (!reusable) s.shutdown();
   return head;
 }
 

@@ -94,7 +94,19 @@ result<bool> breaker::update(Fn&& fn) {
   return answer;
 }
 
+namespace {
+
+// A closed breaker without failures: what nearly every request finds, and what neither a
+// request let through nor a success changes. Read without the lock: a writer in between is
+// as if it had come just after.
+bool untouched(const result<breaker_record>& rec) {
+  return rec && rec->state == breaker_state::closed && rec->consecutive_failures == 0;
+}
+
+}  // namespace
+
 result<bool> breaker::try_acquire(std::int64_t now_ms) {
+  if (untouched(read())) return true;
   const std::int64_t cooldown = settings_.cooldown.count();
   return update([&](breaker_record& rec) {
     switch (rec.state) {
@@ -114,6 +126,7 @@ result<bool> breaker::try_acquire(std::int64_t now_ms) {
 }
 
 status breaker::record_success() {
+  if (untouched(read())) return {};
   auto r = update([](breaker_record& rec) {
     rec = breaker_record{};
     return true;

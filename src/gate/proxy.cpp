@@ -2,6 +2,7 @@
 // flight, route it, have the backend prove it holds the job key, stream the backend's
 // response, watch the client, keep the breaker, the in-flight marker and the usage record.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -345,6 +347,37 @@ std::optional<cap_refusal> check_in_flight_cap(exchange& ex) {
   return cap_refusal{"too many requests of this service are in flight; retry later", "too_many_requests_in_flight"};
 }
 
+// The registry as last read by this process, reused while its file is the same one: the
+// scheduler replaces it by rename, so every version is a new file (inode), and a session gate
+// reads and parses it once per version instead of once per request.
+result<slurm::registry> read_registry_cached(const slurm::state_dir& dir) {
+  struct cached {
+    dev_t device = 0;
+    ino_t inode = 0;
+    timespec modified{};
+    off_t size = -1;
+    slurm::registry reg;
+  };
+  static std::mutex mutex;
+  static cached* last = new cached;  // never freed: pool threads may read it until _exit
+  struct stat info{};
+  const bool known = ::stat(dir.registry_file().c_str(), &info) == 0;
+  if (known) {
+    std::lock_guard lock(mutex);
+    if (last->size == info.st_size && last->inode == info.st_ino && last->device == info.st_dev &&
+        last->modified.tv_sec == info.st_mtim.tv_sec && last->modified.tv_nsec == info.st_mtim.tv_nsec)
+      return last->reg;
+  }
+  auto reg = slurm::read_registry(dir);
+  if (reg && known) {
+    // Stored under what was seen before the read: a newer file read meanwhile is simply read
+    // again next time, as its inode differs.
+    std::lock_guard lock(mutex);
+    *last = cached{info.st_dev, info.st_ino, info.st_mtim, info.st_size, *reg};
+  }
+  return reg;
+}
+
 }  // namespace
 
 int handle_request(const gate_config& config, int in_fd, int out_fd) {
@@ -354,7 +387,7 @@ int handle_request(const gate_config& config, int in_fd, int out_fd) {
   if (!request) return answer(out_fd, http_status_for(request.err().code()), request.err().message());
 
   const slurm::state_dir dir(config.state_dir);
-  auto reg = slurm::read_registry(dir);
+  auto reg = read_registry_cached(dir);
   if (!reg) {
     log::warn("the registry is not readable", {{"error", reg.err().message()}});
     return answer(out_fd, 503, "the service registry is not available", static_cast<int>(config.retry_after.count()));
