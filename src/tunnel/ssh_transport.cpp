@@ -319,21 +319,25 @@ struct ssh_transport::impl {
     return 0;
   }
 
+  // The channel's end, for a request's channel and a session channel alike.
+  template <class Ctx>
   static void on_exit_status(ssh_session, ssh_channel, int status, void* user) {
-    auto* c = static_cast<channel_ctx*>(user);
+    auto* c = static_cast<Ctx*>(user);
     c->exit_seen = true;
     c->exit_status = status;
     c->slot->owner->woken = true;
   }
 
+  template <class Ctx>
   static void on_close(ssh_session, ssh_channel, void* user) {
-    auto* c = static_cast<channel_ctx*>(user);
+    auto* c = static_cast<Ctx*>(user);
     c->remote_closed = true;
     c->slot->owner->woken = true;
   }
 
+  template <class Ctx>
   static void on_exit_signal(ssh_session, ssh_channel, const char*, int, const char*, const char*, void* user) {
-    auto* c = static_cast<channel_ctx*>(user);
+    auto* c = static_cast<Ctx*>(user);
     c->exit_seen = true;
     c->exit_status = 255;
     c->slot->owner->woken = true;
@@ -349,9 +353,9 @@ struct ssh_transport::impl {
     c.req->session_ = slot.index;
     ssh_callbacks_init(&c.callbacks);
     c.callbacks.userdata = &c;
-    c.callbacks.channel_exit_status_function = &impl::on_exit_status;
-    c.callbacks.channel_exit_signal_function = &impl::on_exit_signal;
-    c.callbacks.channel_close_function = &impl::on_close;
+    c.callbacks.channel_exit_status_function = &impl::on_exit_status<channel_ctx>;
+    c.callbacks.channel_exit_signal_function = &impl::on_exit_signal<channel_ctx>;
+    c.callbacks.channel_close_function = &impl::on_close<channel_ctx>;
     c.callbacks.channel_data_function = &impl::on_data<channel_ctx>;
     ssh_add_channel_callbacks(ch, &c.callbacks);
     return true;
@@ -551,26 +555,6 @@ struct ssh_transport::impl {
 
   // --- version 2 --------------------------------------------------------------------------
 
-  static void on_mux_exit_status(ssh_session, ssh_channel, int status, void* user) {
-    auto* m = static_cast<mux_ctx*>(user);
-    m->exit_seen = true;
-    m->exit_status = status;
-    m->slot->owner->woken = true;
-  }
-
-  static void on_mux_close(ssh_session, ssh_channel, void* user) {
-    auto* m = static_cast<mux_ctx*>(user);
-    m->remote_closed = true;
-    m->slot->owner->woken = true;
-  }
-
-  static void on_mux_exit_signal(ssh_session, ssh_channel, const char*, int, const char*, const char*, void* user) {
-    auto* m = static_cast<mux_ctx*>(user);
-    m->exit_seen = true;
-    m->exit_status = 255;
-    m->slot->owner->woken = true;
-  }
-
   static bool mux_current(const mux_ctx& m) { return m.st != mux_ctx::stage::draining && m.st != mux_ctx::stage::closing; }
 
   // Opens a session channel on `slot` when the gate may speak version 2 and none is in use.
@@ -589,9 +573,9 @@ struct ssh_transport::impl {
     m.since = now;
     ssh_callbacks_init(&m.callbacks);
     m.callbacks.userdata = &m;
-    m.callbacks.channel_exit_status_function = &impl::on_mux_exit_status;
-    m.callbacks.channel_exit_signal_function = &impl::on_mux_exit_signal;
-    m.callbacks.channel_close_function = &impl::on_mux_close;
+    m.callbacks.channel_exit_status_function = &impl::on_exit_status<mux_ctx>;
+    m.callbacks.channel_exit_signal_function = &impl::on_exit_signal<mux_ctx>;
+    m.callbacks.channel_close_function = &impl::on_close<mux_ctx>;
     m.callbacks.channel_data_function = &impl::on_data<mux_ctx>;
     ssh_add_channel_callbacks(ch, &m.callbacks);
   }
