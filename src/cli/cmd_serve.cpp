@@ -102,6 +102,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--port", opts->port, "port to listen on (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
   cmd->add_option("--served-model-name", opts->server.served_model_name,
                   "the model name clients use (default: the file name without .gguf)");
+  cmd->add_option("--chat-template", opts->server.chat_template_path,
+                  "a Jinja chat template file to use instead of the model's own")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--ctx", opts->server.context, "tokens per sequence (0: the model's context)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--parallel", opts->server.parallel, "sequences decoding together at most")

@@ -17,7 +17,7 @@ std::string_view to_string(finish_reason reason) noexcept {
 
 struct generator::sequence {
   sequence(generation_request r, const vocabulary& v, std::int32_t n_vocab)
-      : request(std::move(r)), pick(request.sampling, n_vocab), decoder(v), stops(request.stop) {
+      : request(std::move(r)), pick(request.sampling, n_vocab), decoder(v, request.render_special), stops(request.stop) {
     pick.set_prompt(request.prompt);
   }
 
@@ -29,6 +29,7 @@ struct generator::sequence {
   sampler pick;
   streaming_decoder decoder;
   stop_matcher stops;
+  std::optional<grammar_matcher> constraint;
 };
 
 generator::generator(backend& compute, vocabulary vocab, generator_options options)
@@ -71,6 +72,10 @@ result<std::uint64_t> generator::add(generation_request request) {
   if (!cache) return std::move(cache).err();
   auto seq = std::make_unique<sequence>(std::move(request), vocab_, n_vocab);
   seq->cache = *cache;
+  if (seq->request.constraint) {
+    if (!tokens_) tokens_ = std::make_shared<const token_table>(vocab_);
+    seq->constraint.emplace(seq->request.constraint, tokens_);
+  }
   const auto id = next_id_++;
   sequences_.emplace(id, std::move(seq));
   return id;
@@ -133,8 +138,21 @@ result<std::vector<sequence_event>> generator::step() {
       continue;  // more of the prompt to read; nothing to report yet
     }
     const auto row = logits_.last_row(i);
-    const token_id token = seq.pick.sample(row);
+    token_id token = seq.pick.sample(row);
+    if (seq.constraint && !seq.constraint->allows(token)) {
+      masked_.assign(row.begin(), row.end());
+      seq.constraint->mask(masked_);
+      token = seq.pick.sample(masked_);
+    }
     seq.pick.accept(token);
+    bool grammar_done = false;
+    if (seq.constraint) {
+      if (!seq.constraint->accept(token)) {
+        grammar_done = true;  // nothing was allowed: the grammar cannot go on
+      } else {
+        grammar_done = seq.constraint->complete() && !seq.constraint->can_continue();
+      }
+    }
     ++seq.generated;
     generated_token gen;
     gen.token = token;
@@ -145,12 +163,14 @@ result<std::vector<sequence_event>> generator::step() {
     ev.tokens.push_back(std::move(gen));
 
     const bool end_token = !seq.request.ignore_eos && vocab_.is_end_of_generation(token);
+    bool string_stopped = false;
     if (end_token) {
       ev.finished = finish_reason::stop;
     } else {
       auto st = seq.stops.push(seq.decoder.push(token));
       ev.text = std::move(st.emit);
-      if (st.stopped) ev.finished = finish_reason::stop;
+      string_stopped = st.stopped;
+      if (st.stopped || grammar_done) ev.finished = finish_reason::stop;
     }
     const auto length = backend_.sequence_length(seq.cache);
     const bool context_full = length && *length + 1 >= context_;
@@ -158,8 +178,7 @@ result<std::vector<sequence_event>> generator::step() {
       ev.finished = finish_reason::length;
     if (ev.finished != finish_reason::none) {
       // Unless a stop string ended it, what the decoder and the matcher hold back goes out now.
-      const bool stopped_by_string = !end_token && ev.finished == finish_reason::stop;
-      if (!stopped_by_string) {
+      if (!string_stopped) {
         auto tail = seq.stops.push(seq.decoder.finish());
         ev.text += tail.emit;
         if (!tail.stopped) ev.text += seq.stops.flush();

@@ -23,7 +23,11 @@ result<std::unique_ptr<runtime>> runtime::load(const runtime_options& options) {
   if (!v) return std::move(v).err().with_context(options.model_path.string());
   bool fallback = false;
   std::optional<chat_template> tmpl;
-  if (auto source = (*m)->file().get_string("tokenizer.chat_template")) {
+  if (!options.chat_template.empty()) {
+    auto parsed = chat_template::parse(options.chat_template);
+    if (!parsed) return std::move(parsed).err().with_context("chat template");
+    tmpl.emplace(std::move(*parsed));
+  } else if (auto source = (*m)->file().get_string("tokenizer.chat_template")) {
     auto parsed = chat_template::parse(*source);
     if (!parsed) return std::move(parsed).err().with_context(options.model_path.string() + ": chat template");
     tmpl.emplace(std::move(*parsed));

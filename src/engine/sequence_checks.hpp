@@ -24,12 +24,18 @@ inline status check_truncation(sequence_id sequence, std::int64_t held, std::int
 
 // Checks a batch before anything changes: entries present, each sequence known (`sequences`
 // maps ids to states with `length` and `capacity`) and there once, tokens present and inside
-// the vocabulary, capacities not exceeded.
+// the vocabulary, capacities not exceeded, logits and hidden states not asked for together.
 template <class SequenceMap>
 status validate_batch(const batch& step, const SequenceMap& sequences, std::int64_t n_vocab) {
   if (step.entries.empty()) return error(errc::invalid_argument, "the batch has no entries");
   std::unordered_set<sequence_id> seen;
+  bool logits = false, hidden = false;
   for (const batch_entry& e : step.entries) {
+    logits |= e.logits == logits_mode::last || e.logits == logits_mode::all;
+    hidden |= e.logits == logits_mode::hidden;
+    if (logits && hidden) {
+      return error(errc::invalid_argument, "a step asks for logits or for hidden states, not both");
+    }
     auto it = sequences.find(e.sequence);
     if (it == sequences.end()) return unknown_sequence(e.sequence);
     if (!seen.insert(e.sequence).second) {

@@ -636,6 +636,8 @@ http::router gateway::impl::routes() {
         [this](http::request& req, http::response res) { handle_proxy(req, std::move(res), "/v1/chat/completions"); });
   r.add("POST", "/v1/completions",
         [this](http::request& req, http::response res) { handle_proxy(req, std::move(res), "/v1/completions"); });
+  r.add("POST", "/v1/embeddings",
+        [this](http::request& req, http::response res) { handle_proxy(req, std::move(res), "/v1/embeddings"); });
   r.add("GET", "/v1/models", [this](http::request& req, http::response res) { handle_models(req, std::move(res)); });
   r.add("GET", "/health", [this](http::request&, http::response res) { handle_health(std::move(res)); });
   r.add("GET", "/metrics", [this](http::request&, http::response res) {

@@ -7,6 +7,7 @@ namespace chatai::proto {
 
 namespace {
 constexpr std::size_t max_scanned = 1 << 20;
+constexpr std::size_t tail_kept = 64 << 10;  // of a JSON body beyond max_scanned
 // No request comes near 2^40 tokens; a count beyond it is as wrong as a negative one.
 constexpr std::int64_t max_token_count = std::int64_t(1) << 40;
 
@@ -21,6 +22,14 @@ void take_count(const rapidjson::Value& usage, const char* name, std::optional<s
   if (n >= 0 && n <= max_token_count) out = n;
 }
 
+void take_counts(const rapidjson::Value& usage, std::optional<std::int64_t>& prompt,
+                 std::optional<std::int64_t>& completion) {
+  take_count(usage, "prompt_tokens", prompt);
+  take_count(usage, "completion_tokens", completion);
+}
+
+bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
 }  // namespace
 
 void usage_scanner::scan_json(std::string_view text) {
@@ -30,19 +39,46 @@ void usage_scanner::scan_json(std::string_view text) {
   const rapidjson::Value& root = doc;
   const auto usage = root.FindMember("usage");
   if (usage == root.MemberEnd() || !usage->value.IsObject()) return;
-  take_count(usage->value, "prompt_tokens", prompt_tokens_);
-  take_count(usage->value, "completion_tokens", completion_tokens_);
+  take_counts(usage->value, prompt_tokens_, completion_tokens_);
+}
+
+// The object after the last "usage" key of the tail. Inside a JSON string every quote is
+// escaped, and a quote that ends a string is never followed by a letter: so an unescaped quote,
+// usage, a quote and a colon can only be the key "usage", and no text of the answer forges one.
+void usage_scanner::scan_tail() {
+  constexpr std::string_view key = "\"usage\"";
+  std::string_view tail(tail_);
+  constexpr auto none = std::string_view::npos;
+  for (auto at = tail.rfind(key); at != none; at = at == 0 ? none : tail.rfind(key, at - 1)) {
+    std::size_t backslashes = 0;
+    while (backslashes < at && tail[at - 1 - backslashes] == '\\') ++backslashes;
+    if (backslashes % 2 == 1 || backslashes == at) continue;  // escaped, or cannot be told
+    std::size_t i = at + key.size();
+    while (i < tail.size() && is_json_space(tail[i])) ++i;
+    if (i == tail.size() || tail[i] != ':') continue;
+    ++i;
+    while (i < tail.size() && is_json_space(tail[i])) ++i;
+    if (i == tail.size() || tail[i] != '{') continue;
+    rapidjson::Document doc;
+    doc.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseStopWhenDoneFlag>(tail.data() + i, tail.size() - i);
+    if (!doc.HasParseError() && doc.IsObject()) take_counts(doc, prompt_tokens_, completion_tokens_);
+    return;
+  }
 }
 
 void usage_scanner::feed(std::string_view bytes) {
   if (!event_stream_) {
-    if (overflow_) return;
-    if (pending_.size() + bytes.size() > max_scanned) {
+    if (!overflow_ && pending_.size() + bytes.size() > max_scanned) {
       overflow_ = true;
+      tail_ = std::move(pending_);
       pending_.clear();
+    }
+    if (!overflow_) {
+      pending_.append(bytes);
       return;
     }
-    pending_.append(bytes);
+    tail_.append(bytes);
+    if (tail_.size() > 2 * tail_kept) tail_.erase(0, tail_.size() - tail_kept);
     return;
   }
   while (!bytes.empty()) {
@@ -73,8 +109,15 @@ void usage_scanner::feed(std::string_view bytes) {
 }
 
 void usage_scanner::finish() {
-  if (!event_stream_ && !overflow_) scan_json(pending_);
+  if (!event_stream_) {
+    if (!overflow_) scan_json(pending_);
+    if (overflow_) {
+      if (tail_.size() > tail_kept) tail_.erase(0, tail_.size() - tail_kept);
+      scan_tail();
+    }
+  }
   pending_.clear();
+  tail_.clear();
 }
 
 }  // namespace chatai::proto

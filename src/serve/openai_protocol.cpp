@@ -1,6 +1,7 @@
 // Parsing and validation of OpenAI completion requests, and OpenAI-shaped errors.
 #include "chatai/serve/openai_protocol.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "chatai/core/json.hpp"
@@ -10,17 +11,30 @@ namespace chatai::serve {
 namespace {
 constexpr std::string_view where = "request body";
 
+// Function names as OpenAI allows them: [a-zA-Z0-9_-]{1,64}.
+bool proto_like_name(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+}
+
 void append_nullable(std::string& out, const std::string& value) {
   if (value.empty()) out += "null";
   else json::append_quoted(out, value);
 }
 
 // "content": a string, or an array of {"type":"text","text":...} parts joined together.
-void read_content(json::reader& r, std::string& out) {
+// `null_ok`: null stands for no content (assistant messages with tool calls).
+void read_content(json::reader& r, chat_message& msg, bool null_ok) {
   const auto* v = r.raw("content");
-  if (!v) return;
+  if (!v || v->IsNull()) {
+    if (!null_ok) r.fail("content", v ? "must not be null" : "is required");
+    msg.content_null = true;
+    return;
+  }
   if (v->IsString()) {
-    out.assign(v->GetString(), v->GetStringLength());
+    msg.content.assign(v->GetString(), v->GetStringLength());
     return;
   }
   if (!v->IsArray()) {
@@ -36,15 +50,177 @@ void read_content(json::reader& r, std::string& out) {
     }
     const std::string_view type(part["type"].GetString(), part["type"].GetStringLength());
     if (type != "text") {
-      r.fail(key + ".type", "only \"text\" content parts are supported, got \"" + std::string(type) + "\"");
+      r.fail(key + ".type", "only \"text\" content parts are supported by this model, got \"" + std::string(type) + "\"");
       return;
     }
     if (!part.HasMember("text") || !part["text"].IsString()) {
       r.fail(key + ".text", "expected a string");
       return;
     }
-    out.append(part["text"].GetString(), part["text"].GetStringLength());
+    for (auto it = part.MemberBegin(); it != part.MemberEnd(); ++it) {
+      const std::string_view name(it->name.GetString(), it->name.GetStringLength());
+      if (name != "type" && name != "text") {
+        r.fail(key + "." + std::string(name), "unknown field of a text content part");
+        return;
+      }
+    }
+    msg.content.append(part["text"].GetString(), part["text"].GetStringLength());
   }
+}
+
+// A field that must be absent (or null/false/empty): refused with `why`.
+void refuse(json::reader& r, std::string_view key, std::string_view why) {
+  const auto* v = r.raw(key);
+  if (!v || v->IsNull() || v->IsFalse() || ((v->IsArray() || v->IsObject()) && v->Empty())) return;
+  r.fail(key, why);
+}
+
+void read_tool_calls(json::reader& m, chat_message& msg) {
+  m.object_array("tool_calls", false, [&](json::reader& c, std::size_t) {
+    tool_call call;
+    std::string type;
+    c.required("id", call.id);
+    c.required("type", type);
+    if (!c.failed() && type != "function") c.fail("type", "must be \"function\"");
+    c.object("function", true, [&](json::reader& f) {
+      f.required("name", call.name);
+      f.required("arguments", call.arguments);
+      if (!f.failed()) {
+        auto args = json::parse(call.arguments);
+        if (!args || !args->IsObject()) f.fail("arguments", "must be a JSON object as text");
+      }
+    });
+    msg.tool_calls.push_back(std::move(call));
+  });
+}
+
+void read_message(json::reader& m, std::vector<chat_message>& out) {
+  chat_message msg;
+  m.required("role", msg.role);
+  if (m.failed()) return;
+  if (msg.role == "function") {
+    m.fail("role", "\"function\" messages are deprecated; send \"tool\" messages with tool_call_id");
+    return;
+  }
+  if (msg.role != "system" && msg.role != "user" && msg.role != "assistant" && msg.role != "tool" &&
+      msg.role != "developer") {
+    m.fail("role", "must be one of system, user, assistant, tool, developer");
+    return;
+  }
+  const bool assistant = msg.role == "assistant";
+  m.optional("name", msg.name);
+  if (assistant) {
+    read_tool_calls(m, msg);
+    m.optional("reasoning_content", msg.reasoning_content);
+    refuse(m, "refusal", "assistant refusals in the history are not supported");
+    refuse(m, "audio", "audio is not supported by this model");
+    refuse(m, "function_call", "is deprecated; send tool_calls");
+  }
+  if (msg.role == "tool") m.required("tool_call_id", msg.tool_call_id);
+  read_content(m, msg, assistant && !msg.tool_calls.empty());
+  out.push_back(std::move(msg));
+}
+
+// "tools": [{"type":"function","function":{"name","description","parameters","strict"}}].
+void read_tools(json::reader& r, completion_request& req) {
+  const auto* v = r.raw("tools");
+  if (!v || v->IsNull()) return;
+  if (!v->IsArray()) {
+    r.fail("tools", "expected an array of tools, got " + std::string(json::type_name(*v)));
+    return;
+  }
+  if (v->Size() > 128) {
+    r.fail("tools", "at most 128 tools are allowed");
+    return;
+  }
+  req.tools_json = json::to_string(*v);
+  r.object_array("tools", false, [&](json::reader& t, std::size_t) {
+    std::string type;
+    t.required("type", type);
+    if (!t.failed() && type != "function") {
+      t.fail("type", "only \"function\" tools are supported, got \"" + type + "\"");
+      return;
+    }
+    tool_definition def;
+    t.object("function", true, [&](json::reader& f) {
+      f.required("name", def.name);
+      if (!f.failed() && !proto_like_name(def.name))
+        f.fail("name", "must be 1 to 64 letters, digits, underscores or dashes");
+      f.optional("description", def.description);
+      f.optional("strict", def.strict);
+      const auto* params = f.raw("parameters");
+      if (params && !params->IsNull()) {
+        if (!params->IsObject()) f.fail("parameters", "expected a JSON schema object");
+        else def.parameters = json::to_string(*params);
+      }
+    });
+    for (const auto& other : req.tools) {
+      if (!t.failed() && other.name == def.name) t.fail("function.name", "\"" + def.name + "\" is defined twice");
+    }
+    req.tools.push_back(std::move(def));
+  });
+}
+
+void read_tool_choice(json::reader& r, completion_request& req) {
+  const auto* v = r.raw("tool_choice");
+  req.tool_choice = req.tools.empty() ? tool_choice_mode::none : tool_choice_mode::auto_;
+  if (!v || v->IsNull()) return;
+  if (v->IsString()) {
+    const std::string_view mode(v->GetString(), v->GetStringLength());
+    if (mode == "none") req.tool_choice = tool_choice_mode::none;
+    else if (mode == "auto") req.tool_choice = req.tools.empty() ? tool_choice_mode::none : tool_choice_mode::auto_;
+    else if (mode == "required") req.tool_choice = tool_choice_mode::required;
+    else r.fail("tool_choice", "must be \"none\", \"auto\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":...}}");
+  } else if (v->IsObject()) {
+    r.object("tool_choice", false, [&](json::reader& c) {
+      std::string type;
+      c.required("type", type);
+      if (!c.failed() && type != "function") c.fail("type", "must be \"function\"");
+      c.object("function", true, [&](json::reader& f) { f.required("name", req.tool_choice_name); });
+    });
+    req.tool_choice = tool_choice_mode::named;
+  } else {
+    r.fail("tool_choice", "expected a string or an object, got " + std::string(json::type_name(*v)));
+    return;
+  }
+  if (r.failed()) return;
+  if (req.tool_choice == tool_choice_mode::required && req.tools.empty())
+    r.fail("tool_choice", "\"required\" needs at least one tool in tools");
+  if (req.tool_choice == tool_choice_mode::named) {
+    const bool known = std::any_of(req.tools.begin(), req.tools.end(),
+                                   [&](const tool_definition& t) { return t.name == req.tool_choice_name; });
+    if (!known) r.fail("tool_choice", "names the function \"" + req.tool_choice_name + "\", which is not in tools");
+  }
+}
+
+void read_response_format(json::reader& r, completion_request& req) {
+  const auto* v = r.raw("response_format");
+  if (!v || v->IsNull()) return;
+  r.object("response_format", false, [&](json::reader& f) {
+    std::string type;
+    f.required("type", type);
+    if (f.failed()) return;
+    if (type == "text") {
+      req.response_format = response_format_type::text;
+    } else if (type == "json_object") {
+      req.response_format = response_format_type::json_object;
+    } else if (type == "json_schema") {
+      req.response_format = response_format_type::json_schema;
+      f.object("json_schema", true, [&](json::reader& s) {
+        std::string name, description;
+        std::optional<bool> strict;
+        s.required("name", name);
+        s.optional("description", description);
+        s.optional("strict", strict);
+        const auto* schema = s.raw("schema");
+        if (!schema || schema->IsNull()) req.response_schema = "{}";
+        else if (!schema->IsObject() && !schema->IsBool()) s.fail("schema", "expected a JSON schema object");
+        else req.response_schema = json::to_string(*schema);
+      });
+    } else {
+      f.fail("type", "must be \"text\", \"json_object\" or \"json_schema\", got \"" + type + "\"");
+    }
+  });
 }
 
 void read_stop(json::reader& r, std::vector<std::string>& out, std::int64_t max_stop) {
@@ -158,12 +334,23 @@ void read_common(json::reader& r, completion_request& req, const request_limits&
   read_stop(r, req.stop, limits.max_stop);
   r.optional_in_range("n", req.n, 1, limits.max_n);
   r.optional("stream", req.stream);
-  r.object("stream_options", false, [&](json::reader& o) {
-    o.allow_unknown();
-    o.optional("include_usage", req.include_usage);
-  });
-  if (req.include_usage && !req.stream) r.fail("stream_options", "is only allowed when stream is true");
+  const auto* options = r.raw("stream_options");
+  if (options && !options->IsNull()) {
+    if (!req.stream) r.fail("stream_options", "is only allowed when stream is true");
+    r.object("stream_options", false, [&](json::reader& o) {
+      o.optional("include_usage", req.include_usage);
+      refuse(o, "include_obfuscation", "is not supported (chatai pads no stream events)");
+    });
+  }
   r.optional("user", req.user);
+  // Identifiers and hints that change nothing in the answer: accepted.
+  std::string ignored;
+  r.optional("safety_identifier", ignored);
+  r.optional("prompt_cache_key", ignored);
+  std::string tier;
+  r.optional("service_tier", tier);
+  if (!tier.empty() && tier != "auto" && tier != "default")
+    r.fail("service_tier", "only \"auto\" and \"default\" are offered");
 }
 }  // namespace
 
@@ -193,17 +380,7 @@ result<completion_request> parse_chat_request(std::string_view body, const reque
   completion_request req;
   req.chat = true;
   json::reader r(*doc, std::string(where));
-  r.allow_unknown();
-  r.object_array("messages", true, [&](json::reader& m, std::size_t) {
-    m.allow_unknown();
-    chat_message msg;
-    m.required("role", msg.role);
-    if (!m.failed() && msg.role != "system" && msg.role != "user" && msg.role != "assistant" && msg.role != "tool" &&
-        msg.role != "developer")
-      m.fail("role", "must be one of system, user, assistant, tool, developer");
-    read_content(m, msg.content);
-    req.messages.push_back(std::move(msg));
-  });
+  r.object_array("messages", true, [&](json::reader& m, std::size_t) { read_message(m, req.messages); });
   if (!r.failed() && req.messages.empty()) r.fail("messages", "must contain at least one message");
   read_common(r, req, limits);
   std::optional<bool> logprobs;
@@ -211,6 +388,37 @@ result<completion_request> parse_chat_request(std::string_view body, const reque
   req.logprobs = logprobs.value_or(false);
   r.optional_in_range("top_logprobs", req.top_logprobs, 0, limits.max_top_logprobs);
   if (req.top_logprobs > 0 && !req.logprobs) r.fail("top_logprobs", "requires logprobs to be true");
+  read_tools(r, req);
+  read_tool_choice(r, req);
+  r.optional("parallel_tool_calls", req.parallel_tool_calls);
+  read_response_format(r, req);
+  r.optional("reasoning_effort", req.reasoning_effort);
+  if (!req.reasoning_effort.empty() && req.reasoning_effort != "none" && req.reasoning_effort != "minimal" &&
+      req.reasoning_effort != "low" && req.reasoning_effort != "medium" && req.reasoning_effort != "high")
+    r.fail("reasoning_effort", "must be none, minimal, low, medium or high");
+  if (const auto* kwargs = r.raw("chat_template_kwargs"); kwargs && !kwargs->IsNull()) {
+    if (!kwargs->IsObject()) r.fail("chat_template_kwargs", "expected an object of template variables");
+    else req.chat_template_kwargs = json::to_string(*kwargs);
+  }
+  // metadata tags a stored completion; chatai stores none, as OpenAI with store false.
+  if (const auto* meta = r.raw("metadata"); meta && !meta->IsNull()) {
+    if (!meta->IsObject() || meta->MemberCount() > 16) r.fail("metadata", "expected an object of at most 16 strings");
+    else
+      for (auto it = meta->MemberBegin(); it != meta->MemberEnd(); ++it)
+        if (!it->value.IsString()) r.fail("metadata", "values must be strings");
+  }
+  refuse(r, "store", "stored completions are not offered; omit store or set it to false");
+  refuse(r, "audio", "audio output is not supported by this model");
+  refuse(r, "prediction", "predicted outputs are not supported");
+  refuse(r, "web_search_options", "web search is not offered");
+  refuse(r, "functions", "is deprecated; send tools");
+  refuse(r, "function_call", "is deprecated; send tool_choice");
+  refuse(r, "verbosity", "is not supported by this model");
+  if (const auto* modalities = r.raw("modalities"); modalities && !modalities->IsNull()) {
+    const bool text_only = modalities->IsArray() && modalities->Size() == 1 && (*modalities)[0].IsString() &&
+                           std::string_view((*modalities)[0].GetString()) == "text";
+    if (!text_only) r.fail("modalities", "only [\"text\"] is supported by this model");
+  }
   CHATAI_RETURN_IF_ERROR(r.finish());
   return req;
 }
@@ -221,7 +429,6 @@ result<completion_request> parse_completion_request(std::string_view body, const
   completion_request req;
   req.chat = false;
   json::reader r(*doc, std::string(where));
-  r.allow_unknown();
   const auto* prompt = r.raw("prompt");
   if (!prompt) {
     r.fail("prompt", "is required");
@@ -234,6 +441,12 @@ result<completion_request> parse_completion_request(std::string_view body, const
   }
   read_common(r, req, limits);
   r.optional("echo", req.echo);
+  if (const auto* best_of = r.raw("best_of"); best_of && !best_of->IsNull()) {
+    if (!best_of->IsInt64() || best_of->GetInt64() != req.n) r.fail("best_of", "only best_of equal to n is supported");
+  }
+  if (const auto* suffix = r.raw("suffix"); suffix && !suffix->IsNull() &&
+                                            !(suffix->IsString() && suffix->GetStringLength() == 0))
+    r.fail("suffix", "insertion after a suffix is not supported by this model");
   // In the legacy endpoint, logprobs is the number of top log-probabilities.
   std::optional<std::int64_t> logprobs;
   r.optional("logprobs", logprobs);
@@ -258,6 +471,10 @@ api_error to_api_error(const error& err) {
     if (close != std::string::npos) {
       const std::string path = e.message.substr(marker.size(), close - marker.size());
       e.param = path.substr(0, path.find_first_of(".["));
+      if (e.message.compare(close + 3, std::string::npos, "unknown field") == 0) {
+        e.message = "Unrecognized request argument supplied: " + path;
+        return e;
+      }
       e.message = path + " " + e.message.substr(close + 3);
       if (e.message.rfind(path + " is required", 0) == 0) e.message = "'" + path + "' is a required property";
     }

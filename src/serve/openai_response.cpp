@@ -41,7 +41,20 @@ void append_head(std::string& out, const response_meta& meta, bool chunk) {
 void append_usage(std::string& out, const usage& u) {
   out += "{\"prompt_tokens\":" + std::to_string(u.prompt_tokens) +
          ",\"completion_tokens\":" + std::to_string(u.completion_tokens) +
-         ",\"total_tokens\":" + std::to_string(u.prompt_tokens + u.completion_tokens) + "}";
+         ",\"total_tokens\":" + std::to_string(u.prompt_tokens + u.completion_tokens) +
+         ",\"prompt_tokens_details\":{\"cached_tokens\":" + std::to_string(u.cached_tokens) + "}}";
+}
+
+void append_tool_call(std::string& out, std::size_t index, const tool_call& call, bool with_index) {
+  out += '{';
+  if (with_index) out += "\"index\":" + std::to_string(index) + ",";
+  out += "\"id\":";
+  json::append_quoted(out, call.id);
+  out += ",\"type\":\"function\",\"function\":{\"name\":";
+  json::append_quoted(out, call.name);
+  out += ",\"arguments\":";
+  json::append_quoted(out, call.arguments);
+  out += "}}";
 }
 
 void append_logprobs(std::string& out, std::string_view logprobs) {
@@ -128,15 +141,28 @@ std::string final_response(const response_meta& meta, const std::vector<choice_r
     out += "{\"index\":" + std::to_string(i);
     if (meta.chat) {
       out += ",\"message\":{\"role\":\"assistant\",\"content\":";
-      json::append_quoted(out, c.text);
-      out += '}';
+      if (c.text.empty() && !c.tool_calls.empty()) out += "null";
+      else json::append_quoted(out, c.text);
+      if (!c.reasoning.empty()) {
+        out += ",\"reasoning_content\":";
+        json::append_quoted(out, c.reasoning);
+      }
+      if (!c.tool_calls.empty()) {
+        out += ",\"tool_calls\":[";
+        for (std::size_t k = 0; k < c.tool_calls.size(); ++k) {
+          if (k) out += ',';
+          append_tool_call(out, k, c.tool_calls[k], false);
+        }
+        out += ']';
+      }
+      out += ",\"refusal\":null}";
     } else {
       out += ",\"text\":";
       json::append_quoted(out, c.text);
     }
     append_logprobs(out, c.logprobs);
     out += ",\"finish_reason\":";
-    json::append_quoted(out, engine::to_string(c.finish));
+    json::append_quoted(out, finish_reason_name(c.finish, !c.tool_calls.empty()));
     out += '}';
   }
   out += "],\"usage\":";
@@ -178,16 +204,50 @@ std::string stream_delta_chunk(const response_meta& meta, std::size_t index, std
   return close_chunk(std::move(out), with_usage);
 }
 
-std::string stream_finish_chunk(const response_meta& meta, std::size_t index, engine::finish_reason finish,
+std::string stream_reasoning_chunk(const response_meta& meta, std::size_t index, std::string_view text, bool with_usage) {
+  std::string out;
+  append_head(out, meta, true);
+  out += "\"choices\":[{\"index\":" + std::to_string(index) + ",\"delta\":{\"reasoning_content\":";
+  json::append_quoted(out, text);
+  out += "},\"logprobs\":null,\"finish_reason\":null}";
+  return close_chunk(std::move(out), with_usage);
+}
+
+std::vector<std::string> stream_tool_call_chunks(const response_meta& meta, std::size_t index, std::size_t call_index,
+                                                 const tool_call& call, bool with_usage) {
+  std::vector<std::string> chunks;
+  tool_call head = call;
+  head.arguments.clear();
+  std::string out;
+  append_head(out, meta, true);
+  out += "\"choices\":[{\"index\":" + std::to_string(index) + ",\"delta\":{\"tool_calls\":[";
+  append_tool_call(out, call_index, head, true);
+  out += "]},\"logprobs\":null,\"finish_reason\":null}";
+  chunks.push_back(close_chunk(std::move(out), with_usage));
+  out.clear();
+  append_head(out, meta, true);
+  out += "\"choices\":[{\"index\":" + std::to_string(index) + ",\"delta\":{\"tool_calls\":[{\"index\":" +
+         std::to_string(call_index) + ",\"function\":{\"arguments\":";
+  json::append_quoted(out, call.arguments);
+  out += "}}]},\"logprobs\":null,\"finish_reason\":null}";
+  chunks.push_back(close_chunk(std::move(out), with_usage));
+  return chunks;
+}
+
+std::string stream_finish_chunk(const response_meta& meta, std::size_t index, std::string_view finish_reason,
                                 bool with_usage) {
   std::string out;
   append_head(out, meta, true);
   out += "\"choices\":[{\"index\":" + std::to_string(index);
   out += meta.chat ? ",\"delta\":{}" : ",\"text\":\"\"";
   out += ",\"logprobs\":null,\"finish_reason\":";
-  json::append_quoted(out, engine::to_string(finish));
+  json::append_quoted(out, finish_reason);
   out += '}';
   return close_chunk(std::move(out), with_usage);
+}
+
+std::string_view finish_reason_name(engine::finish_reason finish, bool made_calls) noexcept {
+  return made_calls ? std::string_view("tool_calls") : engine::to_string(finish);
 }
 
 std::string stream_usage_chunk(const response_meta& meta, const usage& u) {

@@ -1,6 +1,7 @@
 // The model server: HTTP handlers on the I/O threads validate and tokenize requests and queue
 // them; one engine thread admits them into continuous batching, steps the generator and
-// writes every sequence's output to its response.
+// writes every sequence's output to its response. Embedding requests run on the same thread,
+// one prompt chunk between two generator steps.
 #include "chatai/serve/server.hpp"
 
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -26,8 +28,11 @@
 #include "chatai/core/log.hpp"
 #include "chatai/core/metrics.hpp"
 #include "chatai/engine/generator.hpp"
+#include "chatai/engine/embedding.hpp"
 #include "chatai/engine/runtime.hpp"
+#include "chatai/serve/chat_format.hpp"
 #include "chatai/serve/openai_protocol.hpp"
+#include "chatai/serve/embeddings.hpp"
 #include "chatai/serve/openai_response.hpp"
 
 namespace chatai::serve {
@@ -93,12 +98,16 @@ struct choice_state {
   std::vector<engine::generated_token> tokens;  // collected when logprobs were asked for
   std::size_t text_offset = 0;                  // completions logprobs: where the next token starts
   clock::time_point last_token;
+  std::optional<output_parser> parser;          // chat output split into content, reasoning, calls
+  std::string reasoning;                        // collected for non-streaming answers
+  std::vector<tool_call> calls;
 };
 
 // One accepted request, from the queue until its answer is complete.
 struct job {
   completion_request request;
   std::vector<engine::token_id> prompt;
+  chat_prompt chat;  // chat: how the prompt was rendered and the grammar of the output
   http::response res;
   response_meta meta;
   std::int64_t max_tokens = 0;
@@ -109,6 +118,22 @@ struct job {
   std::atomic<bool> cancelled{false};
 
   explicit job(http::response r) : res(std::move(r)) {}
+};
+
+// One accepted /v1/embeddings request: its inputs are embedded one after another on the
+// engine thread, a chunk between two generator steps.
+struct embedding_work {
+  http::response res;
+  std::string model;
+  embedding_encoding encoding = embedding_encoding::float_array;
+  engine::embedding_options options;
+  std::vector<std::vector<engine::token_id>> inputs;
+  std::int64_t prompt_tokens = 0;
+  std::vector<std::vector<float>> vectors;      // one per finished input
+  std::unique_ptr<engine::embedding_job> current;  // the input being read
+  std::atomic<bool> cancelled{false};
+
+  explicit embedding_work(http::response r) : res(std::move(r)) {}
 };
 
 }  // namespace
@@ -146,6 +171,10 @@ class model_server::impl {
     kv_usage_ = &metrics_.add_gauge("chatai_kv_cache_usage_ratio", "KV cache tokens held over those the slots can hold").get();
     finished_ = &metrics_.add_counter("chatai_requests_finished_total", "Requests ended, by outcome", {"outcome"});
     rejected_ = &metrics_.add_counter("chatai_requests_rejected_total", "Requests refused, by HTTP status", {"status"});
+    embedding_requests_ =
+        &metrics_.add_counter("chatai_embedding_requests_total", "Embedding requests ended, by outcome", {"outcome"});
+    embedding_tokens_ =
+        &metrics_.add_counter("chatai_embedding_tokens_total", "Input tokens of answered embedding requests").get();
   }
 
   ~impl() { stop(); }
@@ -210,6 +239,7 @@ class model_server::impl {
       // Requests still queued get the HTTP server's 500 for a dropped response.
       std::lock_guard lock(mutex_);
       queue_.clear();
+      embedding_queue_.clear();
     }
     if (http_) {
       // Every response is complete or dropped now; the grace only lets sockets take the
@@ -246,6 +276,8 @@ class model_server::impl {
     });
     r.add("POST", "/v1/chat/completions",
           [this](http::request& req, http::response res) { handle_completion(req, std::move(res), true); });
+    r.add("POST", "/v1/embeddings",
+          [this](http::request& req, http::response res) { handle_embeddings(req, std::move(res)); });
     r.add("POST", "/v1/completions",
           [this](http::request& req, http::response res) { handle_completion(req, std::move(res), false); });
     return r;
@@ -363,15 +395,14 @@ class model_server::impl {
     j->request = std::move(*parsed);
     std::string text = j->request.prompt;
     if (chat) {
-      std::vector<engine::chat_turn> turns;
-      turns.reserve(j->request.messages.size());
-      for (const auto& m : j->request.messages) turns.push_back({m.role, m.content});
-      auto rendered = runtime_->render_chat(turns, true);
-      if (!rendered) {
-        send_api_error(j->res, invalid_request(rendered.err().message(), "messages"));
+      std::string param;
+      auto prepared = prepare_chat(*runtime_, dialect_, j->request, &param);
+      if (!prepared) {
+        send_api_error(j->res, invalid_request(prepared.err().message(), param));
         return;
       }
-      text = std::move(*rendered);
+      j->chat = std::move(*prepared);
+      text = j->chat.text;
     }
     j->prompt = runtime_->encode_prompt(text, chat);
     const auto prompt_len = static_cast<std::int64_t>(j->prompt.size());
@@ -396,6 +427,15 @@ class model_server::impl {
     j->arrived = clock::now();
     j->choices.resize(static_cast<std::size_t>(j->request.n));
     j->unfinished = j->choices.size();
+    if (chat && (dialect_.reasoning || j->chat.parse_tools)) {
+      std::vector<std::string> names;
+      if (j->chat.parse_tools)
+        for (const auto& t : j->request.tools) names.push_back(t.name);
+      const bool forced = j->chat.parse_tools && (j->request.tool_choice == tool_choice_mode::required ||
+                                                  j->request.tool_choice == tool_choice_mode::named);
+      for (auto& c : j->choices)
+        c.parser.emplace(dialect_, j->chat.opens_in_reasoning, names, forced, j->request.parallel_tool_calls);
+    }
     j->res.cancelled().on_cancel([weak = std::weak_ptr<job>(j)] {
       if (auto locked = weak.lock()) locked->cancelled.store(true);
     });
@@ -425,6 +465,84 @@ class model_server::impl {
     changed_.notify_all();
   }
 
+  void handle_embeddings(http::request& req, http::response res) {
+    if (!authorized(req, res)) return;
+    const auto current = state();
+    if (current != server_state::ready) {
+      send_api_error(res,
+                     unavailable(current == server_state::loading ? "the model is still loading"
+                                                                  : "the server is shutting down; retry on another backend"),
+                     true);
+      return;
+    }
+    embedding_limits limits;
+    limits.vocab_size = runtime_->vocab().size();
+    limits.dimensions = runtime_->hparams().n_embd;
+    auto parsed = parse_embedding_request(req.body, limits);
+    if (!parsed) {
+      send_api_error(res, to_api_error(parsed.err()));
+      return;
+    }
+    if (parsed->model != model_name_) {
+      send_api_error(res, model_not_found(parsed->model));
+      return;
+    }
+    const auto context = context_.load();
+    auto w = std::make_shared<embedding_work>(std::move(res));
+    w->model = model_name_;
+    w->encoding = parsed->encoding;
+    w->options.pool = parsed->pooling.value_or(engine::default_pooling(runtime_->weights().file()));
+    w->options.normalize = parsed->normalize;
+    w->options.max_tokens = context;
+    w->inputs.reserve(parsed->inputs.size());
+    for (auto& in : parsed->inputs) {
+      auto tokens = in.is_text ? engine::encode_embedding_input(runtime_->vocab(), in.text) : std::move(in.tokens);
+      const auto n = static_cast<std::int64_t>(tokens.size());
+      const std::string which =
+          parsed->inputs.size() == 1 ? "input" : "input[" + std::to_string(w->inputs.size()) + "]";
+      if (n == 0) {
+        send_api_error(w->res, invalid_request("the " + which + " has no tokens", "input"));
+        return;
+      }
+      if (n > context) {
+        api_error e = invalid_request("This model's maximum context length is " + std::to_string(context) +
+                                          " tokens. However, your " + which + " resulted in " + std::to_string(n) +
+                                          " tokens.",
+                                      "input");
+        e.code = "context_length_exceeded";
+        send_api_error(w->res, e);
+        return;
+      }
+      w->prompt_tokens += n;
+      w->inputs.push_back(std::move(tokens));
+    }
+    w->res.cancelled().on_cancel([weak = std::weak_ptr<embedding_work>(w)] {
+      if (auto locked = weak.lock()) locked->cancelled.store(true);
+    });
+
+    std::unique_lock lock(mutex_);
+    if (state_.load() != server_state::ready) {
+      lock.unlock();
+      send_api_error(w->res, unavailable("the server is shutting down; retry on another backend"), true);
+      return;
+    }
+    // Embedding requests wait in a queue of their own, of at most max_queue (and at least one).
+    if (const auto waiting = static_cast<std::int64_t>(embedding_queue_.size());
+        waiting >= std::max<std::int64_t>(1, options_.max_queue)) {
+      lock.unlock();
+      api_error e;
+      e.http_status = 429;
+      e.message = "the server is busy: " + std::to_string(waiting) + " embedding requests are waiting already";
+      e.type = "rate_limit_error";
+      e.code = "queue_full";
+      send_api_error(w->res, e, true);
+      return;
+    }
+    embedding_queue_.push_back(std::move(w));
+    ++in_flight_;
+    changed_.notify_all();
+  }
+
   // ---- engine thread ----
 
   void engine_main() {
@@ -445,6 +563,11 @@ class model_server::impl {
     ro.model_path = options_.model_path;
     ro.device = options_.device;
     ro.threads = options_.threads;
+    if (!options_.chat_template_path.empty()) {
+      std::ifstream in(options_.chat_template_path, std::ios::binary);
+      if (!in) throw std::runtime_error("chat template " + options_.chat_template_path.string() + ": cannot be read");
+      ro.chat_template.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
     auto loaded = engine::runtime::load(ro);
     if (!loaded) {
       log::error("serve: loading the model failed", {{"error", loaded.err().message()}});
@@ -455,6 +578,7 @@ class model_server::impl {
       return;
     }
     runtime_ = std::move(*loaded);
+    dialect_ = chat_dialect::detect(runtime_->chat().source());
     engine::generator_options go;
     go.context = options_.context;
     engine::generator gen(runtime_->compute(), runtime_->vocab(), go);
@@ -493,12 +617,15 @@ class model_server::impl {
       --in_flight_;
       changed_.notify_all();
     };
+    std::shared_ptr<embedding_work> embedding;  // the embedding request being computed
 
     while (true) {
       std::vector<std::shared_ptr<job>> admitted, dropped;
       {
         std::unique_lock lock(mutex_);
-        changed_.wait(lock, [&] { return stop_requested_ || !queue_.empty() || gen.active() > 0; });
+        changed_.wait(lock, [&] {
+          return stop_requested_ || !queue_.empty() || gen.active() > 0 || embedding || !embedding_queue_.empty();
+        });
         if (stop_requested_) break;
         std::int64_t planned = slots_used;
         while (!queue_.empty()) {
@@ -513,6 +640,10 @@ class model_server::impl {
         }
         free_slots_.store(options_.parallel - planned);
         waiting_->set(static_cast<double>(queue_.size()));
+        if (!embedding && !embedding_queue_.empty()) {
+          embedding = std::move(embedding_queue_.front());
+          embedding_queue_.pop_front();
+        }
       }
       // A queued request whose client left holds no slot: it only stops counting.
       for (auto& j : dropped) retire(j, "cancelled");
@@ -530,6 +661,7 @@ class model_server::impl {
           ++it;
         }
       }
+      if (embedding && step_embedding(*embedding)) embedding.reset();
       running_->set(static_cast<double>(running.size()));
       sequences_->set(static_cast<double>(gen.active()));
       if (gen.active() == 0) {
@@ -598,6 +730,43 @@ class model_server::impl {
     }
   }
 
+  // One chunk of an embedding request's current input; the answer once its last input is
+  // done. True when the request has ended (answered, failed or its client gone).
+  bool step_embedding(embedding_work& w) {
+    const auto end = [&](std::string_view outcome) {
+      embedding_requests_->labels({std::string(outcome)}).inc();
+      w.current.reset();  // frees the temporary sequence
+      std::lock_guard lock(mutex_);
+      --in_flight_;
+      changed_.notify_all();
+      return true;
+    };
+    if (w.cancelled.load()) return end("cancelled");
+    if (!w.current) {
+      auto& input = w.inputs[w.vectors.size()];
+      auto started = engine::embedding_job::start(runtime_->compute(), std::move(input), w.options);
+      if (!started) {
+        const auto& e = started.err();
+        const bool full = e.code() == errc::resource_exhausted;
+        send_api_error(w.res, full ? unavailable(e.message()) : invalid_request(e.message(), "input"), full);
+        return end("error");
+      }
+      w.current = std::move(*started);
+    }
+    if (auto st = w.current->step(); !st) {
+      log::error("serve: an embedding step failed", {{"error", st.err().message()}});
+      send_api_error(w.res, internal_error(st.err().message()));
+      return end("error");
+    }
+    if (!w.current->done()) return false;
+    w.vectors.push_back(w.current->vector());
+    w.current.reset();
+    if (w.vectors.size() < w.inputs.size()) return false;
+    embedding_tokens_->inc(static_cast<double>(w.prompt_tokens));
+    w.res.send(200, "application/json", embedding_response(w.model, w.vectors, w.encoding, w.prompt_tokens));
+    return end("ok");
+  }
+
   static api_error internal_error(std::string message) {
     api_error e;
     e.http_status = 500;
@@ -618,6 +787,8 @@ class model_server::impl {
       g.stop = j.request.stop;
       g.max_tokens = j.max_tokens;
       g.top_logprobs = j.request.logprobs ? j.request.top_logprobs : -1;
+      g.constraint = j.chat.grammar;
+      g.render_special = j.chat.parse_tools;
       auto id = gen.add(std::move(g));
       if (!id) {
         for (auto& c : j.choices) {
@@ -655,23 +826,48 @@ class model_server::impl {
     return true;
   }
 
-  // Hands one event to its response: a stream chunk, or text collected for the final answer.
+  // Hands one event to its response: stream chunks, or text collected for the final answer.
   // False when the client is gone.
   bool deliver(job& j, std::size_t index, const engine::sequence_event& ev) {
     auto& c = j.choices[index];
+    const bool with_logprobs = j.request.logprobs && !ev.tokens.empty();
+    parsed_delta parsed;
+    if (c.parser) {
+      parsed = c.parser->push(ev.text);
+      if (c.finished) {
+        auto tail = c.parser->finish();
+        parsed.reasoning += tail.reasoning;
+        parsed.content += tail.content;
+        for (auto& call : tail.calls) parsed.calls.push_back(std::move(call));
+      }
+    } else {
+      parsed.content = ev.text;
+    }
+    const bool made_calls = c.parser && c.parser->calls() > 0;
     if (!j.request.stream) {
-      c.text += ev.text;
+      c.text += parsed.content;
+      c.reasoning += parsed.reasoning;
+      for (auto& call : parsed.calls) c.calls.push_back(std::move(call.call));
       if (j.request.logprobs) c.tokens.insert(c.tokens.end(), ev.tokens.begin(), ev.tokens.end());
       return true;
     }
     http::sse_writer sse(j.res);
     const auto& vocab = runtime_->vocab();
-    if (!ev.text.empty() || (j.request.logprobs && !ev.tokens.empty())) {
+    if (!parsed.reasoning.empty() &&
+        !sse.event(stream_reasoning_chunk(j.meta, index, parsed.reasoning, j.request.include_usage)))
+      return false;
+    if (!parsed.content.empty() || with_logprobs) {
       std::string logprobs;
       if (j.request.logprobs) logprobs = logprobs_json(j.meta.chat, vocab, ev.tokens, c.text_offset);
-      if (!sse.event(stream_delta_chunk(j.meta, index, ev.text, logprobs, j.request.include_usage))) return false;
+      if (!sse.event(stream_delta_chunk(j.meta, index, parsed.content, logprobs, j.request.include_usage))) return false;
     }
-    if (c.finished && !sse.event(stream_finish_chunk(j.meta, index, c.finish, j.request.include_usage))) return false;
+    for (const auto& call : parsed.calls) {
+      for (const auto& chunk : stream_tool_call_chunks(j.meta, index, call.index, call.call, j.request.include_usage))
+        if (!sse.event(chunk)) return false;
+    }
+    if (c.finished && !sse.event(stream_finish_chunk(j.meta, index, finish_reason_name(c.finish, made_calls),
+                                                     j.request.include_usage)))
+      return false;
     return true;
   }
 
@@ -693,6 +889,8 @@ class model_server::impl {
     for (auto& c : j.choices) {
       choice_result r;
       r.text = j.request.echo ? j.request.prompt + c.text : std::move(c.text);
+      r.reasoning = std::move(c.reasoning);
+      r.tool_calls = std::move(c.calls);
       r.finish = c.finish;
       if (j.request.logprobs) r.logprobs = logprobs_json(j.meta.chat, vocab, c.tokens, c.text_offset);
       results.push_back(std::move(r));
@@ -718,16 +916,20 @@ class model_server::impl {
   metrics::gauge* kv_usage_;
   metrics::family<metrics::counter>* finished_;
   metrics::family<metrics::counter>* rejected_;
+  metrics::family<metrics::counter>* embedding_requests_;
+  metrics::counter* embedding_tokens_;
 
   std::atomic<server_state> state_{server_state::loading};
   std::atomic<std::int64_t> context_{0};
   std::atomic<std::int64_t> free_slots_{0};  // published by the engine thread
   // Set by the engine thread before the state turns ready; read by handlers after that.
   std::unique_ptr<engine::runtime> runtime_;
+  chat_dialect dialect_;
 
   std::mutex mutex_;
   std::condition_variable changed_;  // queue, state, load and drain changes
   std::deque<std::shared_ptr<job>> queue_;
+  std::deque<std::shared_ptr<embedding_work>> embedding_queue_;
   std::int64_t in_flight_ = 0;     // accepted requests not yet answered in full
   std::int64_t queued_slots_ = 0;  // sequences the queued requests will take
   bool stop_requested_ = false;

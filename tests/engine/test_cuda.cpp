@@ -1,7 +1,8 @@
 // The CUDA backend on a GPU: every kernel against its CPU reference on random inputs (outputs
 // poisoned with NaN first, so unwritten elements fail), and whole-model logits of the CUDA
 // backend against the CPU backend on synthetic models of every weight type and on the real
-// model. Without a CUDA device every case prints "no CUDA device: skipped" and returns.
+// model, and the hidden states and embeddings of both. Without a CUDA device every case prints
+// "no CUDA device: skipped" and returns.
 #include <doctest/doctest.h>
 
 #include <cuda_runtime.h>
@@ -29,6 +30,7 @@
 #include "../../src/engine/cuda/swiglu.cuh"
 #include "chatai/engine/cpu_backend.hpp"
 #include "chatai/engine/cuda_backend.hpp"
+#include "chatai/engine/embedding.hpp"
 #include "chatai/engine/generator.hpp"
 #include "chatai/engine/model.hpp"
 #include "chatai/engine/quantize.hpp"
@@ -596,5 +598,49 @@ TEST_CASE("the real model's CUDA logits match the CPU backend") {
       agree += std::max_element(g, g + n_vocab) - g == std::max_element(w, w + n_vocab) - w;
     }
     CHECK(agree >= n * 9 / 10);
+  }
+}
+
+TEST_CASE("CUDA hidden states and embeddings match the CPU backend") {
+  SKIP_WITHOUT_GPU();
+  test::temp_dir dir("chatai-cuda");
+  auto m = synthetic(ggml_type::q8_0, dir.path());
+  auto cpu = cpu_reference_of(*m, dir.path());
+  const std::int64_t n_embd = m->hparams().n_embd, n_vocab = m->hparams().n_vocab;
+  cuda_backend_options plain;
+  plain.use_graphs = false;
+  for (bool graphs : {true, false}) {
+    auto gpu = graphs ? cuda_backend_of(m) : cuda_backend_of(m, plain);
+    for (std::int64_t n : {5, 300}) {  // the matrix-vector path (a graph when on), then the GEMM path
+      CAPTURE(graphs);
+      CAPTURE(n);
+      const auto prompt = some_tokens(n, n_vocab);
+      const auto want = logits_of(*cpu, prompt, logits_mode::hidden);
+      const auto got = logits_of(*gpu, prompt, logits_mode::hidden);
+      REQUIRE(got.size() == static_cast<std::size_t>(n * n_embd));
+      REQUIRE(all_finite(got));
+      const double e = relative_error(got, want);
+      MESSAGE("hidden states, " << n << " tokens: relative RMS error " << e);
+      CHECK(e < 2e-2);
+      for (pooling p : {pooling::mean, pooling::last}) {
+        embedding_options o;
+        o.pool = p;
+        o.chunk_tokens = 128;
+        auto a = embed(*cpu, prompt, o), b = embed(*gpu, prompt, o);
+        REQUIRE(a.ok());
+        REQUIRE(b.ok());
+        double dot = 0;
+        for (std::size_t i = 0; i < a->size(); ++i) dot += double((*a)[i]) * (*b)[i];
+        CHECK(dot > 0.999);  // both unit length: the cosine
+      }
+    }
+    // Logits and hidden states in one step are refused, as on the CPU.
+    auto s1 = gpu->create_sequence(0), s2 = gpu->create_sequence(0);
+    REQUIRE(s1.ok());
+    REQUIRE(s2.ok());
+    const auto prompt = some_tokens(4, n_vocab);
+    logits_out out;
+    CHECK(gpu->forward({{{*s1, prompt, logits_mode::hidden}, {*s2, prompt, logits_mode::last}}}, out).err().code() ==
+          errc::invalid_argument);
   }
 }

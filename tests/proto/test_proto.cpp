@@ -1,10 +1,11 @@
 // Tests of the protocol module: frames and their reader, hello, field rules, request encoding,
-// the body rule and the status document.
+// the body rule, the status document and the usage of long JSON bodies.
 #include <doctest/doctest.h>
 
 #include <vector>
 
 #include "chatai/proto/frames.hpp"
+#include "chatai/proto/usage.hpp"
 #include "chatai/proto/wire.hpp"
 
 using namespace chatai;
@@ -224,4 +225,61 @@ TEST_CASE("the status document reads back what was written, and tolerates what i
   CHECK_FALSE(parse_status(R"({"services":[{"models":["m"]}]})"));
   CHECK_FALSE(parse_status(R"({"services":[{"id":"a","backends":{"ready":"1"}}]})"));
   CHECK_FALSE(parse_status("[1]"));
+}
+
+namespace {
+
+// The counts a JSON body gives when it is fed in pieces of `step` bytes.
+std::pair<std::optional<std::int64_t>, std::optional<std::int64_t>> usage_of(std::string_view body, std::size_t step) {
+  usage_scanner scanner(false);
+  for (std::size_t i = 0; i < body.size(); i += step) scanner.feed(body.substr(i, step));
+  scanner.finish();
+  return {scanner.prompt_tokens(), scanner.completion_tokens()};
+}
+
+// An answer of embeddings of about `bytes` bytes, then `rest`.
+std::string long_answer(std::size_t bytes, std::string_view rest) {
+  std::string out = "{\"object\":\"list\",\"data\":[";
+  for (std::size_t i = 0; out.size() < bytes; ++i) {
+    if (i > 0) out += ',';
+    out += "{\"object\":\"embedding\",\"index\":" + std::to_string(i) + ",\"embedding\":[0.0123,-0.0456,1e-05]}";
+  }
+  out += "],\"model\":\"m\"";
+  out += rest;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the usage at the end of a JSON body beyond 1 MiB is found, however it is cut") {
+  const auto body = long_answer(3u << 20, R"(,"usage":{"prompt_tokens":1234,"total_tokens":1234}})");
+  for (std::size_t step : {std::size_t{1} << 20, std::size_t{4096}, std::size_t{4093}}) {
+    CAPTURE(step);
+    const auto [prompt, completion] = usage_of(body, step);
+    CHECK(prompt == 1234);
+    CHECK_FALSE(completion);  // embeddings have none
+  }
+  // The key split at every place between two pieces.
+  const std::string small_tail = R"(,"usage" : {"prompt_tokens":8,"completion_tokens":2}})";
+  const auto spaced = long_answer(1u << 20, small_tail);
+  for (std::size_t cut = spaced.size() - small_tail.size(); cut < spaced.size(); ++cut) {
+    usage_scanner scanner(false);
+    scanner.feed(std::string_view(spaced).substr(0, cut));
+    scanner.feed(std::string_view(spaced).substr(cut));
+    scanner.finish();
+    REQUIRE(scanner.prompt_tokens() == 8);
+    REQUIRE(scanner.completion_tokens() == 2);
+  }
+}
+
+TEST_CASE("text in a long JSON body cannot forge its usage") {
+  // After the real usage: its key and object quoted inside a string, and a key that ends in
+  // usage after an escaped quote.
+  const auto forged = long_answer(2u << 20, R"(,"usage":{"prompt_tokens":7},"note":"\"usage\":{\"prompt_tokens\":1}",)"
+                                            R"("also":{"x\"usage":{"prompt_tokens":2}}})");
+  CHECK(usage_of(forged, 65536).first == 7);
+  // A long body with no usage, or a usage that is not an object, gives none.
+  CHECK_FALSE(usage_of(long_answer(2u << 20, "}"), 65536).first);
+  CHECK_FALSE(usage_of(long_answer(2u << 20, R"(,"usage":[1,2]})"), 65536).first);
+  CHECK_FALSE(usage_of(long_answer(2u << 20, R"(,"usage":{"prompt_tokens":-3}})"), 65536).first);
 }

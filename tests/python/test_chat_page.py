@@ -1,14 +1,20 @@
 """The chat page in headless Chromium (selenium): the API key given in the address, picking a
 model, an answer streaming in, stopping one, the conversation after a reload, model text that
-can't inject HTML, Markdown blocks, the errors of a refused key, a starting model and a rate
-limit, rename, export, delete and import, a narrow screen, and the Content-Security-Policy.
-The service comes from the `chat_service` fixture. A screenshot of the page is saved into
-$CHATAI_SCREENSHOT_DIR, or the test's temporary folder, and its path printed."""
+can't inject HTML, Markdown blocks, an answer's reasoning and tool calls shown folded, the errors
+of a refused key, a starting model and a rate limit, rename, export, delete and import, a narrow
+screen, and the Content-Security-Policy. The service comes from the `chat_service` fixture; the
+answers with reasoning and tool calls come from a stand-in model server behind the same page
+server. Screenshots of the page are saved into $CHATAI_SCREENSHOT_DIR, or the test's temporary
+folder, and their paths printed."""
 
 import json
+import math
 import os
 import pathlib
+import secrets
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from selenium import webdriver
@@ -18,7 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from chat_service import chat_service  # noqa: F401 (a fixture)
+from chat_service import chat_service, make_handler  # noqa: F401 (a fixture)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -222,6 +228,181 @@ def test_markdown_blocks(browser, chat_service):
     assert content.find_element(By.TAG_NAME, "blockquote").get_attribute("textContent") == "quoted"
 
 
+THINKER = "thinker"
+REASONING = ["The user wants ", "<b>the weather</b> ", "<img src=x onerror=alert(1)>", " in Paris."]
+CONTENT = ["I will ask ", "the weather service."]
+WEATHER_ARGUMENTS = {"city": "<script>window.injected = 1</script>Paris", "unit": "celsius"}
+TIME_ARGUMENTS = "zone=<Europe/Paris>"
+
+
+def split(text, parts):
+    size = math.ceil(len(text) / parts)
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def make_thinker_handler(requests, resume):
+    """A stand-in for `chatai serve` with one model, THINKER, which streams REASONING, waits for
+    `resume`, then streams CONTENT and two tool calls, each split over several deltas. The body of
+    every chat request is appended to `requests`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_):
+            pass
+
+        def send_json(self, body):
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def event(self, delta, finish_reason=None):
+            choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+            chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": THINKER, "choices": [choice]}
+            self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            self.wfile.flush()
+            time.sleep(0.02)
+
+        def do_GET(self):
+            self.send_json({"object": "list", "data": [{"id": THINKER, "object": "model", "owned_by": "chatai"}]})
+
+        def do_POST(self):
+            requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.event({"role": "assistant", "content": ""})
+            for piece in REASONING:
+                self.event({"reasoning_content": piece})
+            resume.wait(30)
+            for piece in CONTENT:
+                self.event({"content": piece})
+            calls = [(0, "call_weather", "get_weather", split(json.dumps(WEATHER_ARGUMENTS), 4)),
+                     (1, "call_time", "get_time", split(TIME_ARGUMENTS, 2))]
+            for index, call_id, name, pieces in calls:
+                self.event({"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                                            "function": {"name": name, "arguments": ""}}]})
+                for piece in pieces:
+                    self.event({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            self.event({}, "tool_calls")
+            self.wfile.write(b"data: [DONE]\n\n")
+
+    return Handler
+
+
+@pytest.fixture(scope="module")
+def thinker_service():
+    """The page server of `chat_service` in front of the THINKER stand-in; yields (base_url,
+    api_key, the chat requests the stand-in got, the event that lets its answers go on)."""
+    requests, resume = [], threading.Event()
+    api_key = "sk-" + secrets.token_hex(16)
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), make_thinker_handler(requests, resume))]
+    servers.append(ThreadingHTTPServer(("127.0.0.1", 0), make_handler(api_key, servers[0].server_address[1])))
+    for server in servers:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{servers[1].server_address[1]}", api_key, requests, resume
+    resume.set()
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def thinker_browser(tmp_path_factory, thinker_service):
+    driver = open_browser(tmp_path_factory, *thinker_service[:2])
+    yield driver
+    driver.quit()
+
+
+def folds(answer):
+    """The reasoning of an answer view, (summary, open, text), and its tool calls, [(summary, open,
+    arguments)]; the text of a closed fold is read from the DOM."""
+    reasoning = answer.find_element(By.CSS_SELECTOR, "details.reasoning")
+    calls = answer.find_elements(By.CSS_SELECTOR, ".tool-calls details.tool-call")
+    return ((reasoning.find_element(By.TAG_NAME, "summary").text, reasoning.get_attribute("open") is not None,
+             reasoning.find_element(By.CLASS_NAME, "reasoning-text").get_attribute("textContent")),
+            [(c.find_element(By.TAG_NAME, "summary").text, c.get_attribute("open") is not None,
+              c.find_element(By.CSS_SELECTOR, "pre code").get_attribute("textContent")) for c in calls])
+
+
+def test_reasoning_and_tool_calls_are_folded(thinker_browser, thinker_service, tmp_path):
+    browser = thinker_browser
+    base_url, _, requests, resume = thinker_service
+    browser.get(f"{base_url}/")
+    pick_model(browser, THINKER)
+    type_message(browser, "What is the weather in Paris?")
+
+    # The reasoning streams first, folded, under "Thinking…".
+    reasoning_text = "".join(REASONING)
+    wait(browser, lambda d: last_answer(d) is not None and folds(last_answer(d))[0][2] == reasoning_text,
+         message="the reasoning did not stream in")
+    assert last_answer(browser).get_attribute("data-state") == "streaming"
+    assert folds(last_answer(browser)) == (("Thinking…", False, reasoning_text), [])
+    resume.set()
+    wait(browser, lambda d: last_answer(d).get_attribute("data-state") == "done", message="the answer did not finish")
+
+    weather = ("Tool call: get_weather", False, json.dumps(WEATHER_ARGUMENTS, indent=2))
+    time_call = ("Tool call: get_time", False, TIME_ARGUMENTS)
+    expected = (("Reasoning", False, reasoning_text), [weather, time_call])
+    assert folds(last_answer(browser)) == expected
+    assert answer_text(browser) == "".join(CONTENT)
+    # The reasoning comes above the answer, the tool calls below it.
+    order = browser.execute_script("return [...arguments[0].children].map((e) => e.className || e.tagName)",
+                                   last_answer(browser))
+    assert order == ["H2", "reasoning", "content", "tool-calls", "note"]
+    # Model text is only text, in the folds too.
+    messages = browser.find_element(By.ID, "messages")
+    for tag in ("img", "script", "b"):
+        assert messages.find_elements(By.TAG_NAME, tag) == [], tag
+    assert browser.execute_script("return window.injected") is None
+
+    # Opened, a fold shows its text.
+    for summary in last_answer(browser).find_elements(By.TAG_NAME, "summary"):
+        summary.click()
+    reasoning = last_answer(browser).find_element(By.CLASS_NAME, "reasoning-text")
+    assert reasoning.is_displayed() and reasoning.text == reasoning_text.strip()
+    assert '"city": "<script>window.injected = 1</script>Paris"' in \
+        last_answer(browser).find_element(By.CSS_SELECTOR, ".tool-call pre").text
+    save_screenshot(browser, tmp_path, "chat_page_reasoning")
+
+    # After a reload both are there again, folded.
+    browser.refresh()
+    wait(browser, lambda d: len(answers(d)) == 1, message="the conversation was not restored")
+    assert folds(last_answer(browser)) == expected
+    stored = json.loads(browser.execute_script("return localStorage.getItem('chatai.conversations')"))
+    reply = stored["conversations"][0]["messages"][1]
+    assert reply["reasoning"] == reasoning_text
+    assert reply["toolCalls"] == [
+        {"id": "call_weather", "name": "get_weather", "arguments": json.dumps(WEATHER_ARGUMENTS)},
+        {"id": "call_time", "name": "get_time", "arguments": TIME_ARGUMENTS}]
+
+    # The model gets back the answer's content only.
+    type_message(browser, "And tomorrow?")
+    wait(browser, lambda d: len(answers(d)) == 2 and answers(d)[1].get_attribute("data-state") == "done",
+         message="the second answer did not finish")
+    assert [r["messages"] for r in requests] == [
+        [{"role": "user", "content": "What is the weather in Paris?"}],
+        [{"role": "user", "content": "What is the weather in Paris?"},
+         {"role": "assistant", "content": "".join(CONTENT)},
+         {"role": "user", "content": "And tomorrow?"}],
+    ]
+
+    # On a narrow screen the opened folds stay within the chat.
+    browser.set_window_size(390, 800)
+    try:
+        browser.refresh()
+        wait(browser, lambda d: len(answers(d)) == 2, message="the conversation was not restored")
+        for summary in last_answer(browser).find_elements(By.TAG_NAME, "summary"):
+            summary.click()
+        assert browser.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth",
+                                      browser.find_element(By.ID, "messages"))
+        save_screenshot(browser, tmp_path, "chat_page_reasoning_narrow")
+    finally:
+        browser.set_window_size(1200, 900)
+
+
 def test_wrong_key_asks_for_the_key(browser, chat_service):
     base_url, api_key = chat_service
     browser.get(f"{base_url}/")
@@ -321,6 +502,10 @@ def test_rename_export_delete_import(browser, chat_service, tmp_path):
          'conversations[0].messages[0].role must be "user", "assistant" or "system"'),
         ('{"conversations": [{"messages": [], "temperature": 9}]}',
          "conversations[0].temperature must be a number from 0 to 2"),
+        ('{"conversations": [{"messages": [{"role": "assistant", "content": "", "toolCalls": {}}]}]}',
+         "conversations[0].messages[0].toolCalls must be a list"),
+        ('{"conversations": [{"messages": [{"role": "assistant", "content": "", "toolCalls": [{"name": 1}]}]}]}',
+         "conversations[0].messages[0].toolCalls[0].name must be a string"),
         ("[1, 2]", 'the file must hold {"conversations": [...]}'),
         ("not json", "the file is not JSON"),
     ]:

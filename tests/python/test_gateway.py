@@ -1,7 +1,8 @@
 """`chatai gateway` end to end with the official openai client: gateway -> local transport -> the
 real chatai-gate -> a real `chatai serve` with the real model. Keys from `chatai keys`, limits,
-errors, usage per key and user with the request id, the model list with states, health,
-metrics, the chat page, a clean stop on SIGTERM, and no prompt or completion text kept anywhere.
+errors, usage per key and user with the request id (of chat, completions and embeddings), the
+model list with states, health, metrics, the chat page, a clean stop on SIGTERM, and no prompt or
+completion text kept anywhere.
 Also chatai.Gateway in-process, with users signed in by a trusted reverse proxy, and a stand-in
 backend that misbehaves: HTML answers, negative token counts, a huge event."""
 
@@ -309,6 +310,39 @@ def test_completions(gateway, alice):
     streamed = list(client(gateway, alice["key"]).completions.create(model=MODEL, prompt="Once upon a time",
                                                                       max_tokens=6, stream=True))
     assert streamed and all(ch.choices for ch in streamed)
+
+
+def test_embeddings_are_answered_and_accounted(cluster, gateway):
+    """Embeddings go through like completions; their usage has no completion tokens, and a batch
+    whose answer is longer than 1 MiB is accounted too (its usage comes at the end)."""
+    key = cluster.create_key("erin")
+    c = client(gateway, key["key"])
+    raw = c.embeddings.with_raw_response.create(model=MODEL, input=["Hello there", f"The code {MARKER}"])
+    answer = raw.parse()
+    assert [d.index for d in answer.data] == [0, 1] and len(answer.data[0].embedding) == 576
+    assert answer.usage.prompt_tokens > 0 and answer.usage.total_tokens == answer.usage.prompt_tokens
+    big = c.embeddings.with_raw_response.create(model=MODEL, input=[f"item {i}" for i in range(256)],
+                                                encoding_format="float")
+    assert len(big.http_response.content) > 1 << 20
+    batch = big.parse()
+    assert len(batch.data) == 256
+    with pytest.raises(openai.BadRequestError) as refused:
+        c.embeddings.create(model=MODEL, input="x", dimensions=8)
+    assert refused.value.body["param"] == "dimensions"
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        mine = {r["key"]: r for r in json.loads(cluster.keys("usage", "--json").stdout)["by_key"]}.get(key["id"], {})
+        if mine.get("requests") == 3:
+            break
+        time.sleep(0.1)
+    assert mine["requests"] == 3 and mine["user"] == "erin"
+    assert mine["prompt_tokens"] == answer.usage.prompt_tokens + batch.usage.prompt_tokens
+    assert mine["completion_tokens"] == 0
+    records = {r["id"]: r for r in cluster.gate_usage()}
+    first = records[raw.headers["x-request-id"]]
+    assert first["status"] == 200 and first["prompt_tokens"] == answer.usage.prompt_tokens
+    assert first["completion_tokens"] is None
+    assert records[big.headers["x-request-id"]]["prompt_tokens"] == batch.usage.prompt_tokens
 
 
 def test_models_with_their_states(gateway, alice):

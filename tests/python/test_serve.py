@@ -96,12 +96,12 @@ def test_chat_completion(client):
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
-def test_chat_accepts_text_parts_system_and_unknown_fields(client):
+def test_chat_accepts_text_parts_system_metadata_and_identifiers(client):
     r = client.chat.completions.create(
         model=MODEL, max_completion_tokens=4, temperature=0,
         messages=[{"role": "system", "content": "Be brief."},
                   {"role": "user", "content": [{"type": "text", "text": "Say hi."}]}],
-        extra_body={"parallel_tool_calls": False, "metadata": {"x": "y"}}, user="tester")
+        extra_body={"parallel_tool_calls": False, "metadata": {"x": "y"}, "prompt_cache_key": "k"}, user="tester")
     assert r.usage.completion_tokens <= 4
 
 

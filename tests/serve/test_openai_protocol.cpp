@@ -93,3 +93,66 @@ TEST_CASE("errors serialise in OpenAI's shape") {
   CHECK(std::string(err["param"].GetString()) == "temperature");
   CHECK(err["code"].IsNull());
 }
+
+TEST_CASE("tools, tool_choice and response_format are read") {
+  auto r = parse_chat_request(R"({"model": "m", "messages": [
+      {"role": "user", "content": "Weather?"},
+      {"role": "assistant", "content": null, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+      {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}],
+    "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}, "strict": true}}],
+    "tool_choice": {"type": "function", "function": {"name": "get_weather"}}, "parallel_tool_calls": false,
+    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}, "strict": true}}
+  })", limits);
+  REQUIRE(r);
+  REQUIRE(r->messages.size() == 3);
+  CHECK(r->messages[1].content_null);
+  REQUIRE(r->messages[1].tool_calls.size() == 1);
+  CHECK(r->messages[1].tool_calls[0].name == "get_weather");
+  CHECK(r->messages[2].tool_call_id == "call_1");
+  REQUIRE(r->tools.size() == 1);
+  CHECK(r->tools[0].strict);
+  CHECK(r->tools[0].parameters.find("\"city\"") != std::string::npos);
+  CHECK(r->tool_choice == tool_choice_mode::named);
+  CHECK(r->tool_choice_name == "get_weather");
+  CHECK_FALSE(r->parallel_tool_calls);
+  CHECK(r->response_format == response_format_type::json_schema);
+  CHECK(r->response_schema == "{\"type\":\"object\"}");
+
+  auto plain = parse_chat_request(R"({"model": "m", "messages": [{"role": "user", "content": "x"}],
+    "tools": [{"type": "function", "function": {"name": "f"}}]})", limits);
+  REQUIRE(plain);
+  CHECK(plain->tool_choice == tool_choice_mode::auto_);
+  auto none = parse_chat_request(R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"})", limits);
+  REQUIRE(none);
+  CHECK(none->tool_choice == tool_choice_mode::none);
+}
+
+TEST_CASE("what is not honoured is refused, naming the field") {
+  const std::string head = R"({"model": "m", "messages": [{"role": "user", "content": "x"}], )";
+  const auto param_of = [&](std::string tail) { return chat_error(head + tail + "}"); };
+  auto e = param_of(R"("frobnicate": 1)");
+  CHECK(e.param == "frobnicate");
+  CHECK(e.message == "Unrecognized request argument supplied: frobnicate");
+  CHECK(param_of(R"("store": true)").param == "store");
+  CHECK(param_of(R"("audio": {"voice": "x"})").param == "audio");
+  CHECK(param_of(R"("modalities": ["text", "audio"])").param == "modalities");
+  CHECK(param_of(R"("prediction": {"type": "content", "content": "x"})").param == "prediction");
+  CHECK(param_of(R"("functions": [{"name": "f"}])").param == "functions");
+  CHECK(param_of(R"("tool_choice": "required")").param == "tool_choice");
+  CHECK(param_of(R"("tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}})").param == "tool_choice");
+  CHECK(param_of(R"("tools": [{"type": "custom", "custom": {"name": "f"}}])").param == "tools");
+  CHECK(param_of(R"("tools": [{"type": "function", "function": {"name": "bad name"}}])").param == "tools");
+  CHECK(param_of(R"("response_format": {"type": "xml"})").param == "response_format");
+  CHECK(param_of(R"("reasoning_effort": "extreme")").param == "reasoning_effort");
+  CHECK(param_of(R"("service_tier": "priority")").param == "service_tier");
+  CHECK(chat_error(R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})")
+            .param == "messages");
+  CHECK(chat_error(R"({"model": "m", "messages": [{"role": "tool", "content": "x"}]})").param == "messages");
+  CHECK(chat_error(R"({"model": "m", "messages": [{"role": "assistant", "content": "x", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "not json"}}]}]})")
+            .param == "messages");
+  auto c = parse_completion_request(R"({"model": "m", "prompt": "x", "suffix": "y"})", limits);
+  REQUIRE_FALSE(c);
+  CHECK(to_api_error(c.err()).param == "suffix");
+}

@@ -38,7 +38,7 @@ TEST_CASE("stream chunks: role first, deltas, finish, usage with no choices") {
   REQUIRE(delta.ok());
   CHECK(std::string((*delta)["choices"][0]["delta"]["content"].GetString()) == "abc");
   CHECK(!delta->HasMember("usage"));
-  auto finish = json::parse(stream_finish_chunk(meta, 0, engine::finish_reason::stop, false));
+  auto finish = json::parse(stream_finish_chunk(meta, 0, finish_reason_name(engine::finish_reason::stop, false), false));
   REQUIRE(finish.ok());
   CHECK(std::string((*finish)["choices"][0]["finish_reason"].GetString()) == "stop");
   auto usage_chunk = json::parse(stream_usage_chunk(meta, {4, 2}));

@@ -1,5 +1,5 @@
-// model_server in-process on the real model: health, models, a completion, a stream, errors,
-// API keys and draining, through the HTTP client.
+// model_server in-process on the real model: health, models, a completion, a stream,
+// embeddings, errors, API keys and draining, through the HTTP client.
 #include <doctest/doctest.h>
 
 #include <sys/stat.h>
@@ -80,8 +80,24 @@ TEST_CASE("model_server answers OpenAI requests on the real model") {
   CHECK(too_long.body.find("context_length_exceeded") != std::string::npos);
   CHECK(too_long.body.find("256") != std::string::npos);
 
+  auto embedded = call(s, "POST", "/v1/embeddings", R"({"model":"smol","input":["Hello","world"],"encoding_format":"float"})");
+  CHECK(embedded.status == 200);
+  auto vectors = json::parse(embedded.body);
+  REQUIRE(vectors.ok());
+  REQUIRE((*vectors)["data"].Size() == 2);
+  CHECK((*vectors)["data"][1]["embedding"].Size() == 576);
+  CHECK((*vectors)["usage"]["prompt_tokens"].GetInt64() == 2);
+  auto embed_missing = call(s, "POST", "/v1/embeddings", R"({"model":"other","input":"x"})");
+  CHECK(embed_missing.status == 404);
+  CHECK(embed_missing.body.find(R"("code":"model_not_found")") != std::string::npos);
+  auto embed_long = call(s, "POST", "/v1/embeddings", R"({"model":"smol","input":")" + long_prompt + "\"}");
+  CHECK(embed_long.status == 400);
+  CHECK(embed_long.body.find("context_length_exceeded") != std::string::npos);
+
   auto metrics = call(s, "GET", "/metrics");
   CHECK(metrics.body.find("chatai_time_to_first_token_seconds_bucket") != std::string::npos);
+  CHECK(metrics.body.find(R"(chatai_embedding_requests_total{outcome="ok"} 1)") != std::string::npos);
+  CHECK(metrics.body.find("chatai_embedding_tokens_total 2") != std::string::npos);
 
   s.drain();
   s.wait_drained();
@@ -112,6 +128,8 @@ TEST_CASE("model_server requires the API key from its file") {
   CHECK(call(s, "GET", "/v1/models").status == 401);
   CHECK(call(s, "GET", "/v1/models", {}, "wrong").status == 401);
   CHECK(call(s, "GET", "/v1/models", {}, "k-123").status == 200);
+  CHECK(call(s, "POST", "/v1/embeddings", R"({"model":"smol","input":"x"})").status == 401);
+  CHECK(call(s, "POST", "/v1/embeddings", R"({"model":"smol","input":"x"})", "k-123").status == 200);
   CHECK(call(s, "GET", "/metrics", {}, "k-123").body.find("k-123") == std::string::npos);
   std::filesystem::remove_all(dir);
 }

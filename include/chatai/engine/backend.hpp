@@ -1,5 +1,6 @@
 // The boundary between the model-agnostic serving code and a compute backend (CPU, CUDA):
-// per-sequence KV caches, batched forward steps over several sequences, logits out.
+// per-sequence KV caches, batched forward steps over several sequences, logits (or the final
+// hidden states, for embeddings) out.
 #pragma once
 
 #include <cstddef>
@@ -22,6 +23,10 @@ enum class logits_mode {
   none,  // only fill the KV cache (a prompt chunk that is not the last)
   last,  // the logits after the entry's last token (generation)
   all,   // the logits after every token of the entry (perplexity, scoring)
+  // The final hidden state of every token of the entry: the residual stream after the output
+  // RMSNorm, before the output projection (embeddings). A step's entries ask either for
+  // logits (last, all) or for hidden states, never both.
+  hidden,
 };
 
 // One sequence's part of a step: its new tokens, which take the positions
@@ -39,17 +44,19 @@ struct batch {
   std::vector<batch_entry> entries;
 };
 
-// The logits of one step, in batch order: entry i owns rows [entry_rows[i], entry_rows[i + 1]),
-// one per token for logits_mode::all, one for last, none for none.
+// The outputs of one step, in batch order: entry i owns rows [entry_rows[i], entry_rows[i + 1]),
+// one per token for logits_mode::all and hidden, one for last, none for none. A row is the
+// logits (width n_vocab) or, in a step that asked for hidden states, one token's final hidden
+// state (width n_embd).
 // Thread safety: a value type.
 struct logits_out {
-  std::int64_t n_vocab = 0;
-  std::vector<float> values;             // [n_rows × n_vocab]
+  std::int64_t width = 0;                // n_vocab, or n_embd for hidden states
+  std::vector<float> values;             // [n_rows × width]
   std::vector<std::int64_t> entry_rows;  // [n_entries + 1]
 
-  std::int64_t n_rows() const noexcept { return n_vocab ? static_cast<std::int64_t>(values.size()) / n_vocab : 0; }
+  std::int64_t n_rows() const noexcept { return width ? static_cast<std::int64_t>(values.size()) / width : 0; }
   std::span<const float> row(std::int64_t r) const noexcept {
-    return {values.data() + r * n_vocab, static_cast<std::size_t>(n_vocab)};
+    return {values.data() + r * width, static_cast<std::size_t>(width)};
   }
   // The last row of entry i: the logits that predict the token after its last one.
   std::span<const float> last_row(std::size_t entry) const noexcept { return row(entry_rows[entry + 1] - 1); }
@@ -79,11 +86,12 @@ class backend {
   // out_of_range when length exceeds the current length.
   virtual status truncate_sequence(sequence_id sequence, std::int64_t length) = 0;
 
-  // Appends each entry's tokens to its sequence and computes the requested logits into
-  // `out` (its storage is reused between steps). Errors, checked before anything changes:
-  // invalid_argument for an empty batch, an entry without tokens, a sequence twice, or a
-  // token outside the vocabulary; not_found for an unknown sequence; resource_exhausted when
-  // an entry would exceed its sequence's capacity. On error no sequence changes.
+  // Appends each entry's tokens to its sequence and computes the requested logits or hidden
+  // states into `out` (its storage is reused between steps). Errors, checked before anything
+  // changes: invalid_argument for an empty batch, an entry without tokens, a sequence twice, a
+  // token outside the vocabulary, or logits and hidden states asked for in one step; not_found
+  // for an unknown sequence; resource_exhausted when an entry would exceed its sequence's
+  // capacity. On error no sequence changes.
   virtual status forward(const batch& step, logits_out& out) = 0;
 };
 

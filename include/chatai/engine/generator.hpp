@@ -13,6 +13,7 @@
 
 #include "chatai/core/status.hpp"
 #include "chatai/engine/backend.hpp"
+#include "chatai/engine/grammar.hpp"
 #include "chatai/engine/sampler.hpp"
 #include "chatai/engine/vocabulary.hpp"
 
@@ -25,6 +26,12 @@ struct generation_request {
   std::int64_t max_tokens = 256;   // generated tokens at most
   std::int64_t top_logprobs = -1;  // -1: no log-probabilities; 0..20: the chosen token's and that many more
   bool ignore_eos = false;         // keep generating past EOS/EOT (benchmarks)
+  // The output must be a sentence of this grammar: each step samples as usual and, when the
+  // token drawn is not allowed, samples again from the logits masked to the allowed tokens
+  // (the same distribution as masking first, at the cost of a mask only when needed). The
+  // sequence ends (stop) when the grammar is complete and nothing can follow.
+  std::shared_ptr<const grammar> constraint;
+  bool render_special = false;  // control tokens appear in the text (markers such as [TOOL_CALLS])
 };
 
 enum class finish_reason { none, stop, length, cancelled };
@@ -90,6 +97,8 @@ class generator {
   std::uint64_t next_id_ = 1;
   std::map<std::uint64_t, std::unique_ptr<sequence>> sequences_;
   logits_out logits_;
+  std::shared_ptr<const token_table> tokens_;  // built when the first grammar arrives
+  std::vector<float> masked_;
 };
 
 }  // namespace chatai::engine

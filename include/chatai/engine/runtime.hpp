@@ -19,6 +19,7 @@ struct runtime_options {
   std::filesystem::path model_path;
   std::string device = "auto";  // cpu, cuda or auto (CUDA when built with it and a GPU is present)
   int threads = 0;              // CPU threads; 0: one per hardware thread
+  std::string chat_template;    // Jinja source to use instead of the file's template; empty: the file's
 };
 
 struct chat_turn {

@@ -3,7 +3,8 @@
 // tunnel to chatai-gate, streams the answer back, accounts usage in SQLite and serves the chat
 // page, /health and /metrics.
 //
-// Routes: POST /v1/chat/completions and /v1/completions (proxied), GET /v1/models (the cluster's
+// Routes: POST /v1/chat/completions, /v1/completions and /v1/embeddings (proxied, accounted
+// alike: an answer's usage, streamed or whole, is recorded per key), GET /v1/models (the cluster's
 // models with a "state" each: ready, starting or offline), GET /health, GET /metrics, and the
 // chat page (GET / and its assets) unless the config turns it off.
 //

@@ -11,8 +11,10 @@
 namespace chatai::proto {
 
 // Finds "usage":{"prompt_tokens":..,"completion_tokens":..} in a response body fed piece by
-// piece: in each server-sent event of a stream, or in a JSON body of at most 1 MiB. Only the
-// counts are kept, and only counts in [0, 2^40]: any other is taken for absent.
+// piece: in each server-sent event of a stream, or in a JSON body. A JSON body of at most 1 MiB
+// is parsed whole; of a longer one (a batch of embeddings) only the last 64 KiB are kept, and
+// the object of the last "usage" key there is read: OpenAI-shaped answers end with their
+// usage. Only the counts are kept, and only counts in [0, 2^40]: any other is taken for absent.
 // Thread safety: not thread-safe; one per response.
 class usage_scanner {
  public:
@@ -27,10 +29,12 @@ class usage_scanner {
 
  private:
   void scan_json(std::string_view text);
+  void scan_tail();
 
   bool event_stream_;
   bool overflow_ = false;
   std::string pending_;
+  std::string tail_;  // a long JSON body's last bytes
   std::optional<std::int64_t> prompt_tokens_;
   std::optional<std::int64_t> completion_tokens_;
 };

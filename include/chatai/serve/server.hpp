@@ -20,6 +20,7 @@ struct server_options {
   std::string device = "auto";
   int threads = 0;                      // CPU threads; 0: one per hardware thread
   std::int64_t context = 0;             // tokens per sequence; 0: the model's training context
+  std::filesystem::path chat_template_path;  // a Jinja template to use instead of the model's; empty: the model's
   std::int64_t parallel = 8;            // sequences decoding together at most (a request with n takes n)
   std::int64_t max_queue = 64;          // requests waiting for a slot at most; beyond it 429
   std::int64_t retry_after_seconds = 1;  // the Retry-After of 429 and 503 answers

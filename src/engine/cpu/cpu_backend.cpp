@@ -143,23 +143,26 @@ class cpu_backend final : public backend {
   void prepare(const batch& step, logits_out& out) {
     slots_.clear();
     tokens_.clear();
-    logit_tokens_.clear();
+    output_tokens_.clear();
+    hidden_ = false;
     out.entry_rows.assign(1, 0);
     std::int64_t max_length = 0;
     for (const batch_entry& e : step.entries) {
       sequence_state& s = sequences_.at(e.sequence);
       const auto n = static_cast<std::int64_t>(e.tokens.size());
+      const bool every = e.logits == logits_mode::all || e.logits == logits_mode::hidden;
+      hidden_ |= e.logits == logits_mode::hidden;
       for (std::int64_t i = 0; i < n; ++i) {
         const auto t = static_cast<std::int64_t>(slots_.size());
         slots_.push_back({&s, s.length + i});
         tokens_.push_back(e.tokens[static_cast<std::size_t>(i)]);
-        if (e.logits == logits_mode::all || (e.logits == logits_mode::last && i == n - 1)) logit_tokens_.push_back(t);
+        if (every || (e.logits == logits_mode::last && i == n - 1)) output_tokens_.push_back(t);
       }
-      out.entry_rows.push_back(static_cast<std::int64_t>(logit_tokens_.size()));
+      out.entry_rows.push_back(static_cast<std::int64_t>(output_tokens_.size()));
       max_length = std::max(max_length, s.length + n);
     }
     const auto n_tokens = static_cast<std::size_t>(slots_.size());
-    const auto n_logits = logit_tokens_.size();
+    const auto n_logits = hidden_ ? 0 : output_tokens_.size();
     const auto q8 = [](std::int64_t n) { return cpu::q8_row_layout::bytes(n); };
     x_.resize(n_tokens * hp_.n_embd);
     h_.resize(n_tokens * hp_.n_embd);
@@ -177,8 +180,8 @@ class cpu_backend final : public backend {
     finalq_.resize(n_logits * q8(hp_.n_embd));
     scores_.resize(static_cast<std::size_t>(pool_.size()) * static_cast<std::size_t>(max_length));
     rope_scratch_.resize(static_cast<std::size_t>(pool_.size() * hp_.rope_dim));
-    out.n_vocab = hp_.n_vocab;
-    out.values.resize(n_logits * hp_.n_vocab);
+    out.width = hidden_ ? hp_.n_embd : hp_.n_vocab;
+    out.values.resize(output_tokens_.size() * static_cast<std::size_t>(out.width));
   }
 
   weight_kernel kernel(const weight_matrix& w) const { return kernels_.for_type(w.type); }
@@ -367,22 +370,25 @@ class cpu_backend final : public backend {
       pool_.barrier();
     }
 
-    // The final norm of the tokens whose logits were asked for, then the output projection.
-    const auto n_logits = static_cast<std::int64_t>(logit_tokens_.size());
-    if (n_logits == 0) return;
+    // The final norm of the tokens whose outputs were asked for: the hidden states themselves,
+    // written straight into `out`, or the input of the output projection.
+    const auto n_outputs = static_cast<std::int64_t>(output_tokens_.size());
+    if (n_outputs == 0) return;
     const weight_matrix& output = model_->output();
-    const bool out_q8 = kernel(output).activations == activation_kind::q8;
-    const auto [r_begin, r_end] = share(n_logits, thread, n_threads);
+    const bool out_q8 = !hidden_ && kernel(output).activations == activation_kind::q8;
+    float* final = hidden_ ? out.values.data() : final_.data();  // [n_outputs × n_embd]
+    const auto [r_begin, r_end] = share(n_outputs, thread, n_threads);
     for (std::int64_t r = r_begin; r < r_end; ++r) {
-      const std::int64_t t = logit_tokens_[static_cast<std::size_t>(r)];
-      float* xr = final_.data() + r * n_embd;
+      const std::int64_t t = output_tokens_[static_cast<std::size_t>(r)];
+      float* xr = final + r * n_embd;
       for (std::int64_t i = 0; i < n_embd; ++i) xr[i] = x_[t * n_embd + i] + proj_[t * n_embd + i];
     }
-    rms_norm_rows(final_.data(), model_->output_norm(), final_.data(), finalq_.data(), out_q8, n_embd, r_begin, r_end);
+    rms_norm_rows(final, model_->output_norm(), final, finalq_.data(), out_q8, n_embd, r_begin, r_end);
+    if (hidden_) return;
     pool_.barrier();
     const product logits[1] = {{&output, kernel(output), act(final_.data(), finalq_.data(), n_embd), out.values.data(),
                                 static_cast<std::size_t>(hp_.n_vocab)}};
-    multiply(logits, n_logits, thread, n_threads);
+    multiply(logits, n_outputs, thread, n_threads);
   }
 
   std::shared_ptr<const model> model_;
@@ -396,7 +402,8 @@ class cpu_backend final : public backend {
   // The current step.
   std::vector<token_slot> slots_;            // [n_tokens]
   std::vector<token_id> tokens_;             // [n_tokens]
-  std::vector<std::int64_t> logit_tokens_;   // [n_logits]: token indices whose logits are wanted
+  std::vector<std::int64_t> output_tokens_;  // [n_outputs]: token indices whose logits or hidden states are wanted
+  bool hidden_ = false;                      // the step asked for hidden states, not logits
   std::vector<float> x_;                     // [n_tokens × n_embd]: the residual stream
   std::vector<float> h_;                     // [n_tokens × n_embd]: normalized
   std::vector<std::byte> hq_;                // [n_tokens × q8(n_embd)]
@@ -409,7 +416,7 @@ class cpu_backend final : public backend {
   std::vector<float> gate_;                  // [n_tokens × n_ff]; then silu(gate) * up
   std::vector<float> up_;                    // [n_tokens × n_ff]
   std::vector<std::byte> ffq_;               // [n_tokens × q8(n_ff)]
-  std::vector<float> final_;                 // [n_logits × n_embd]
+  std::vector<float> final_;                 // [n_logits × n_embd]: normalized, for the output projection
   std::vector<std::byte> finalq_;            // [n_logits × q8(n_embd)]
   std::vector<float> scores_;                // [n_threads × max_length]
   std::vector<double> rope_scratch_;         // [n_threads × rope_dim]: cos and sin of each frequency

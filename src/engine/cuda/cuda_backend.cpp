@@ -35,7 +35,7 @@ namespace {
 using namespace cuda;
 
 constexpr std::int64_t mib = 1 << 20;
-constexpr std::int64_t max_logit_rows = 256;            // logits computed at once
+constexpr std::int64_t max_logit_rows = 256;            // logits (or hidden states) computed at once
 constexpr std::int64_t dequantize_tile_elements = 16 * mib;  // BF16 weight tile of the GEMMs: 32 MiB, fits in L2
 constexpr std::int64_t reserve_bytes = 512 * mib;       // left free for cuBLAS, graphs and the driver
 constexpr std::size_t alignment = 256;
@@ -224,27 +224,29 @@ class cuda_backend final : public backend {
       sequence_state& s = sequences_.at(e.sequence);
       pages_->reserve(s.pages, s.length + static_cast<std::int64_t>(e.tokens.size()));  // validate() counted them
     }
-    // The step's tokens in order, and which of them give logits.
+    // The step's tokens in order, and which of them give an output row.
     struct token_ref {
       sequence_state* sequence;
       token_id token;
       std::int64_t position;
-      bool logits;
+      bool output;
     };
     std::vector<token_ref> tokens;
+    bool hidden = false;
     out.entry_rows.assign(1, 0);
     for (const batch_entry& e : step.entries) {
       sequence_state& s = sequences_.at(e.sequence);
       const auto n = static_cast<std::int64_t>(e.tokens.size());
+      const bool every = e.logits == logits_mode::all || e.logits == logits_mode::hidden;
+      hidden |= e.logits == logits_mode::hidden;
       for (std::int64_t i = 0; i < n; ++i) {
-        const bool logits = e.logits == logits_mode::all || (e.logits == logits_mode::last && i == n - 1);
-        tokens.push_back({&s, e.tokens[static_cast<std::size_t>(i)], s.length + i, logits});
+        const bool output = every || (e.logits == logits_mode::last && i == n - 1);
+        tokens.push_back({&s, e.tokens[static_cast<std::size_t>(i)], s.length + i, output});
       }
-      out.entry_rows.push_back(out.entry_rows.back() +
-                               (e.logits == logits_mode::all ? n : e.logits == logits_mode::last ? 1 : 0));
+      out.entry_rows.push_back(out.entry_rows.back() + (every ? n : e.logits == logits_mode::last ? 1 : 0));
     }
-    out.n_vocab = hp_.n_vocab;
-    out.values.resize(static_cast<std::size_t>(out.entry_rows.back() * hp_.n_vocab));
+    out.width = hidden ? hp_.n_embd : hp_.n_vocab;
+    out.values.resize(static_cast<std::size_t>(out.entry_rows.back() * out.width));
 
     // Chunks of at most max_tokens_ tokens run one after another; a sequence split across
     // chunks sees its earlier tokens in the cache, as it would in one step.
@@ -254,7 +256,7 @@ class cuda_backend final : public backend {
       const std::int64_t n = std::min(max_tokens_, total - c0);
       std::int32_t* host = host_meta_.as<std::int32_t>();
       std::unordered_map<const sequence_state*, std::int32_t> table_of;
-      std::int64_t n_pages = 0, n_logits = 0, max_length = 0;
+      std::int64_t n_pages = 0, n_outputs = 0, max_length = 0;
       for (std::int64_t t = 0; t < n; ++t) {
         const token_ref& r = tokens[static_cast<std::size_t>(c0 + t)];
         auto [it, added] = table_of.try_emplace(r.sequence, static_cast<std::int32_t>(n_pages));
@@ -265,14 +267,14 @@ class cuda_backend final : public backend {
         host[meta_.tokens + t] = r.token;
         host[meta_.positions + t] = static_cast<std::int32_t>(r.position);
         host[meta_.tables + t] = it->second;
-        if (r.logits) host[meta_.logit_rows + n_logits++] = static_cast<std::int32_t>(t);
+        if (r.output) host[meta_.logit_rows + n_outputs++] = static_cast<std::int32_t>(t);
         max_length = std::max(max_length, r.position + 1);
       }
       CHATAI_CUDA_CHECK(cudaMemcpyAsync(meta_buffer_.as<std::int32_t>(), host,
                                         static_cast<std::size_t>(meta_.pages + n_pages) * sizeof(std::int32_t),
                                         cudaMemcpyHostToDevice, stream_));
-      CHATAI_RETURN_IF_ERROR(run_chunk(n, n_logits, max_length, out.values.data() + out_row * hp_.n_vocab));
-      out_row += n_logits;
+      CHATAI_RETURN_IF_ERROR(run_chunk(n, n_outputs, max_length, hidden, out.values.data() + out_row * out.width));
+      out_row += n_outputs;
     }
     for (const batch_entry& e : step.entries) sequences_.at(e.sequence).length += static_cast<std::int64_t>(e.tokens.size());
     return {};
@@ -537,23 +539,26 @@ class cuda_backend final : public backend {
     return {};
   }
 
-  // The final norm of logit rows [first, first + count) of the step and their logits.
-  status enqueue_logits(std::int64_t first, std::int64_t count) {
+  // The final norm of output rows [first, first + count) of the step (the last layer's
+  // x + proj), then their logits; with `hidden` the normalized states are the output.
+  status enqueue_outputs(std::int64_t first, std::int64_t count, bool hidden) {
     const auto* meta = meta_buffer_.as<std::int32_t>();
-    // x + proj of the logit tokens: the last layer's output, normalized.
     CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(x_.as<float>(), proj_.as<float>(), output_norm_, hp_.rms_eps, count,
                                               hp_.n_embd, meta + meta_.logit_rows + first, final_.as<float>(), stream_));
+    if (hidden) return {};
     return matmul({{&output_, logits_.as<float>(), hp_.n_vocab}}, final_.as<float>(), count);
   }
 
-  status run_chunk(std::int64_t n, std::int64_t n_logits, std::int64_t max_length, float* host_logits) {
+  // One chunk of n tokens whose n_outputs output rows (logits, or hidden states) are copied
+  // to host_out: [n_outputs × (hidden ? n_embd : n_vocab)].
+  status run_chunk(std::int64_t n, std::int64_t n_outputs, std::int64_t max_length, bool hidden, float* host_out) {
     if (options_.use_graphs && use_graph(n)) {
       const std::int64_t splits = graph_attention_splits(max_length);
-      const auto key = std::tuple(n, n_logits, splits);
+      const auto key = std::tuple(n, n_outputs, splits, hidden);
       auto it = graphs_.find(key);
       if (it == graphs_.end()) {
         cudaGraphExec_t exec = nullptr;
-        CHATAI_RETURN_IF_ERROR(capture(n, n_logits, splits, exec));
+        CHATAI_RETURN_IF_ERROR(capture(n, n_outputs, splits, hidden, exec));
         it = graphs_.emplace(key, exec).first;
       }
       CHATAI_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
@@ -561,26 +566,27 @@ class cuda_backend final : public backend {
       const std::int64_t splits = n <= max_matvec_tokens ? attention_splits(max_length) : 1;
       const std::int64_t split_keys = (max_length + splits - 1) / splits;
       CHATAI_RETURN_IF_ERROR(enqueue_layers(n, splits, (split_keys + attention_chunk - 1) / attention_chunk * attention_chunk));
-      if (n_logits > 0) CHATAI_RETURN_IF_ERROR(enqueue_logits(0, std::min(n_logits, max_logit_rows)));
+      if (n_outputs > 0) CHATAI_RETURN_IF_ERROR(enqueue_outputs(0, std::min(n_outputs, max_logit_rows), hidden));
     }
-    for (std::int64_t first = 0; first < n_logits; first += max_logit_rows) {
-      const std::int64_t count = std::min(max_logit_rows, n_logits - first);
-      if (first > 0) CHATAI_RETURN_IF_ERROR(enqueue_logits(first, count));
-      CHATAI_CUDA_CHECK(cudaMemcpyAsync(host_logits + first * hp_.n_vocab, logits_.as<float>(),
-                                        static_cast<std::size_t>(count * hp_.n_vocab) * sizeof(float),
+    const std::int64_t width = hidden ? hp_.n_embd : hp_.n_vocab;
+    const float* rows = hidden ? final_.as<float>() : logits_.as<float>();  // [count × width] of the current group
+    for (std::int64_t first = 0; first < n_outputs; first += max_logit_rows) {
+      const std::int64_t count = std::min(max_logit_rows, n_outputs - first);
+      if (first > 0) CHATAI_RETURN_IF_ERROR(enqueue_outputs(first, count, hidden));
+      CHATAI_CUDA_CHECK(cudaMemcpyAsync(host_out + first * width, rows, static_cast<std::size_t>(count * width) * sizeof(float),
                                         cudaMemcpyDeviceToHost, stream_));
-      CHATAI_CUDA_CHECK(cudaStreamSynchronize(stream_));  // logits_ is reused by the next group
+      CHATAI_CUDA_CHECK(cudaStreamSynchronize(stream_));  // final_ and logits_ are reused by the next group
     }
-    if (n_logits == 0) CHATAI_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the staged metadata is reused
+    if (n_outputs == 0) CHATAI_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the staged metadata is reused
     return {};
   }
 
   // Records the decode step of n tokens as a graph: metadata is read from the device, so
   // one graph serves every batch of this shape.
-  status capture(std::int64_t n, std::int64_t n_logits, std::int64_t splits, cudaGraphExec_t& exec) {
+  status capture(std::int64_t n, std::int64_t n_outputs, std::int64_t splits, bool hidden, cudaGraphExec_t& exec) {
     CHATAI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     status recorded = enqueue_layers(n, splits, attention_chunk);
-    if (recorded && n_logits > 0) recorded = enqueue_logits(0, n_logits);
+    if (recorded && n_outputs > 0) recorded = enqueue_outputs(0, n_outputs, hidden);
     cudaGraph_t graph = nullptr;
     const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
     if (!recorded) {
@@ -634,7 +640,7 @@ class cuda_backend final : public backend {
   device_memory act_bf16_;   // [max_tokens × widest] BF16: the GEMMs' activations
   device_memory tile_bf16_;  // [dequantize_tile_elements] BF16: the GEMMs' weight tile
   device_memory partial_;    // [max_matvec_tokens × n_head × max_splits × (head_dim + 2)]
-  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t>, cudaGraphExec_t> graphs_;
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool>, cudaGraphExec_t> graphs_;  // by tokens, outputs, splits, hidden
 };
 
 }  // namespace

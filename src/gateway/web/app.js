@@ -136,21 +136,68 @@ function renderList() {
   }));
 }
 
+// The arguments of a tool call, pretty-printed when they are JSON (a streaming call's are not yet).
+function prettyArguments(text) {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text;
+  }
+}
+
+function fold(className, body) {
+  const view = el('details', el('summary'), body);
+  view.className = className;
+  return view;
+}
+
+// `thinking`: the reasoning is still streaming.
+function fillReasoning(view, reasoning, thinking) {
+  const folded = view.querySelector('.reasoning');
+  folded.hidden = !reasoning;
+  folded.querySelector('summary').textContent = thinking ? 'Thinking…' : 'Reasoning';
+  folded.querySelector('.reasoning-text').replaceChildren(renderMarkdown(reasoning));
+}
+
+// Views already shown are updated in place, so that a call the reader opened stays open.
+function fillToolCalls(view, toolCalls) {
+  const list = view.querySelector('.tool-calls');
+  toolCalls.forEach((call, i) => {
+    const folded = list.children[i] ?? list.appendChild(fold('tool-call', el('pre', el('code'))));
+    folded.querySelector('summary').textContent = `Tool call: ${call.name || 'unnamed'}`;
+    folded.querySelector('code').textContent = prettyArguments(call.arguments);
+  });
+}
+
 function fillMessage(view, message) {
   const content = view.querySelector('.content');
   content.replaceChildren(message.role === 'assistant' ? renderMarkdown(message.content) : message.content);
+  if (message.role === 'assistant') {
+    fillReasoning(view, message.reasoning ?? '', false);
+    fillToolCalls(view, message.toolCalls ?? []);
+  }
   view.dataset.state = message.stopped ? 'stopped' : 'done';
   view.removeAttribute('aria-busy');
   view.querySelector('.note').hidden = !message.stopped;
 }
 
+// An answer shows its reasoning folded above the content and its tool calls folded below it.
 function messageView(message) {
   const who = message.role === 'user' ? 'You' : message.role === 'system' ? 'System' : message.model || 'Assistant';
   const note = el('p', 'Stopped before the end.');
   note.className = 'note';
   const content = el('div');
   content.className = 'content';
-  const view = el('article', el('h2', who), content, note);
+  const view = el('article', el('h2', who));
+  if (message.role === 'assistant') {
+    const reasoningText = el('div');
+    reasoningText.className = 'reasoning-text';
+    const toolCalls = el('div');
+    toolCalls.className = 'tool-calls';
+    view.append(fold('reasoning', reasoningText), content, toolCalls, note);
+  } else {
+    view.append(content, note);
+  }
   view.className = 'message';
   view.dataset.role = message.role;
   fillMessage(view, message);
@@ -221,6 +268,32 @@ function wait(seconds, signal) {
   });
 }
 
+// Adds a piece of a streaming answer (see streamChat) to the answer `reply` and to its view.
+// `stream` holds what streaming needs beside the answer: each tool call by its index, and whether
+// the reasoning is still coming.
+function addPiece(view, reply, stream, piece) {
+  if (stream.thinking && !piece.reasoning) fillReasoning(view, reply.reasoning, false);
+  stream.thinking = Boolean(piece.reasoning);
+  if (piece.reasoning) {
+    reply.reasoning += piece.reasoning;
+    fillReasoning(view, reply.reasoning, true);
+  } else if (piece.content) {
+    reply.content += piece.content;
+    view.querySelector('.content').replaceChildren(renderMarkdown(reply.content));
+  } else {
+    const { index, id, name, argumentsDelta } = piece.toolCall;
+    if (!stream.calls.has(index)) {
+      stream.calls.set(index, { id: '', name: '', arguments: '' });
+      reply.toolCalls.push(stream.calls.get(index));
+    }
+    const call = stream.calls.get(index);
+    if (id) call.id = id;
+    if (name) call.name = name;
+    call.arguments += argumentsDelta;
+    fillToolCalls(view, reply.toolCalls);
+  }
+}
+
 // Streams the model's answer to the conversation's messages into a new message. A model that is
 // starting (503 with Retry-After) is asked again when it says; Stop ends either.
 async function answer(conversation) {
@@ -231,10 +304,13 @@ async function answer(conversation) {
     return;
   }
   conversation.model = model;
+  // The model gets the answers' content only: not their reasoning, and not their tool calls, as
+  // the page runs no tools whose results could go with them.
   const messages = conversation.messages.map(({ role, content }) => ({ role, content }));
   if (conversation.system.trim()) messages.unshift({ role: 'system', content: conversation.system });
   const request = { model, messages, temperature: conversation.temperature };
-  const reply = { role: 'assistant', content: '', model };
+  const reply = { role: 'assistant', content: '', model, reasoning: '', toolCalls: [] };
+  const answered = () => Boolean(reply.content || reply.reasoning || reply.toolCalls.length);
   const view = messageView(reply);
   view.dataset.state = 'streaming';
   view.setAttribute('aria-busy', 'true');
@@ -244,19 +320,19 @@ async function answer(conversation) {
   try {
     for (;;) {
       try {
-        for await (const text of streamChat(apiKey(), request, controller.signal)) {
-          if (!reply.content) {
+        const stream = { calls: new Map(), thinking: false };
+        for await (const piece of streamChat(apiKey(), request, controller.signal)) {
+          if (!answered()) {
             clearNotice();
             appendView(view);
           }
           const follow = nearBottom();
-          reply.content += text;
-          view.querySelector('.content').replaceChildren(renderMarkdown(reply.content));
+          addPiece(view, reply, stream, piece);
           if (follow) ui.messages.scrollTop = ui.messages.scrollHeight;
         }
         break;
       } catch (err) {
-        const starting = err instanceof ApiError && err.status === 503 && err.retryAfter !== null && !reply.content;
+        const starting = err instanceof ApiError && err.status === 503 && err.retryAfter !== null && !answered();
         if (!starting) throw err;
         const seconds = Math.min(Math.max(err.retryAfter, 1), 60);
         showNotice(`${model} is starting. Asking again in ${seconds} s (Stop cancels).`);
@@ -271,13 +347,15 @@ async function answer(conversation) {
     setRunning(null);
   }
   if (failed) {
-    reply.stopped = Boolean(reply.content);
+    reply.stopped = answered();
     if (failed.status === 401) askForKey(explain(failed, model));
     else showNotice(explain(failed, model), () => answer(conversation));
-  } else if (reply.stopped && !reply.content) {
+  } else if (reply.stopped && !answered()) {
     clearNotice();
   }
-  if (reply.content) {
+  if (answered()) {
+    if (!reply.reasoning) delete reply.reasoning;
+    if (!reply.toolCalls.length) delete reply.toolCalls;
     conversation.messages.push(reply);
     fillMessage(view, reply);
     touch(conversation);

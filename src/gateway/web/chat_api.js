@@ -58,7 +58,31 @@ export async function listModels(apiKey, signal) {
     .map((m) => ({ id: m.id, state: STATES.includes(m.state) ? m.state : 'ready' }));
 }
 
-// Yields the answer's text as it arrives. Aborting `signal` ends it with an AbortError.
+const stringOrUndefined = (value) => (typeof value === 'string' ? value : undefined);
+
+// The pieces of one chat.completion.chunk delta, in the order a message shows them.
+function* deltaPieces(delta) {
+  const reasoning = stringOrUndefined(delta?.reasoning_content);
+  if (reasoning) yield { reasoning };
+  const content = stringOrUndefined(delta?.content);
+  if (content) yield { content };
+  if (!Array.isArray(delta?.tool_calls)) return;
+  for (const [position, call] of delta.tool_calls.entries()) {
+    yield {
+      toolCall: {
+        index: Number.isInteger(call?.index) ? call.index : position,
+        id: stringOrUndefined(call?.id),
+        name: stringOrUndefined(call?.function?.name),
+        argumentsDelta: stringOrUndefined(call?.function?.arguments) ?? '',
+      },
+    };
+  }
+}
+
+// Yields the answer as it arrives, in pieces: {content: text}, {reasoning: text} (the model's
+// reasoning, usually before the content) and {toolCall: {index, id, name, argumentsDelta}} (the
+// first piece of a call has its id and name, the later ones of the same index undefined there and
+// more arguments text to append). Aborting `signal` ends it with an AbortError.
 export async function* streamChat(apiKey, body, signal) {
   const response = await request('/v1/chat/completions', {
     method: 'POST', headers: headers(apiKey), body: JSON.stringify({ ...body, stream: true }), signal,
@@ -85,8 +109,7 @@ export async function* streamChat(apiKey, body, signal) {
         if (data === '[DONE]') return;
         const message = JSON.parse(data);
         if (message.error) throw new ApiError(response.status, message.error.message ?? 'the model failed');
-        const text = message.choices?.[0]?.delta?.content;
-        if (text) yield text;
+        yield* deltaPieces(message.choices?.[0]?.delta);
       }
     }
   } finally {

@@ -20,14 +20,32 @@ function optionalString(value, field, fallback, maxLength = Infinity) {
   return value;
 }
 
+// A tool call the model made: {id, name, arguments}, the arguments as the model wrote them.
+function checkToolCall(call, field) {
+  if (!isObject(call)) throw new Error(`${field} must be an object`);
+  return {
+    id: optionalString(call.id, `${field}.id`, '', 200),
+    name: optionalString(call.name, `${field}.name`, '', 200),
+    arguments: optionalString(call.arguments, `${field}.arguments`, ''),
+  };
+}
+
+// Conversations saved before answers kept their reasoning and tool calls have neither field.
 function checkMessage(message, field) {
   if (!isObject(message)) throw new Error(`${field} must be an object`);
   if (!ROLES.includes(message.role)) throw new Error(`${field}.role must be "user", "assistant" or "system"`);
   if (typeof message.content !== 'string') throw new Error(`${field}.content must be a string`);
   if (message.stopped !== undefined && typeof message.stopped !== 'boolean') throw new Error(`${field}.stopped must be true or false`);
+  if (message.toolCalls !== undefined && !Array.isArray(message.toolCalls)) {
+    throw new Error(`${field}.toolCalls must be a list`);
+  }
   const checked = { role: message.role, content: message.content };
   if (message.stopped) checked.stopped = true;
   if (message.model !== undefined) checked.model = optionalString(message.model, `${field}.model`, '', 200);
+  const reasoning = optionalString(message.reasoning, `${field}.reasoning`, '');
+  if (reasoning) checked.reasoning = reasoning;
+  const toolCalls = (message.toolCalls ?? []).map((c, i) => checkToolCall(c, `${field}.toolCalls[${i}]`));
+  if (toolCalls.length) checked.toolCalls = toolCalls;
   return checked;
 }
 

@@ -4,7 +4,8 @@
 Reads the weights with the `gguf` package (dequantized to float32), runs the plain
 transformer (RMSNorm, RoPE, grouped-query attention, SwiGLU; qwen2 biases and NEOX rotary),
 and writes golden files of the top logits at every position, or prints a perplexity computed
-the way llama.cpp's llama-perplexity does. Token ids come from `chatai tokenize` so the
+the way llama.cpp's llama-perplexity does. Model.hidden_states gives the final hidden states
+that embeddings pool. Token ids come from `chatai tokenize` so the
 reference and the engine see the same input, or for golden files from --ids.
 """
 
@@ -75,8 +76,9 @@ class Model:
         bias = self.w(name + ".bias")
         return y + bias if bias is not None else y
 
-    def forward(self, tokens: list[int]) -> np.ndarray:
-        """Logits [n_tokens, n_vocab] for a causal pass over `tokens` from position 0."""
+    def hidden_states(self, tokens: list[int]) -> np.ndarray:
+        """The final hidden states [n_tokens, n_embd] of a causal pass over `tokens` from position 0:
+        the last layer's output after the output RMSNorm, before the output projection."""
         n = len(tokens)
         positions = np.arange(n)
         x = self.weights["token_embd.weight"][tokens].astype(np.float32)  # [n, n_embd]
@@ -101,8 +103,11 @@ class Model:
             gate = self.linear(h, p + "ffn_gate")
             up = self.linear(h, p + "ffn_up")
             x = x + self.linear(gate / (1.0 + np.exp(-gate)) * up, p + "ffn_down")
-        x = self.rms_norm(x, self.weights["output_norm.weight"])
-        return x @ self.output.T
+        return self.rms_norm(x, self.weights["output_norm.weight"])
+
+    def forward(self, tokens: list[int]) -> np.ndarray:
+        """Logits [n_tokens, n_vocab] for a causal pass over `tokens` from position 0."""
+        return self.hidden_states(tokens) @ self.output.T
 
 
 def tokenize(chatai: str, model: pathlib.Path, text: str) -> list[int]:
