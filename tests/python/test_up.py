@@ -196,3 +196,56 @@ def test_a_misconfigured_state_folder_is_a_clear_error(build_dir, test_model, tm
     assert not children_running(state)
     if problem == "symlinked subfolder":
         assert not any(elsewhere.iterdir()), "nothing was written through the link"
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
+                   "required": ["city"], "additionalProperties": False}}}
+
+
+def test_tool_calls_and_structured_output_pass_the_gateway_and_gate_and_are_accounted(service, build_dir):
+    proc, event, state = service
+    client = openai.OpenAI(base_url=event["url"] + "/v1", api_key=event["api_key"], max_retries=0, timeout=120)
+    ask(client)  # waits for the model server
+    asked = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = client.chat.completions.create(model=MODEL, messages=asked, tools=[WEATHER], tool_choice="required",
+                                       max_tokens=100, temperature=0)
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    assert set(json.loads(call.function.arguments)) == {"city"}
+    streamed = list(client.chat.completions.create(model=MODEL, messages=asked, tools=[WEATHER], tool_choice="required",
+                                                   max_tokens=100, temperature=0, stream=True,
+                                                   stream_options={"include_usage": True}))
+    arguments = {}
+    for c in streamed:
+        for tc in (c.choices[0].delta.tool_calls or []) if c.choices else []:
+            arguments[tc.index] = arguments.get(tc.index, "") + (tc.function.arguments or "")
+    assert [json.loads(arguments[i]) for i in sorted(arguments)] == \
+        [json.loads(c.function.arguments) for c in r.choices[0].message.tool_calls]
+    assert [c.choices[0].finish_reason for c in streamed if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    answer = client.chat.completions.create(
+        model=MODEL, max_tokens=100, temperature=0,
+        messages=[{"role": "user", "content": 'What is the capital of France? Answer with a JSON object like {"capital": "..."}.'}],
+        response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": {
+            "type": "object", "properties": {"capital": {"type": "string", "maxLength": 20}}, "required": ["capital"],
+            "additionalProperties": False}}})
+    assert set(json.loads(answer.choices[0].message.content)) == {"capital"}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=MODEL, messages=asked, max_tokens=4, extra_body={"frobnicate": 1})
+    assert refused.value.body["param"] == "frobnicate"
+
+    # The gateway recorded the tokens of the three answers (and of the first ask) for this key.
+    deadline = time.monotonic() + 15
+    while True:
+        out = subprocess.run([str(pathlib.Path(build_dir) / "bin" / "chatai"), "keys", "--db", str(state / "gateway.db"),
+                              "usage", "--json"], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        totals = json.loads(out.stdout)["by_key"]
+        prompt = sum(t["prompt_tokens"] for t in totals)
+        completion = sum(t["completion_tokens"] for t in totals)
+        expected_prompt = r.usage.prompt_tokens + streamed[-1].usage.prompt_tokens + answer.usage.prompt_tokens
+        if prompt >= expected_prompt and completion >= r.usage.completion_tokens + answer.usage.completion_tokens:
+            break
+        assert time.monotonic() < deadline, (totals, expected_prompt)
+        time.sleep(0.5)
