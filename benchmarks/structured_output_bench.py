@@ -54,7 +54,8 @@ def default_model():
 
 
 def one(client, extra, max_tokens, seed):
-    """(ms per token after the first, tokens) of one streamed answer."""
+    """(ms per token after the first, tokens, ms to the first token) of one streamed answer."""
+    start = time.perf_counter()
     stamps = []
     tokens = 0
     stream = client.chat.completions.create(
@@ -68,10 +69,14 @@ def one(client, extra, max_tokens, seed):
                 stamps.append(time.perf_counter())
         if chunk.usage:
             tokens = chunk.usage.completion_tokens
-    if len(stamps) < 2 or tokens < 2:
+    if not stamps or tokens < 2:
         return None
-    # Tool calls arrive whole at the end: time them from the request's first token instead.
-    return (stamps[-1] - stamps[0]) * 1000 / (tokens - 1) if not extra.get("tools") else None, tokens
+    # Tool calls arrive whole at the end: only their wall time per token is compared (with the
+    # same prompt, tools offered and tool_choice none).
+    if len(stamps) < 2 and extra.get("tool_choice") != "required":
+        return None
+    per_token = (stamps[-1] - stamps[0]) * 1000 / (tokens - 1) if extra.get("tool_choice") != "required" else None
+    return per_token, tokens, (stamps[0] - start) * 1000
 
 
 def main():
@@ -98,11 +103,26 @@ def main():
                 wall = time.perf_counter() - start
                 if got is None:
                     continue
-                per_token, tokens = got
-                entry = results.setdefault(name, {"ms_per_token": [], "wall_ms_per_token": []})
+                per_token, tokens, first_ms = got
+                entry = results.setdefault(name, {"ms_per_token": [], "wall_ms_per_token": [], "first_ms": [],
+                                                  "wall_ms": [], "tokens": []})
+                entry["first_ms"].append(first_ms)
+                entry["wall_ms"].append(wall * 1000)
+                entry["tokens"].append(tokens)
                 if per_token is not None:
                     entry["ms_per_token"].append(per_token)
                 entry["wall_ms_per_token"].append(wall * 1000 / tokens)
+        # A forced call arrives whole at its end: its decode time is its wall time less that of the
+        # same request cut at one token (the prompt's prefill and the first token).
+        forced = results.get("tool_choice required")
+        if forced:
+            first = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                one(client, MODES["tool_choice required"], 1, 0)
+                first.append((time.perf_counter() - start) * 1000)
+            prefill = statistics.median(first)
+            forced["ms_per_token"] = [(w - prefill) / (t - 1) for w, t in zip(forced["wall_ms"], forced["tokens"])]
         base = statistics.median(results["free text"]["ms_per_token"])
         base_wall = statistics.median(results["free text"]["wall_ms_per_token"])
         for name, entry in results.items():
