@@ -20,6 +20,7 @@ seeds_of() {
     fuzz_gateway) echo "$root/fuzz/corpus/gateway" ;;
     fuzz_serve_request) echo "$root/fuzz/corpus/serve" ;;
     fuzz_frames) echo "$root/fuzz/corpus/frames" ;;
+    fuzz_json_schema) echo "$root/fuzz/corpus/schema" ;;
     fuzz_chat_template) [ -d "$templates" ] && echo "$templates" ;;
   esac
 }
