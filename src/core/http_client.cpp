@@ -99,6 +99,12 @@ class session {
 
   void shutdown() noexcept { ::shutdown(fd_.get(), SHUT_RDWR); }
 
+  // Nothing to read and no hang-up: an idle keep-alive connection the peer has not closed.
+  bool quiet() const noexcept {
+    pollfd p{fd_.get(), POLLIN | POLLRDHUP, 0};
+    return fd_ && ::poll(&p, 1, 0) == 0;
+  }
+
  private:
   using clock = std::chrono::steady_clock;
 
@@ -115,6 +121,7 @@ class session {
       if (ready < 0 && errno != EINTR) return last_error();
     }
   }
+
 
   unique_fd fd_;
 };
@@ -319,6 +326,8 @@ result<client_response> client_connection::fetch(const client_request& req, cons
 }
 
 bool client_connection::reusable() const noexcept { return state_ && state_->reusable; }
+
+bool client_connection::still_open() const noexcept { return reusable() && state_->s.quiet(); }
 
 result<response_head> fetch_streaming(const client_request& req, const response_handlers& handlers,
                                       const client_options& options) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -135,6 +136,91 @@ status check_key_proof(http::client_connection& conn, const slurm::backend_entry
   return {};
 }
 
+// Connections to backends that proved that they hold their job key, kept between the requests
+// of one gate process (a session gate carries many): a proof holds for its connection, since no
+// other process can take the port over while the connection is open. An idle one is dropped
+// after 20 s, before chatai serve's keep-alive timeout (60 s) would close it.
+class proven_connections {
+ public:
+  std::optional<http::client_connection> take(const slurm::backend_entry& b, const std::string& key) {
+    std::lock_guard lock(mutex_);
+    const auto now = steady::now();
+    std::optional<http::client_connection> found;
+    for (auto it = idle_.begin(); it != idle_.end();) {
+      const bool stale = now - it->since > max_idle || !it->conn.still_open();
+      if (!stale && !found && it->job == b.job && it->host == b.host && it->port == b.port && it->key == key) {
+        found.emplace(std::move(it->conn));
+        it = idle_.erase(it);
+      } else if (stale) {
+        it = idle_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return found;
+  }
+
+  void give(const slurm::backend_entry& b, const std::string& key, http::client_connection conn) {
+    std::lock_guard lock(mutex_);
+    if (idle_.size() >= max_kept) idle_.erase(idle_.begin());
+    idle_.push_back(entry{b.job, b.host, b.port, key, std::move(conn), steady::now()});
+  }
+
+ private:
+  static constexpr auto max_idle = std::chrono::seconds(20);
+  static constexpr std::size_t max_kept = 256;
+  struct entry {
+    std::string job;
+    std::string host;
+    std::int64_t port;
+    std::string key;
+    http::client_connection conn;
+    steady::time_point since;
+  };
+  std::mutex mutex_;
+  std::vector<entry> idle_;
+};
+
+proven_connections& kept_connections() {
+  static auto* kept = new proven_connections;  // never freed: pool threads may use it until _exit
+  return *kept;
+}
+
+// A job's key as last read by this process, reused while its file is unchanged (same inode,
+// size, mode and modification time, checked with one lstat): the scheduler writes each key
+// once, so a session gate reads it once instead of once per request.
+result<std::string> read_job_key_cached(const slurm::state_dir& dir, const std::string& key_file) {
+  struct cached {
+    dev_t device;
+    ino_t inode;
+    timespec modified;
+    off_t size;
+    mode_t mode;
+    std::string key;
+  };
+  static std::mutex mutex;
+  static auto* keys = new std::map<std::string, cached>;  // never freed: pool threads may read it until _exit
+  struct stat info{};
+  const std::string path = (dir.keys_dir() / key_file).string();
+  // Only names read_job_key accepted are ever cached; any other name misses and is refused there.
+  const bool known = ::lstat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
+  if (known) {
+    std::lock_guard lock(mutex);
+    const auto it = keys->find(key_file);
+    if (it != keys->end() && it->second.inode == info.st_ino && it->second.device == info.st_dev &&
+        it->second.size == info.st_size && it->second.mode == info.st_mode &&
+        it->second.modified.tv_sec == info.st_mtim.tv_sec && it->second.modified.tv_nsec == info.st_mtim.tv_nsec)
+      return it->second.key;
+  }
+  auto key = slurm::read_job_key(dir, key_file);
+  if (key && known) {
+    std::lock_guard lock(mutex);
+    if (keys->size() >= 1024) keys->clear();
+    (*keys)[key_file] = cached{info.st_dev, info.st_ino, info.st_mtim, info.st_size, info.st_mode, *key};
+  }
+  return key;
+}
+
 // Sends the request to one backend. Returns true when the exchange is over, false to try
 // another backend (nothing has been written to the client then).
 bool try_backend(exchange& ex, const slurm::backend_entry& b, bool last_attempt) {
@@ -144,14 +230,9 @@ bool try_backend(exchange& ex, const slurm::backend_entry& b, bool last_attempt)
     log::warn(what, {{"job", b.job}, {"error", detail}});
     if (auto st = br.record_failure(unix_ms_now()); !st) log::warn("breaker update failed", {{"error", st.err().message()}});
   };
-  auto key = slurm::read_job_key(dir, b.key_file);
+  auto key = read_job_key_cached(dir, b.key_file);
   if (!key) {
     fail_backend("backend key unreadable", key.err().message());
-    return false;
-  }
-  const auto address = http::resolve_address(b.host);
-  if (!address) {
-    fail_backend("backend host does not resolve", b.host);
     return false;
   }
 
@@ -159,85 +240,100 @@ bool try_backend(exchange& ex, const slurm::backend_entry& b, bool last_attempt)
   options.connect_timeout = ex.config.connect_timeout;
   options.first_byte_timeout = ex.config.first_byte_timeout;
   options.idle_timeout = ex.config.idle_timeout;
-  // The proof and the request share one connection: a port cannot change hands between them.
-  auto conn = http::client_connection::open(*address, static_cast<std::uint16_t>(b.port), options);
-  if (!conn) {
-    fail_backend("backend failed", conn.err().message());
-    return false;
-  }
-  if (auto proven = check_key_proof(*conn, b, *key, ex.config); !proven) {
-    fail_backend("backend did not prove that it holds the job key", proven.err().message());
-    return false;
-  }
 
   http::client_request req;
   req.method = ex.request.head.method;
   req.target = ex.request.head.path;
   req.headers.add("Host", b.host + ":" + std::to_string(b.port));
   req.headers.add("Authorization", "Bearer " + *key);
-  req.headers.add("Connection", "close");
   for (const auto& [name, value] : ex.request.head.headers) req.headers.add(name, value);
   if (req.method == "POST" && !req.headers.find("content-type")) req.headers.add("Content-Type", "application/json");
   req.body = ex.body.body;
 
-  bool retry_5xx = false;
-  bool chunked = false;
-  bool event_stream = false;
-  usage_scanner scanner(false);
-  http::response_handlers handlers;
-  handlers.on_head = [&](const http::response_head& head) {
-    if (head.status >= 500 && !last_attempt) {
-      retry_5xx = true;
+  // A kept connection first; when it turns out closed before any answer, a fresh one (that
+  // failure is the connection's age, not the backend's).
+  auto conn = kept_connections().take(b, *key);
+  for (bool reused = conn.has_value();; reused = false) {
+    if (!reused) {
+      const auto address = http::resolve_address(b.host);
+      if (!address) {
+        fail_backend("backend host does not resolve", b.host);
+        return false;
+      }
+      // The proof and the requests share one connection: a port cannot change hands between them.
+      auto opened = http::client_connection::open(*address, static_cast<std::uint16_t>(b.port), options);
+      if (!opened) {
+        fail_backend("backend failed", opened.err().message());
+        return false;
+      }
+      if (auto proven = check_key_proof(*opened, b, *key, ex.config); !proven) {
+        fail_backend("backend did not prove that it holds the job key", proven.err().message());
+        return false;
+      }
+      conn.emplace(std::move(*opened));
+    }
+
+    bool retry_5xx = false;
+    bool chunked = false;
+    bool event_stream = false;
+    usage_scanner scanner(false);
+    http::response_handlers handlers;
+    handlers.on_head = [&](const http::response_head& head) {
+      if (head.status >= 500 && !last_attempt) {
+        retry_5xx = true;
+        return false;
+      }
+      if (ex.client_gone) return false;
+      ex.status = head.status;
+      ex.backend = b.job;
+      ex.first_byte_ms = ms_since(ex.started);
+      const std::string* type = head.headers.find("content-type");
+      event_stream = type && type->rfind("text/event-stream", 0) == 0;
+      scanner = usage_scanner(event_stream);
+      chunked = head.status != 204 && head.status != 304;
+      ex.written = true;
+      return write_out(ex, head_bytes(head, chunked));
+    };
+    handlers.on_body = [&](std::string_view bytes) {
+      if (ex.client_gone) return false;
+      scanner.feed(bytes);
+      return write_out(ex, chunk(bytes));
+    };
+
+    auto head = conn->fetch_streaming(req, handlers, options);
+    if (!head && reused && !ex.written && !retry_5xx && !ex.client_gone && head.err().code() != errc::timeout) continue;
+    scanner.finish();
+    ex.prompt_tokens = scanner.prompt_tokens();
+    ex.completion_tokens = scanner.completion_tokens();
+    if (head) {
+      if (head->status >= 500) fail_backend("backend answered with an error", std::to_string(head->status));
+      else if (auto st = br.record_success(); !st) log::warn("breaker update failed", {{"error", st.err().message()}});
+      ex.outcome = "ok";
+      if (chunked && !write_out(ex, "0\r\n\r\n")) ex.exit_code = exit_incomplete;
+      if (conn->reusable() && !ex.client_gone) kept_connections().give(b, *key, std::move(*conn));
+      return true;
+    }
+    if (retry_5xx) {
+      fail_backend("backend answered with an error, trying another", "5xx");
       return false;
     }
-    if (ex.client_gone) return false;
-    ex.status = head.status;
-    ex.backend = b.job;
-    ex.first_byte_ms = ms_since(ex.started);
-    const std::string* type = head.headers.find("content-type");
-    event_stream = type && type->rfind("text/event-stream", 0) == 0;
-    scanner = usage_scanner(event_stream);
-    chunked = head.status != 204 && head.status != 304;
-    ex.written = true;
-    return write_out(ex, head_bytes(head, chunked));
-  };
-  handlers.on_body = [&](std::string_view bytes) {
-    if (ex.client_gone) return false;
-    scanner.feed(bytes);
-    return write_out(ex, chunk(bytes));
-  };
-
-  auto head = conn->fetch_streaming(req, handlers, options);
-  scanner.finish();
-  ex.prompt_tokens = scanner.prompt_tokens();
-  ex.completion_tokens = scanner.completion_tokens();
-  if (head) {
-    if (head->status >= 500) fail_backend("backend answered with an error", std::to_string(head->status));
-    else if (auto st = br.record_success(); !st) log::warn("breaker update failed", {{"error", st.err().message()}});
-    ex.outcome = "ok";
-    if (chunked && !write_out(ex, "0\r\n\r\n")) ex.exit_code = exit_incomplete;
-    return true;
-  }
-  if (retry_5xx) {
-    fail_backend("backend answered with an error, trying another", "5xx");
-    return false;
-  }
-  if (ex.client_gone) {
-    ex.outcome = "client_gone";
+    if (ex.client_gone) {
+      ex.outcome = "client_gone";
+      ex.exit_code = exit_incomplete;
+      return true;
+    }
+    fail_backend("backend failed", head.err().message());
+    if (!ex.written) return false;
+    // The response has begun, so it cannot go elsewhere: end it visibly. The missing last chunk
+    // tells an HTTP client; an event stream also gets an error event.
+    if (event_stream) {
+      write_out(ex, chunk("data: {\"error\":{\"message\":\"the backend failed during the response\","
+                          "\"type\":\"server_error\",\"param\":null,\"code\":\"backend_failed\"}}\n\n"));
+    }
+    ex.outcome = "backend_failed";
     ex.exit_code = exit_incomplete;
     return true;
   }
-  fail_backend("backend failed", head.err().message());
-  if (!ex.written) return false;
-  // The response has begun, so it cannot go elsewhere: end it visibly. The missing last chunk
-  // tells an HTTP client; an event stream also gets an error event.
-  if (event_stream) {
-    write_out(ex, chunk("data: {\"error\":{\"message\":\"the backend failed during the response\","
-                        "\"type\":\"server_error\",\"param\":null,\"code\":\"backend_failed\"}}\n\n"));
-  }
-  ex.outcome = "backend_failed";
-  ex.exit_code = exit_incomplete;
-  return true;
 }
 
 void proxy(exchange& ex) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -400,20 +401,43 @@ std::unordered_set<ino_t> flocked_inodes(dev_t dev) {
   std::unordered_set<ino_t> held;
   auto text = config::read_file("/proc/locks");
   if (!text) return held;
+  // Fields split by blanks, read without copying (the file has a line per lock on the machine).
+  const auto next_field = [](std::string_view& line) {
+    const auto start = line.find_first_not_of(' ');
+    if (start == std::string_view::npos) {
+      line = {};
+      return std::string_view{};
+    }
+    line.remove_prefix(start);
+    const auto end = line.find(' ');
+    const auto field = line.substr(0, end);
+    line = end == std::string_view::npos ? std::string_view{} : line.substr(end);
+    return field;
+  };
+  const auto hex = [](std::string_view s, unsigned& out) {
+    return std::from_chars(s.data(), s.data() + s.size(), out, 16).ec == std::errc() ;
+  };
   std::string_view rest(*text);
   while (!rest.empty()) {
     const auto end = rest.find('\n');
     std::string_view line = rest.substr(0, end);
     rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
-    char type[16] = {};
+    next_field(line);  // "1:"
+    if (next_field(line) != "FLOCK") continue;  // also skips waiters ("->")
+    next_field(line);                           // ADVISORY
+    next_field(line);                           // WRITE or READ
+    next_field(line);                           // the holder's pid
+    const auto id = next_field(line);           // major:minor:inode, the numbers of the device in hex
+    const auto first = id.find(':');
+    const auto second = first == std::string_view::npos ? std::string_view::npos : id.find(':', first + 1);
+    if (second == std::string_view::npos) continue;
     unsigned major_dev = 0, minor_dev = 0;
     unsigned long long inode = 0;
-    int pid = 0;
-    if (line.find("->") != std::string_view::npos) continue;
-    const std::string copy(line);
-    if (std::sscanf(copy.c_str(), "%*d: %15s %*s %*s %d %x:%x:%llu", type, &pid, &major_dev, &minor_dev, &inode) != 5)
+    const auto inode_text = id.substr(second + 1);
+    if (!hex(id.substr(0, first), major_dev) || !hex(id.substr(first + 1, second - first - 1), minor_dev) ||
+        std::from_chars(inode_text.data(), inode_text.data() + inode_text.size(), inode).ec != std::errc())
       continue;
-    if (std::strcmp(type, "FLOCK") == 0 && makedev(major_dev, minor_dev) == dev) held.insert(static_cast<ino_t>(inode));
+    if (makedev(major_dev, minor_dev) == dev) held.insert(static_cast<ino_t>(inode));
   }
   return held;
 }

@@ -27,7 +27,7 @@ class fake_backend {
   explicit fake_backend(const std::string& job = "101", int fail_status = 0, int events = 3,
                         std::chrono::milliseconds event_gap = 10ms) {
     http::router routes;
-    add_key_proof_route(routes, job_key(job));
+    add_key_proof_route(routes, job_key(job), &proofs_);
     routes.add("POST", "/v1/chat/completions", [=, this](http::request& req, http::response res) {
       {
         std::lock_guard lock(mutex_);
@@ -86,6 +86,7 @@ class fake_backend {
     return last_authorization_;
   }
   bool client_gone() const { return client_gone_; }
+  int proofs() const { return proofs_; }
 
  private:
   std::unique_ptr<http::server> server_;
@@ -95,6 +96,7 @@ class fake_backend {
   std::string last_body_;
   std::string last_authorization_;
   std::atomic<bool> client_gone_{false};
+  std::atomic<int> proofs_{0};
 };
 
 // A loopback port on which nothing listens.

@@ -2,6 +2,8 @@
 // key proof for test backends, and running a verb over pipes as sshd would.
 #pragma once
 
+#include <atomic>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -58,8 +60,10 @@ inline std::string read_text(const fs::path& path) {
 inline std::string job_key(const std::string& job) { return "secret-of-job-" + job + "-0123456789"; }
 
 // Makes a test backend answer the gate's job key proof for `key`, as chatai serve does.
-inline void add_key_proof_route(http::router& routes, std::string key) {
-  routes.add("GET", std::string(key_proof::path), [key = std::move(key)](http::request& req, http::response res) {
+// `proofs`, when given, counts the proofs asked for.
+inline void add_key_proof_route(http::router& routes, std::string key, std::atomic<int>* proofs = nullptr) {
+  routes.add("GET", std::string(key_proof::path), [key = std::move(key), proofs](http::request& req, http::response res) {
+    if (proofs) ++*proofs;
     const std::string* challenge = req.headers.find(key_proof::challenge_header);
     if (!challenge || !key_proof::valid_challenge(*challenge)) {
       res.send_error(400, "bad challenge");

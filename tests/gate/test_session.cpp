@@ -149,6 +149,31 @@ TEST_CASE("a session says hello, then runs many requests at once, each answered 
   CHECK(client.join() == exit_ok);
 }
 
+TEST_CASE("a session proves a backend once and sends it its following requests on the same connection") {
+  gate_fixture fx;
+  fake_backend backend("101", 0, 2, 1ms);
+  fx.add_backend("101", backend.port());
+  fx.publish();
+  session_client client(fx.config);
+  REQUIRE(client.read_until([&] { return !client.hello.empty(); }));
+  constexpr std::uint32_t n = 6;
+  for (std::uint32_t id = 1; id <= n; ++id) {
+    client.open(id, chat_request(id % 2 ? stream_body : plain_body));
+    REQUIRE(client.read_until([&] { return client.ended(id); }));
+    CHECK(status_of(client.responses[id]) == 200);
+  }
+  CHECK(backend.calls() == static_cast<int>(n));
+  CHECK(backend.proofs() == 1);
+  // A backend that went away is not reached through its old connection: the next request
+  // finds its connection closed and fails over as before.
+  backend.stop();
+  client.open(n + 1, chat_request(plain_body));
+  REQUIRE(client.read_until([&] { return client.ended(n + 1); }));
+  CHECK(status_of(client.responses[n + 1]) == 502);
+  client.close_input();
+  CHECK(client.join() == exit_ok);
+}
+
 TEST_CASE("a session checks each request as the request command does") {
   gate_fixture fx;
   fake_backend backend;

@@ -85,6 +85,9 @@ class client_connection {
   // Whether another request may be sent: every response so far was complete, framed by its
   // length or chunked, had nothing after its end, and neither side asked to close.
   bool reusable() const noexcept;
+  // reusable(), and the peer has neither closed the connection nor sent anything since the
+  // last response (a check without waiting, before an idle connection is used again).
+  bool still_open() const noexcept;
 
  private:
   struct state;
