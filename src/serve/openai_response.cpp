@@ -247,7 +247,7 @@ std::string stream_finish_chunk(const response_meta& meta, std::size_t index, st
 }
 
 std::string_view finish_reason_name(engine::finish_reason finish, bool made_calls) noexcept {
-  return made_calls ? std::string_view("tool_calls") : engine::to_string(finish);
+  return made_calls && finish != engine::finish_reason::length ? std::string_view("tool_calls") : engine::to_string(finish);
 }
 
 std::string stream_usage_chunk(const response_meta& meta, const usage& u) {

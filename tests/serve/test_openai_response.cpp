@@ -52,3 +52,34 @@ TEST_CASE("stream chunks: role first, deltas, finish, usage with no choices") {
   REQUIRE(echo.ok());
   CHECK(std::string((*echo)["choices"][0]["text"].GetString()) == "prompt");
 }
+
+TEST_CASE("answers with tool calls: content null, the calls, finish_reason tool_calls unless cut by length") {
+  response_meta meta{"chatcmpl-x", 1, "m", true};
+  choice_result c;
+  c.tool_calls.push_back({"call_1", "get_weather", "{\"city\":\"Paris\"}"});
+  c.reasoning = "thinking";
+  c.finish = engine::finish_reason::stop;
+  auto doc = json::parse(final_response(meta, {c}, usage{3, 4, 0}));
+  REQUIRE(doc);
+  const auto& msg = (*doc)["choices"][0]["message"];
+  CHECK(msg["content"].IsNull());
+  CHECK(std::string(msg["reasoning_content"].GetString()) == "thinking");
+  CHECK(std::string(msg["tool_calls"][0]["id"].GetString()) == "call_1");
+  CHECK(std::string(msg["tool_calls"][0]["type"].GetString()) == "function");
+  CHECK(std::string(msg["tool_calls"][0]["function"]["arguments"].GetString()) == "{\"city\":\"Paris\"}");
+  CHECK(std::string((*doc)["choices"][0]["finish_reason"].GetString()) == "tool_calls");
+  CHECK((*doc)["usage"]["prompt_tokens_details"]["cached_tokens"].GetInt64() == 0);
+  CHECK(finish_reason_name(engine::finish_reason::length, true) == "length");
+  const auto chunks = stream_tool_call_chunks(meta, 0, 1, c.tool_calls[0], false);
+  REQUIRE(chunks.size() == 2);
+  auto first = json::parse(chunks[0]);
+  REQUIRE(first);
+  const auto& head = (*first)["choices"][0]["delta"]["tool_calls"][0];
+  CHECK(head["index"].GetInt() == 1);
+  CHECK(std::string(head["function"]["arguments"].GetString()).empty());
+  auto second = json::parse(chunks[1]);
+  REQUIRE(second);
+  const auto& rest = (*second)["choices"][0]["delta"]["tool_calls"][0];
+  CHECK_FALSE(rest.HasMember("id"));
+  CHECK(std::string(rest["function"]["arguments"].GetString()) == "{\"city\":\"Paris\"}");
+}

@@ -37,7 +37,8 @@ struct choice_result {
   std::vector<tool_call> tool_calls;   // chat: the message's tool_calls; content is null when text is empty
 };
 
-// The finish_reason of a choice: "tool_calls" when it made calls, else the engine's reason.
+// The finish_reason of a choice: "tool_calls" when it made calls (unless max_tokens cut it:
+// "length"), else the engine's reason.
 std::string_view finish_reason_name(engine::finish_reason finish, bool made_calls) noexcept;
 
 // The log-probabilities of `tokens` as a JSON object: {"content":[{"token","logprob","bytes",
