@@ -12,7 +12,7 @@ namespace {
 constexpr std::string_view where = "request body";
 
 // Function names as OpenAI allows them: [a-zA-Z0-9_-]{1,64}.
-bool proto_like_name(std::string_view name) {
+bool valid_function_name(std::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
@@ -144,7 +144,7 @@ void read_tools(json::reader& r, completion_request& req) {
     tool_definition def;
     t.object("function", true, [&](json::reader& f) {
       f.required("name", def.name);
-      if (!f.failed() && !proto_like_name(def.name))
+      if (!f.failed() && !valid_function_name(def.name))
         f.fail("name", "must be 1 to 64 letters, digits, underscores or dashes");
       f.optional("description", def.description);
       f.optional("strict", def.strict);
