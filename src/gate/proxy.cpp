@@ -146,16 +146,19 @@ class proven_connections {
     std::lock_guard lock(mutex_);
     const auto now = steady::now();
     std::optional<http::client_connection> found;
+    // Expired ones go by their age; only a candidate is asked whether its peer closed it.
     for (auto it = idle_.begin(); it != idle_.end();) {
-      const bool stale = now - it->since > max_idle || !it->conn.still_open();
-      if (!stale && !found && it->job == b.job && it->host == b.host && it->port == b.port && it->key == key) {
-        found.emplace(std::move(it->conn));
+      if (now - it->since > max_idle) {
         it = idle_.erase(it);
-      } else if (stale) {
-        it = idle_.erase(it);
-      } else {
-        ++it;
+        continue;
       }
+      const bool candidate = !found && it->job == b.job && it->host == b.host && it->port == b.port && it->key == key;
+      if (!candidate) {
+        ++it;
+        continue;
+      }
+      if (it->conn.still_open()) found.emplace(std::move(it->conn));
+      it = idle_.erase(it);
     }
     return found;
   }

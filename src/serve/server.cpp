@@ -350,6 +350,14 @@ class model_server::impl {
     res.send(e.http_status, "application/json", e.to_json(), extra);
   }
 
+  // Sets work->cancelled when its client disconnects (the work may be gone by then).
+  template <class Work>
+  static void flag_when_client_leaves(const std::shared_ptr<Work>& work) {
+    work->res.cancelled().on_cancel([weak = std::weak_ptr<Work>(work)] {
+      if (auto locked = weak.lock()) locked->cancelled.store(true);
+    });
+  }
+
   static api_error model_not_found(std::string_view name) {
     api_error e;
     e.http_status = 404;
@@ -436,9 +444,7 @@ class model_server::impl {
       for (auto& c : j->choices)
         c.parser.emplace(dialect_, j->chat.opens_in_reasoning, names, forced, j->request.parallel_tool_calls);
     }
-    j->res.cancelled().on_cancel([weak = std::weak_ptr<job>(j)] {
-      if (auto locked = weak.lock()) locked->cancelled.store(true);
-    });
+    flag_when_client_leaves(j);
 
     std::unique_lock lock(mutex_);
     if (state_.load() != server_state::ready) {
@@ -516,9 +522,7 @@ class model_server::impl {
       w->prompt_tokens += n;
       w->inputs.push_back(std::move(tokens));
     }
-    w->res.cancelled().on_cancel([weak = std::weak_ptr<embedding_work>(w)] {
-      if (auto locked = weak.lock()) locked->cancelled.store(true);
-    });
+    flag_when_client_leaves(w);
 
     std::unique_lock lock(mutex_);
     if (state_.load() != server_state::ready) {
