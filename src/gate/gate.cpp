@@ -197,9 +197,10 @@ bool state_dir_safe(const gate_config& config) {
   return true;
 }
 
-int run_request(const gate_config& config, int in_fd, int out_fd) noexcept {
+int run_request(const gate_config& config, int in_fd, int out_fd,
+                const std::shared_ptr<slurm::marker_pool>& markers) noexcept {
   try {
-    return handle_request(config, in_fd, out_fd);
+    return handle_request(config, in_fd, out_fd, markers);
   } catch (const std::exception& e) {
     log::error("gate failed", {{"error", e.what()}});
   }

@@ -1,9 +1,11 @@
 // Pieces shared by the gate's translation units.
 #pragma once
 
+#include <memory>
 #include <string_view>
 
 #include "chatai/gate/config.hpp"
+#include "chatai/slurm/registry.hpp"
 
 namespace chatai::gate::detail {
 
@@ -16,13 +18,15 @@ bool write_all(int fd, std::string_view data) noexcept;
 extern thread_local bool sigpipe_blocked_here;
 
 // The `request` verb.
-int handle_request(const gate_config& config, int in_fd, int out_fd);
+int handle_request(const gate_config& config, int in_fd, int out_fd,
+                   const std::shared_ptr<slurm::marker_pool>& markers = nullptr);
 
 // The state folder check every verb begins with (slurm::check_state_dir); logs what is wrong.
 bool state_dir_safe(const gate_config& config);
 
 // The `request` verb once the state folder has been checked; exceptions are logged.
-int run_request(const gate_config& config, int in_fd, int out_fd) noexcept;
+int run_request(const gate_config& config, int in_fd, int out_fd,
+                const std::shared_ptr<slurm::marker_pool>& markers = nullptr) noexcept;
 
 // The `session` verb (version 2).
 int handle_session(const gate_config& config, int in_fd, int out_fd);

@@ -479,7 +479,8 @@ result<slurm::registry> read_registry_cached(const slurm::state_dir& dir) {
 
 }  // namespace
 
-int handle_request(const gate_config& config, int in_fd, int out_fd) {
+int handle_request(const gate_config& config, int in_fd, int out_fd,
+                   const std::shared_ptr<slurm::marker_pool>& markers) {
   const auto started = steady::now();
   const std::int64_t started_at_ms = unix_ms_now();
   auto request = read_request(in_fd, config);
@@ -509,7 +510,7 @@ int handle_request(const gate_config& config, int in_fd, int out_fd) {
   ex->out.reset(::fcntl(out_fd, F_DUPFD_CLOEXEC, 0));
   ex->done.reset(::eventfd(0, EFD_CLOEXEC));
   if (!ex->out || !ex->done) return answer(out_fd, 502, "the gate could not set up the request");
-  if (auto marker = slurm::inflight_marker::create(dir, ex->service->id)) ex->marker.emplace(std::move(*marker));
+  if (auto marker = slurm::inflight_marker::create(dir, ex->service->id, markers)) ex->marker.emplace(std::move(*marker));
   else log::warn("in-flight marker", {{"error", marker.err().message()}});
   if (const auto refusal = check_in_flight_cap(*ex)) {
     // A refused request is no demand: its marker goes before the answer does.

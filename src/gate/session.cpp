@@ -91,6 +91,8 @@ class session {
       ::poll(&p, 1, 100);
       lock.lock();
     }
+    // Backend calls whose clients left may still hold markers: those are deleted as they end.
+    markers_->close();
     return code_;
   }
 
@@ -263,8 +265,8 @@ class session {
     }
     try {
       auto fd = std::make_shared<unique_fd>(std::move(theirs));
-      worker_pool::run(workers_, [config = &config_, fd, id = f.id, done = done_] {
-        const int code = run_request(*config, fd->get(), fd->get());
+      worker_pool::run(workers_, [config = &config_, fd, id = f.id, done = done_, markers = markers_] {
+        const int code = run_request(*config, fd->get(), fd->get(), markers);
         fd->reset();
         std::lock_guard lock(done->mutex);
         done->finished.emplace_back(id, code);
@@ -386,6 +388,8 @@ class session {
   steady::time_point last_activity_;
   std::shared_ptr<completions> done_;
   std::shared_ptr<worker_pool> workers_ = std::make_shared<worker_pool>();
+  // The requests' in-flight marker files, reused from one request to the next.
+  std::shared_ptr<slurm::marker_pool> markers_ = std::make_shared<slurm::marker_pool>();
   proto::frame_reader reader_;
   std::string out_;  // frames for the client
   std::map<std::uint32_t, session_request> requests_;

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <mutex>
 #include <set>
 #include <unordered_set>
 
@@ -324,11 +325,10 @@ result<bool> take_start_request(const state_dir& dir, std::string_view service) 
   return os_error(path, "unlink");
 }
 
-inflight_marker::inflight_marker(fs::path dir, std::string service, std::string unique, unique_fd fd)
-    : dir_(std::move(dir)), service_(std::move(service)), unique_(std::move(unique)), fd_(std::move(fd)) {}
-
 namespace {
-// Marker names: <service>@<job>@<unique>; '@' appears in neither a service nor a job id.
+
+// Marker names: <service>@<job>@<unique>; '@' appears in neither a service nor a job id. Idle
+// files (a pool's, or one being made) are "+<unique>"; counting skips them unread.
 std::string marker_name(std::string_view service, std::string_view job, std::string_view unique) {
   std::string name(service);
   name += '@';
@@ -337,26 +337,75 @@ std::string marker_name(std::string_view service, std::string_view job, std::str
   name += unique;
   return name;
 }
+
+std::string idle_name(std::string_view unique) { return "+" + std::string(unique); }
+
+// The marker files this process holds (device, inode): counting takes them as held without a
+// lock test. A file is in the set exactly while this process holds its open, locked descriptor.
+struct own_files {
+  std::mutex mutex;
+  std::set<std::pair<dev_t, ino_t>> held;
+};
+own_files& own() {
+  static own_files* files = new own_files;  // never freed: used until _exit
+  return *files;
+}
+std::optional<std::pair<dev_t, ino_t>> identity(int fd) {
+  struct stat info{};
+  if (::fstat(fd, &info) != 0) return std::nullopt;
+  return std::pair{info.st_dev, info.st_ino};
+}
+void note_own(int fd, bool held) {
+  const auto id = identity(fd);
+  if (!id) return;
+  std::lock_guard lock(own().mutex);
+  if (held) own().held.insert(*id);
+  else own().held.erase(*id);
+}
+
 }  // namespace
 
-result<inflight_marker> inflight_marker::create(const state_dir& dir, std::string_view service) {
+inflight_marker::inflight_marker(fs::path dir, std::string service, std::string unique, unique_fd fd,
+                                 std::shared_ptr<marker_pool> pool)
+    : dir_(std::move(dir)), service_(std::move(service)), unique_(std::move(unique)), fd_(std::move(fd)),
+      pool_(std::move(pool)) {}
+
+result<inflight_marker> inflight_marker::create(const state_dir& dir, std::string_view service,
+                                                std::shared_ptr<marker_pool> pool) {
   if (!valid_service_id(service)) return error(errc::invalid_argument, "not a valid service id");
+  const fs::path folder = dir.inflight_dir();
+  if (pool) {
+    if (auto file = pool->take(folder)) {
+      const fs::path idle = folder / idle_name(file->unique);
+      const fs::path visible = folder / marker_name(service, "", file->unique);
+      if (::rename(idle.c_str(), visible.c_str()) == 0)
+        return inflight_marker(folder, std::string(service), std::move(file->unique), std::move(file->fd), pool);
+      // Not where it was left (the folder was replaced): this file is done with.
+      note_own(file->fd.get(), false);
+      ::unlink(idle.c_str());
+    }
+  }
   CHATAI_RETURN_IF_ERROR(ensure_dir(dir.root()));
-  CHATAI_RETURN_IF_ERROR(ensure_dir(dir.inflight_dir()));
+  CHATAI_RETURN_IF_ERROR(ensure_dir(folder));
   std::string unique = unique_suffix();
-  const fs::path hidden = dir.inflight_dir() / ("." + unique);
-  unique_fd fd(::open(hidden.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd) return os_error(hidden, "create");
-  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    ::unlink(hidden.c_str());
-    return os_error(hidden, "flock");
+  const fs::path idle = folder / idle_name(unique);
+  unique_fd fd(::open(idle.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return os_error(idle, "create");
+  // Waits out a sweep that is testing this young file with a shared lock (microseconds).
+  while (::flock(fd.get(), LOCK_EX) != 0) {
+    if (errno == EINTR) continue;
+    const error failed = os_error(idle, "flock");
+    ::unlink(idle.c_str());
+    return failed;
   }
-  const fs::path visible = dir.inflight_dir() / marker_name(service, "", unique);
-  if (::rename(hidden.c_str(), visible.c_str()) != 0) {
-    ::unlink(hidden.c_str());
-    return os_error(visible, "rename");
+  const fs::path visible = folder / marker_name(service, "", unique);
+  if (::rename(idle.c_str(), visible.c_str()) != 0) {
+    const error failed = os_error(visible, "rename");
+    ::unlink(idle.c_str());
+    return failed;
   }
-  return inflight_marker(dir.inflight_dir(), std::string(service), std::move(unique), std::move(fd));
+  note_own(fd.get(), true);
+  return inflight_marker(folder, std::string(service), std::move(unique), std::move(fd), std::move(pool));
 }
 
 inflight_marker& inflight_marker::operator=(inflight_marker&& other) noexcept {
@@ -367,6 +416,7 @@ inflight_marker& inflight_marker::operator=(inflight_marker&& other) noexcept {
     unique_ = std::move(other.unique_);
     job_ = std::move(other.job_);
     fd_ = std::move(other.fd_);
+    pool_ = std::move(other.pool_);
   }
   return *this;
 }
@@ -375,7 +425,18 @@ inflight_marker::~inflight_marker() { remove(); }
 
 void inflight_marker::remove() noexcept {
   if (!fd_) return;
-  ::unlink((dir_ / marker_name(service_, job_, unique_)).c_str());
+  const fs::path visible = dir_ / marker_name(service_, job_, unique_);
+  if (pool_) {
+    const fs::path idle = dir_ / idle_name(unique_);
+    if (::rename(visible.c_str(), idle.c_str()) == 0) {
+      if (pool_->give(marker_pool::idle_file{dir_, unique_, std::move(fd_)})) return;
+      // The pool closed meanwhile: the file goes as without one.
+      ::unlink(idle.c_str());
+      return;
+    }
+  }
+  note_own(fd_.get(), false);
+  ::unlink(visible.c_str());
   fd_.reset();
 }
 
@@ -385,6 +446,78 @@ status inflight_marker::set_backend(std::string_view job) {
   const fs::path to = dir_ / marker_name(service_, job, unique_);
   if (::rename(from.c_str(), to.c_str()) != 0) return os_error(to, "rename");
   job_ = std::string(job);
+  return {};
+}
+
+marker_pool::~marker_pool() { close(); }
+
+void marker_pool::close() noexcept {
+  std::vector<idle_file> files;
+  {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    files.swap(idle_);
+  }
+  for (auto& f : files) {
+    note_own(f.fd.get(), false);
+    ::unlink((f.dir / idle_name(f.unique)).c_str());
+  }
+}
+
+std::size_t marker_pool::idle() const {
+  std::lock_guard lock(mutex_);
+  return idle_.size();
+}
+
+std::optional<marker_pool::idle_file> marker_pool::take(const fs::path& dir) {
+  std::lock_guard lock(mutex_);
+  for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
+    if (it->dir != dir) continue;
+    idle_file file = std::move(*it);
+    idle_.erase(std::next(it).base());
+    return file;
+  }
+  return std::nullopt;
+}
+
+bool marker_pool::give(idle_file file) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!closed_) {
+      idle_.push_back(std::move(file));
+      return true;
+    }
+  }
+  note_own(file.fd.get(), false);
+  return false;
+}
+
+status sweep_idle_markers(const state_dir& dir) {
+  const fs::path folder = dir.inflight_dir();
+  DIR* listing = ::opendir(folder.c_str());
+  if (!listing && errno == ENOENT) return {};
+  if (!listing) return os_error(folder, "opendir");
+  std::vector<std::string> names;
+  errno = 0;
+  while (const dirent* d = ::readdir(listing)) {
+    const std::string_view name(d->d_name);
+    // '.' names: files being made by earlier versions, which made markers under a hidden name.
+    if (!is_dot_name(name) && (name.front() == '+' || name.front() == '.')) names.emplace_back(name);
+  }
+  ::closedir(listing);
+  const auto now = std::chrono::system_clock::now();
+  for (const auto& name : names) {
+    // Its maker locks a new file at once and a pool keeps its files locked, so only an old
+    // unlocked one belongs to a process that is gone. The lock test of a young one would only
+    // delay its maker (who waits for the lock), but a young unlocked one is left alone.
+    const fs::path path = folder / name;
+    unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    if (!fd || ::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) continue;
+    struct stat info{};
+    if (::fstat(fd.get(), &info) != 0) continue;
+    const auto changed = std::chrono::system_clock::from_time_t(info.st_mtim.tv_sec);
+    if (now - changed > std::chrono::minutes(1)) ::unlink(path.c_str());
+  }
   return {};
 }
 
@@ -451,6 +584,26 @@ bool marker_held(const fs::path& path, bool& gone) {
 
 }  // namespace
 
+namespace {
+
+// Markers of other processes seen held lately, by (device, inode): tested again once this long
+// has passed. A marker whose holder died meanwhile is counted until then: demand may read high
+// for a second after a crash, never low. A reused file (a pool's) keeps its inode, so a session
+// gate tests the markers of other sessions about once a second each instead of at every count.
+constexpr auto held_recently = std::chrono::seconds(1);
+
+struct seen_held {
+  std::mutex mutex;
+  std::map<std::pair<dev_t, ino_t>, std::chrono::steady_clock::time_point> at;
+  std::chrono::steady_clock::time_point pruned{};
+};
+seen_held& seen() {
+  static seen_held* cache = new seen_held;  // never freed: used until _exit
+  return *cache;
+}
+
+}  // namespace
+
 result<inflight_counts> count_inflight(const state_dir& dir) {
   inflight_counts counts;
   const fs::path folder = dir.inflight_dir();
@@ -460,49 +613,69 @@ result<inflight_counts> count_inflight(const state_dir& dir) {
   struct entry {
     std::string name;
     ino_t inode;
+    bool known = false;  // held, without a test
   };
   std::vector<entry> visible;
-  const auto now = fs::file_time_type::clock::now();
   struct stat folder_info{};
   const bool have_device = ::fstat(::dirfd(listing), &folder_info) == 0;
   errno = 0;
   while (const dirent* d = ::readdir(listing)) {
     const std::string_view name(d->d_name);
-    if (name == "." || name == "..") continue;
-    if (name.front() == '.') {
-      // A marker being created: its creator locks it at once, so only an old unlocked one
-      // belongs to a process that died in between. A young one is not even opened: a lock
-      // taken here to test it would make its creator's own lock fail.
-      const fs::path path = folder / std::string(name);
-      std::error_code time_ec;
-      const auto written = fs::last_write_time(path, time_ec);
-      if (time_ec || now - written <= std::chrono::minutes(1)) continue;
-      unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-      if (fd && ::flock(fd.get(), LOCK_SH | LOCK_NB) == 0) ::unlink(path.c_str());
-      continue;
-    }
+    // Idle files and files being made ('+'; '.' from earlier versions) are no requests.
+    if (name.front() == '.' || name.front() == '+') continue;
     visible.push_back({std::string(name), d->d_ino});
   }
   ::closedir(listing);
 
+  const auto now = std::chrono::steady_clock::now();
+  std::size_t unknown = visible.size();
+  if (have_device) {
+    {
+      std::lock_guard lock(own().mutex);
+      for (auto& e : visible) e.known = own().held.count({folder_info.st_dev, e.inode}) > 0;
+    }
+    std::lock_guard lock(seen().mutex);
+    auto& at = seen().at;
+    if (now - seen().pruned > held_recently) {
+      for (auto it = at.begin(); it != at.end();) it = now - it->second > held_recently ? at.erase(it) : std::next(it);
+      seen().pruned = now;
+    }
+    unknown = 0;
+    for (auto& e : visible) {
+      if (!e.known) {
+        const auto found = at.find({folder_info.st_dev, e.inode});
+        e.known = found != at.end() && now - found->second <= held_recently;
+      }
+      if (!e.known) ++unknown;
+    }
+  }
+
   // A marker is made whole and locked before it becomes visible, so one listed here and locked
   // when /proc/locks is read is counted; one not found there is tested by itself.
   std::unordered_set<ino_t> held_inodes;
-  if (have_device && visible.size() > markers_tested_one_by_one) held_inodes = flocked_inodes(folder_info.st_dev);
-  for (const auto& [name, inode] : visible) {
-    if (!held_inodes.count(inode)) {
-      bool gone = false;
-      const fs::path path = folder / name;
-      if (!marker_held(path, gone)) {
-        if (!gone) ::unlink(path.c_str());  // its holder has died
-        continue;
+  if (have_device && unknown > markers_tested_one_by_one) held_inodes = flocked_inodes(folder_info.st_dev);
+  std::vector<ino_t> found_held;
+  for (const auto& [name, inode, known] : visible) {
+    if (!known) {
+      if (!held_inodes.count(inode)) {
+        bool gone = false;
+        const fs::path path = folder / name;
+        if (!marker_held(path, gone)) {
+          if (!gone) ::unlink(path.c_str());  // its holder has died
+          continue;
+        }
       }
+      found_held.push_back(inode);
     }
     const auto first = name.find('@');
     const auto second = first == std::string::npos ? std::string::npos : name.find('@', first + 1);
     if (second == std::string::npos) continue;
     ++counts.by_service[name.substr(0, first)];
     if (second > first + 1) ++counts.by_job[name.substr(first + 1, second - first - 1)];
+  }
+  if (have_device && !found_held.empty()) {
+    std::lock_guard lock(seen().mutex);
+    for (const ino_t inode : found_held) seen().at[{folder_info.st_dev, inode}] = now;
   }
   return counts;
 }

@@ -731,6 +731,8 @@ struct scheduler::impl {
 
     probe(st, now, report);
 
+    if (auto swept = sweep_idle_markers(dir); !swept)
+      log::warn("sweeping idle in-flight markers failed", {{"error", swept.err().message()}});
     auto counts = count_inflight(dir);
     if (!counts) log::warn("counting requests in flight failed", {{"error", counts.err().message()}});
     std::vector<service_record> services;

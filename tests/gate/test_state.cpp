@@ -224,6 +224,80 @@ TEST_CASE("many markers are counted through /proc/locks exactly as one by one, a
   CHECK(counts->by_service["chat"] + counts->by_service["code"] == 4);
 }
 
+TEST_CASE("a pool reuses its marker files: counted while in flight, idle ones never, deleted when it closes") {
+  gate_fixture fx;
+  const auto dir = fx.state();
+  auto pool = std::make_shared<slurm::marker_pool>();
+  const auto inode_of = [&](const std::string& prefix) {
+    for (const auto& entry : fs::directory_iterator(dir.inflight_dir()))
+      if (entry.path().filename().string().rfind(prefix, 0) == 0) {
+        struct stat info{};
+        REQUIRE(::stat(entry.path().c_str(), &info) == 0);
+        return info.st_ino;
+      }
+    return ino_t{0};
+  };
+  ino_t first = 0;
+  {
+    auto a = slurm::inflight_marker::create(dir, "chat", pool);
+    REQUIRE(a);
+    REQUIRE(a->set_backend("101"));
+    first = inode_of("chat@101@");
+    CHECK(first != 0);
+    CHECK(slurm::count_inflight(dir)->by_job["101"] == 1);
+  }
+  CHECK(pool->idle() == 1);
+  CHECK(slurm::count_inflight(dir)->by_service.empty());
+  REQUIRE(listing(dir.inflight_dir()).size() == 1);
+  CHECK(listing(dir.inflight_dir()).begin()->front() == '+');
+  {
+    // The next request takes the same file; a second one at once gets a new one.
+    auto a = slurm::inflight_marker::create(dir, "code", pool);
+    auto b = slurm::inflight_marker::create(dir, "code", pool);
+    REQUIRE(a);
+    REQUIRE(b);
+    REQUIRE(a->set_backend("102"));
+    CHECK(inode_of("code@102@") == first);
+    CHECK(slurm::count_inflight(dir)->by_service["code"] == 2);
+    CHECK(pool->idle() == 0);
+  }
+  CHECK(pool->idle() == 2);
+  // A held idle file is never swept, however old.
+  for (const auto& name : listing(dir.inflight_dir()))
+    fs::last_write_time(dir.inflight_dir() / name, fs::file_time_type::clock::now() - std::chrono::minutes(5));
+  REQUIRE(slurm::sweep_idle_markers(dir));
+  CHECK(listing(dir.inflight_dir()).size() == 2);
+  auto late = slurm::inflight_marker::create(dir, "chat", pool);
+  REQUIRE(late);
+  pool->close();
+  CHECK(listing(dir.inflight_dir()).size() == 1);  // the marker still in flight
+  CHECK(slurm::count_inflight(dir)->by_service["chat"] == 1);
+  late = slurm::inflight_marker::create(dir, "chat", pool);  // the old one ends: deleted
+  CHECK(listing(dir.inflight_dir()).size() == 1);
+  REQUIRE(late);
+
+  // The idle files of a session gate that was killed: kept while the process lives, swept
+  // (once old) when it is gone; never counted.
+  const pid_t child = ::fork();
+  if (child == 0) {
+    auto child_pool = std::make_shared<slurm::marker_pool>();
+    { auto m = slurm::inflight_marker::create(dir, "chat", child_pool); }
+    ::_exit(child_pool->idle() == 1 ? 0 : 1);
+  }
+  int wstatus = 0;
+  REQUIRE(::waitpid(child, &wstatus, 0) == child);
+  REQUIRE(WEXITSTATUS(wstatus) == 0);
+  CHECK(listing(dir.inflight_dir()).size() == 2);
+  CHECK(slurm::count_inflight(dir)->by_service["chat"] == 1);
+  REQUIRE(slurm::sweep_idle_markers(dir));
+  CHECK(listing(dir.inflight_dir()).size() == 2);  // young: its maker might be about to lock it
+  for (const auto& name : listing(dir.inflight_dir()))
+    if (name.front() == '+')
+      fs::last_write_time(dir.inflight_dir() / name, fs::file_time_type::clock::now() - std::chrono::minutes(5));
+  REQUIRE(slurm::sweep_idle_markers(dir));
+  CHECK(listing(dir.inflight_dir()).size() == 1);
+}
+
 TEST_CASE("markers made while others count them are all made, and only stale half-made ones are swept") {
   gate_fixture fx;
   const auto dir = fx.state();
@@ -241,14 +315,21 @@ TEST_CASE("markers made while others count them are all made, and only stale hal
   counter.join();
   CHECK(failed == 0);
 
-  // A marker being made that its maker left behind: kept while young, swept once old.
-  const fs::path young = dir.inflight_dir() / ".young";
-  const fs::path old = dir.inflight_dir() / ".old";
-  for (const auto& p : {young, old}) unique_fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
-  fs::last_write_time(old, fs::file_time_type::clock::now() - std::chrono::minutes(5));
-  REQUIRE(slurm::count_inflight(dir));
+  CHECK(listing(dir.inflight_dir()).empty());
+
+  // Markers being made that their makers left behind (also under an earlier version's hidden
+  // name): never counted, kept while young, swept once old.
+  const fs::path young = dir.inflight_dir() / "+young";
+  const fs::path old = dir.inflight_dir() / "+old";
+  const fs::path old_hidden = dir.inflight_dir() / ".old";
+  for (const auto& p : {young, old, old_hidden}) unique_fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  for (const auto& p : {old, old_hidden}) fs::last_write_time(p, fs::file_time_type::clock::now() - std::chrono::minutes(5));
+  CHECK(slurm::count_inflight(dir)->by_service.empty());
+  CHECK(listing(dir.inflight_dir()).size() == 3);
+  REQUIRE(slurm::sweep_idle_markers(dir));
   CHECK(fs::exists(young));
   CHECK_FALSE(fs::exists(old));
+  CHECK_FALSE(fs::exists(old_hidden));
 }
 
 TEST_CASE("the breaker opens after N failures, lets one probe through after the cool-down, and closes on success") {

@@ -21,6 +21,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -134,15 +137,20 @@ result<std::string> read_job_key(const state_dir& dir, std::string_view key_file
 status request_start(const state_dir& dir, std::string_view service);
 result<bool> take_start_request(const state_dir& dir, std::string_view service);
 
+class marker_pool;
+
 // A request in flight, counted by the scheduler and by routing. The marker file is created
-// under a hidden name, flock'ed, then renamed into view, so a reader never sees one that is
-// not held. The flock goes away with the process, so a killed gate leaks nothing: counting
-// removes markers nobody holds.
+// under an idle name ("+..."), flock'ed, then renamed into view, so a reader never sees one
+// that is not held. The flock goes away with the process, so a killed gate leaks nothing:
+// counting removes visible markers nobody holds, and sweep_idle_markers the idle files of
+// processes that are gone.
 // Thread safety: one owner; distinct markers may be used from any thread.
 class inflight_marker {
  public:
-  // Creates the marker for `service` with no backend yet.
-  static result<inflight_marker> create(const state_dir& dir, std::string_view service);
+  // Creates the marker for `service` with no backend yet. With a pool, the marker reuses one of
+  // the pool's idle files (a rename instead of a new file) and goes back to it when it ends.
+  static result<inflight_marker> create(const state_dir& dir, std::string_view service,
+                                        std::shared_ptr<marker_pool> pool = nullptr);
 
   inflight_marker(inflight_marker&&) noexcept = default;
   inflight_marker& operator=(inflight_marker&&) noexcept;
@@ -154,7 +162,8 @@ class inflight_marker {
   status set_backend(std::string_view job);
 
  private:
-  inflight_marker(std::filesystem::path dir, std::string service, std::string unique, unique_fd fd);
+  inflight_marker(std::filesystem::path dir, std::string service, std::string unique, unique_fd fd,
+                  std::shared_ptr<marker_pool> pool);
   void remove() noexcept;
 
   std::filesystem::path dir_;
@@ -162,7 +171,43 @@ class inflight_marker {
   std::string unique_;
   std::string job_;
   unique_fd fd_;
+  std::shared_ptr<marker_pool> pool_;
 };
+
+// The marker files of a long-lived gate process (a session gate carries many requests): a
+// request that ends renames its marker back to an idle name and keeps its file and lock for the
+// next one, so a request costs the folder three renames and no new file. close() (or the
+// destructor) deletes the idle files; markers that end after it are deleted as without a pool.
+// Thread safety: all members may be called from any thread.
+class marker_pool {
+ public:
+  marker_pool() = default;
+  marker_pool(const marker_pool&) = delete;
+  marker_pool& operator=(const marker_pool&) = delete;
+  ~marker_pool();
+
+  void close() noexcept;
+  std::size_t idle() const;
+
+ private:
+  friend class inflight_marker;
+  struct idle_file {
+    std::filesystem::path dir;
+    std::string unique;
+    unique_fd fd;
+  };
+  std::optional<idle_file> take(const std::filesystem::path& dir);
+  // False when the pool is closed: the caller deletes the file itself.
+  bool give(idle_file file);
+
+  mutable std::mutex mutex_;
+  std::vector<idle_file> idle_;
+  bool closed_ = false;
+};
+
+// Deletes the idle marker files ("+...") of processes that are gone: unlocked and older than a
+// minute. The scheduler calls it each tick; counting never reads idle files.
+status sweep_idle_markers(const state_dir& dir);
 
 // Requests in flight, from the held markers.
 struct inflight_counts {
