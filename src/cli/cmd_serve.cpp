@@ -1,56 +1,25 @@
 // `chatai serve`: the OpenAI-compatible model server, as it runs inside a Slurm job. SIGTERM,
 // SIGINT and SIGUSR1 (Slurm's --signal) drain it; a second SIGTERM or SIGINT ends it at once.
 // With --endpoint-file it reports where it listens the way the scheduler reads it.
-#include <limits.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <filesystem>
+#include <limits>
 #include <thread>
 
 #include "chatai/core/json.hpp"
 #include "chatai/core/log.hpp"
 #include "chatai/serve/server.hpp"
-#include "chatai/slurm/registry.hpp"
 #include "commands.hpp"
+#include "job_support.hpp"
 #include "model_flags.hpp"
 
 namespace chatai::cli {
 
 namespace {
-
-sigset_t shutdown_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGUSR1);
-  return set;
-}
-
-// Takes the shutdown signals synchronously (they are blocked in every thread) until `done`:
-// the first one drains the server, a second SIGTERM or SIGINT exits the process now.
-void watch_signals(serve::model_server& server, const std::atomic<bool>& done) {
-  const sigset_t set = shutdown_signals();
-  bool draining = false;
-  while (!done.load()) {
-    timespec wait{0, 200'000'000};
-    const int sig = sigtimedwait(&set, nullptr, &wait);
-    if (sig < 0) continue;
-    if (!draining) {
-      draining = true;
-      log::info("serve: signal received, draining", {{"signal", sig == SIGUSR1 ? "SIGUSR1" : sig == SIGINT ? "SIGINT" : "SIGTERM"}});
-      server.drain();
-    } else if (sig != SIGUSR1) {
-      log::warn("serve: second signal, exiting now");
-      std::_Exit(128 + sig);
-    }
-  }
-}
 
 // Shows the loading time on a terminal until the model is loaded.
 void show_loading(const serve::model_server& server, const std::string& model) {
@@ -63,21 +32,6 @@ void show_loading(const serve::model_server& server, const std::string& model) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   std::fputs("\r\033[K", stderr);
-}
-
-// Writes {"host":...,"port":...} to `path` whole or not at all (mode 0600). A server bound to
-// every address names its node, which is how other nodes reach it.
-status write_endpoint_file(const std::string& path, const serve::model_server& server) {
-  std::string host = server.host();
-  if (host == "0.0.0.0" || host == "::") {
-    char name[HOST_NAME_MAX + 1] = {};
-    if (::gethostname(name, sizeof name - 1) != 0) return error(errc::io_error, "gethostname failed");
-    host = name;
-  }
-  std::string doc = "{\"host\":";
-  json::append_quoted(doc, host);
-  doc += ",\"port\":" + std::to_string(server.port()) + "}\n";
-  return slurm::replace_file_atomically(std::filesystem::absolute(path), doc);
 }
 
 }  // namespace
@@ -107,6 +61,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--ctx", opts->server.context, "tokens per sequence (0: the model's context)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--prefix-cache-tokens", opts->server.prefix_cache_tokens,
+                  "tokens of finished requests kept for their prefixes (-1: the slots' worth, at most 1 GiB; 0: none)")
+      ->check(CLI::Range(std::int64_t{-1}, std::numeric_limits<std::int64_t>::max()));
   cmd->add_option("--parallel", opts->server.parallel, "sequences decoding together at most")
       ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--max-queue", opts->server.max_queue, "requests waiting at most; beyond it 429")
@@ -133,7 +90,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     }
     auto& server = **started;
     std::atomic<bool> done{false};
-    std::thread watcher([&] { watch_signals(server, done); });
+    std::thread watcher([&] { watch_shutdown_signals([&] { server.drain(); }, done, "serve"); });
     show_loading(server, opts->model.model);
     auto ready = server.wait_ready();
     if (!ready) {
@@ -150,7 +107,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
         std::fputs(line.c_str(), stdout);
         std::fflush(stdout);
         log::info("serve: listening", {{"host", server.host()}, {"port", std::to_string(server.port())}});
-        if (!opts->endpoint_file.empty()) reported = write_endpoint_file(opts->endpoint_file, server);
+        if (!opts->endpoint_file.empty()) reported = write_endpoint_file(opts->endpoint_file, server.host(), server.port());
       }
       if (!reported) {
         std::fprintf(stderr, "chatai: --endpoint-file: %s\n", reported.err().message().c_str());

@@ -46,7 +46,8 @@ void add_synth_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--arch", opts->arch, "architecture")->check(CLI::IsMember({"llama"}));
   cmd->add_option("--shape", opts->shape, "model shape")->required()->check(CLI::IsMember(shape_names));
   cmd->add_option("--type", opts->type, "weight type")
-      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k"}));
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k",
+                              "q4_k", "q5_k", "q6_k"}));
   cmd->add_option("-o,--output", opts->out, "GGUF file to write")->required();
   cmd->add_option("--seed", opts->seed, "random seed");
   cmd->add_option("--tokenizer", opts->tokenizer,

@@ -31,6 +31,9 @@ void add_bench_command(CLI::App& app, int& exit_code);
 void add_synth_command(CLI::App& app, int& exit_code);
 // `chatai serve --model FILE [--port P] ...`: the OpenAI-compatible model server.
 void add_serve_command(CLI::App& app, int& exit_code);
+// `chatai proxy --upstream URL --api-key-file F [--endpoint-file E]`: the job key front of
+// another OpenAI-compatible server (vLLM) inside a job.
+void add_proxy_command(CLI::App& app, int& exit_code);
 // `chatai tokenize --model FILE [--bos] [--special] [--decode]`: token ids of standard input.
 void add_tokenize_command(CLI::App& app, int& exit_code);
 

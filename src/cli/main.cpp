@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   chatai::cli::add_bench_command(app, exit_code);
   chatai::cli::add_synth_command(app, exit_code);
   chatai::cli::add_serve_command(app, exit_code);
+  chatai::cli::add_proxy_command(app, exit_code);
   chatai::cli::add_tokenize_command(app, exit_code);
   chatai::cli::add_scheduler_command(app, exit_code);
   chatai::cli::add_template_command(app, exit_code);

@@ -24,6 +24,8 @@ struct generator::sequence {
   generation_request request;
   sequence_id cache = 0;
   std::size_t prompt_done = 0;  // prompt tokens already in the cache
+  std::int64_t reused = 0;      // of those, taken from the prefix cache
+  std::vector<token_id> outputs;  // sampled so far
   std::optional<token_id> next_input;  // the last sampled token, fed in the next step
   std::int64_t generated = 0;
   sampler pick;
@@ -33,7 +35,7 @@ struct generator::sequence {
 };
 
 generator::generator(backend& compute, vocabulary vocab, generator_options options)
-    : backend_(compute), vocab_(std::move(vocab)), options_(options) {
+    : backend_(compute), vocab_(std::move(vocab)), options_(options), prefix_(compute, options.prefix_cache_tokens) {
   const auto train = backend_.hparams().n_ctx_train;
   context_ = options_.context > 0 ? options_.context : train;
   options_.max_batch_tokens = std::max<std::int64_t>(1, options_.max_batch_tokens);
@@ -42,6 +44,19 @@ generator::generator(backend& compute, vocabulary vocab, generator_options optio
 
 generator::~generator() {
   for (auto& [id, seq] : sequences_) (void)backend_.free_sequence(seq->cache);
+}
+
+void generator::release(sequence& seq) {
+  const auto length = backend_.sequence_length(seq.cache);
+  if (!length || !prefix_.enabled()) {
+    (void)backend_.free_sequence(seq.cache);
+    return;
+  }
+  // The cache holds the prompt and every output but the last (sampled, never fed back).
+  std::vector<token_id> held(seq.request.prompt);
+  held.insert(held.end(), seq.outputs.begin(), seq.outputs.end());
+  held.resize(std::min(held.size(), static_cast<std::size_t>(*length)));
+  prefix_.keep(seq.cache, std::move(held));
 }
 
 std::int64_t generator::cached_tokens() const noexcept {
@@ -69,9 +84,15 @@ result<std::uint64_t> generator::add(generation_request request) {
                                          " tokens (prompt and completion together)");
   }
   auto cache = backend_.create_sequence(context_);
+  if (!cache && cache.err().code() == errc::resource_exhausted && prefix_.stats().kept > 0) {
+    prefix_.shrink_to(0);  // memory pressure: the kept sequences go first
+    cache = backend_.create_sequence(context_);
+  }
   if (!cache) return std::move(cache).err();
   auto seq = std::make_unique<sequence>(std::move(request), vocab_, n_vocab);
   seq->cache = *cache;
+  seq->reused = prefix_.reuse(seq->request.prompt, seq->cache);
+  seq->prompt_done = static_cast<std::size_t>(seq->reused);
   if (seq->request.constraint) {
     if (!tokens_) tokens_ = std::make_shared<const token_table>(vocab_);
     seq->constraint.emplace(seq->request.constraint, tokens_);
@@ -84,7 +105,7 @@ result<std::uint64_t> generator::add(generation_request request) {
 status generator::remove(std::uint64_t id) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return error(errc::not_found, "no sequence " + std::to_string(id));
-  (void)backend_.free_sequence(it->second->cache);
+  release(*it->second);
   sequences_.erase(it);
   return {};
 }
@@ -123,7 +144,12 @@ result<std::vector<sequence_event>> generator::step() {
   }
   if (b.entries.empty()) return events;
 
-  CHATAI_RETURN_IF_ERROR(backend_.forward(b, logits_));
+  auto done = backend_.forward(b, logits_);
+  if (!done && done.err().code() == errc::resource_exhausted && prefix_.stats().kept > 0) {
+    prefix_.shrink_to(0);  // memory pressure: the kept sequences go first
+    done = backend_.forward(b, logits_);
+  }
+  CHATAI_RETURN_IF_ERROR(done);
 
   std::vector<std::uint64_t> finished;
   for (std::size_t i = 0; i < b.entries.size(); ++i) {
@@ -132,6 +158,7 @@ result<std::vector<sequence_event>> generator::step() {
     sequence_event ev;
     ev.id = owners[i];
     ev.prompt_tokens = static_cast<std::int64_t>(seq.request.prompt.size());
+    ev.cached_tokens = seq.reused;
     if (!seq.next_input) seq.prompt_done += entry.tokens.size();
     if (entry.logits == logits_mode::none) {
       ev.completion_tokens = seq.generated;
@@ -145,6 +172,7 @@ result<std::vector<sequence_event>> generator::step() {
       token = seq.pick.sample(masked_);
     }
     seq.pick.accept(token);
+    seq.outputs.push_back(token);
     bool grammar_done = false;
     if (seq.constraint) {
       if (!seq.constraint->accept(token)) {

@@ -22,6 +22,26 @@ inline status check_truncation(sequence_id sequence, std::int64_t held, std::int
                                        " tokens; cannot truncate to " + std::to_string(length));
 }
 
+// The arguments of backend::share_prefix, given the lengths of both sequences and the capacity
+// of the one that takes the prefix.
+inline status check_sharing(sequence_id from, std::int64_t from_length, sequence_id to, std::int64_t to_length,
+                            std::int64_t to_capacity, std::int64_t tokens) {
+  if (from == to) return error(errc::invalid_argument, "a sequence cannot take a prefix from itself");
+  if (to_length != 0) {
+    return error(errc::invalid_argument, "sequence " + std::to_string(to) + " holds " + std::to_string(to_length) +
+                                             " tokens; only an empty sequence takes a prefix");
+  }
+  if (tokens < 0 || tokens > from_length) {
+    return error(errc::invalid_argument, "sequence " + std::to_string(from) + " holds " + std::to_string(from_length) +
+                                             " tokens; cannot share " + std::to_string(tokens));
+  }
+  if (tokens > to_capacity) {
+    return error(errc::resource_exhausted, std::to_string(tokens) + " tokens exceed the context of sequence " +
+                                               std::to_string(to) + " (" + std::to_string(to_capacity) + " tokens)");
+  }
+  return {};
+}
+
 // Checks a batch before anything changes: entries present, each sequence known (`sequences`
 // maps ids to states with `length` and `capacity`) and there once, tokens present and inside
 // the vocabulary, capacities not exceeded, logits and hidden states not asked for together.

@@ -40,7 +40,13 @@ float unit_uniform(std::uint64_t stream, std::uint64_t i) {
 // do not fill its blocks the nearest type with 32-element blocks.
 ggml_type matrix_type(ggml_type type, std::int64_t cols) {
   if (cols % type_info(type).block_size == 0) return type;
-  return type == ggml_type::q4_k ? ggml_type::q4_0 : ggml_type::q8_0;
+  switch (type) {
+    case ggml_type::q2_k:
+    case ggml_type::q3_k:
+    case ggml_type::q4_k: return ggml_type::q4_0;
+    case ggml_type::q5_k: return ggml_type::q5_0;
+    default: return ggml_type::q8_0;
+  }
 }
 
 struct synth_writer {

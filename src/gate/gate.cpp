@@ -167,19 +167,35 @@ result<std::string> status_json(const gate_config& config) {
 
 result<const slurm::backend_entry*> pick_backend(const gate_config& config, const slurm::registry& reg,
                                                  std::string_view service, const slurm::inflight_counts& counts,
-                                                 const std::vector<std::string>& tried) {
-  std::vector<std::pair<std::int64_t, const slurm::backend_entry*>> candidates;
+                                                 const std::vector<std::string>& tried, std::string_view affinity) {
+  struct candidate {
+    std::int64_t load;
+    std::uint64_t rank;  // higher first among equal loads
+    const slurm::backend_entry* backend;
+  };
+  // The rank of a job for the key: FNV-1a over both, finished with a multiply-xorshift.
+  const auto rank_of = [&](std::string_view job) {
+    if (affinity.empty()) return std::uint64_t{0};
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    for (const std::string_view part : {affinity, std::string_view("\n"), job}) {
+      for (const char c : part) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+    }
+    h = (h ^ (h >> 29)) * 0xbf58476d1ce4e5b9ull;
+    return h ^ (h >> 32);
+  };
+  std::vector<candidate> candidates;
   for (const auto& b : reg.backends) {
     if (b.service != service || b.state != slurm::backend_state::ready) continue;
     if (std::find(tried.begin(), tried.end(), b.job) != tried.end()) continue;
     const auto n = counts.by_job.find(b.job);
-    candidates.emplace_back(n == counts.by_job.end() ? 0 : n->second, &b);
+    candidates.push_back({n == counts.by_job.end() ? 0 : n->second, rank_of(b.job), &b});
   }
-  std::stable_sort(candidates.begin(), candidates.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::stable_sort(candidates.begin(), candidates.end(), [](const candidate& a, const candidate& b) {
+    return a.load != b.load ? a.load < b.load : a.rank > b.rank;
+  });
   const slurm::state_dir dir(config.state_dir);
   const std::int64_t now = unix_ms_now();
-  for (const auto& [load, b] : candidates) {
+  for (const auto& [load, rank, b] : candidates) {
     auto allowed = breaker(dir, b->job, config.breaker).try_acquire(now);
     if (!allowed) return std::move(allowed).err();
     if (*allowed) return b;

@@ -347,7 +347,8 @@ void proxy(exchange& ex) {
     if (attempt == 0 && ex.counted) counts = std::move(*ex.counted);
     else counts = slurm::count_inflight(dir);
     if (!counts) log::warn("counting requests in flight failed", {{"error", counts.err().message()}});
-    auto picked = pick_backend(ex.config, ex.reg, ex.service->id, counts ? *counts : slurm::inflight_counts{}, tried);
+    auto picked = pick_backend(ex.config, ex.reg, ex.service->id, counts ? *counts : slurm::inflight_counts{}, tried,
+                               ex.request.head.affinity);
     if (!picked) {
       log::warn("reading the breakers failed", {{"error", picked.err().message()}});
       break;

@@ -96,6 +96,7 @@ result<request_head> parse_head(std::string_view line, const gate_config& config
   r.required("service", head.service);
   r.required("method", head.method);
   r.required("path", head.path);
+  r.optional("affinity", head.affinity);
   const rapidjson::Value* headers = r.raw("headers");
   const rapidjson::Value* body_length = r.raw("body_length");
   CHATAI_RETURN_IF_ERROR(r.finish());
@@ -104,6 +105,7 @@ result<request_head> parse_head(std::string_view line, const gate_config& config
   if (!proto::valid_user_tag(head.user)) return bad("field 'user' must match [A-Za-z0-9._:@+=-]{0,128}");
   if (!proto::valid_service_id(head.service)) return bad("field 'service' must match [A-Za-z0-9._:-]{1,128}");
   if (head.method != "GET" && head.method != "POST") return bad("field 'method' must be GET or POST");
+  if (!proto::valid_affinity(head.affinity)) return bad("field 'affinity' must match [0-9a-f]{0,32}");
   const bool known_route = std::any_of(config.routes.begin(), config.routes.end(),
                                        [&](const route& rt) { return rt.path == head.path && rt.method == head.method; });
   if (!known_route) return bad("field 'path': not an allowed route for " + head.method);

@@ -519,6 +519,7 @@ void gateway::impl::handle_proxy(http::request& req, http::response res, std::st
   g.path = req.path;
   g.headers.emplace_back("content-type", "application/json");
   if (prepared->stream) g.headers.emplace_back("accept", "text/event-stream");
+  g.affinity = proto::affinity_key(g.user, req.path, *doc);
   g.body = std::move(prepared->body);
 
   tunnel::request_options options;

@@ -3,6 +3,8 @@
 
 #include <rapidjson/document.h>
 
+#include <algorithm>
+
 #include "chatai/core/json.hpp"
 
 namespace chatai::proto {
@@ -49,6 +51,58 @@ bool valid_service_id(std::string_view id) noexcept {
   return !id.empty() && id.size() <= 128 && id != "." && id != ".." && in_charset(id, "._:-");
 }
 
+bool valid_affinity(std::string_view key) noexcept {
+  return key.size() <= 32 && std::all_of(key.begin(), key.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+namespace {
+
+// FNV-1a over bytes, 64 bits.
+void fnv(std::uint64_t& h, std::string_view bytes) noexcept {
+  for (const char c : bytes) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ull;
+  }
+  h ^= 0xff;  // ends a field, so that fields do not run into each other
+  h *= 0x100000001b3ull;
+}
+
+}  // namespace
+
+std::string affinity_key(std::string_view user, std::string_view path, const rapidjson::Value& body) {
+  if (!body.IsObject()) return {};
+  const rapidjson::Value* doc = &body;
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  fnv(h, user);
+  if (path == "/v1/chat/completions") {
+    const auto messages = doc->FindMember("messages");
+    if (messages == doc->MemberEnd() || !messages->value.IsArray() || messages->value.Empty()) return {};
+    for (const auto& m : messages->value.GetArray()) {
+      if (!m.IsObject()) return {};
+      const auto role = m.FindMember("role");
+      const auto content = m.FindMember("content");
+      if (role == m.MemberEnd() || !role->value.IsString()) return {};
+      const std::string_view r(role->value.GetString(), role->value.GetStringLength());
+      fnv(h, r);
+      if (content != m.MemberEnd() && content->value.IsString())
+        fnv(h, std::string_view(content->value.GetString(), content->value.GetStringLength()));
+      else if (content != m.MemberEnd())
+        fnv(h, json::to_string(content->value));
+      if (r == "user") break;
+    }
+  } else if (path == "/v1/completions") {
+    const auto prompt = doc->FindMember("prompt");
+    if (prompt == doc->MemberEnd() || !prompt->value.IsString()) return {};
+    fnv(h, std::string_view(prompt->value.GetString(), std::min<std::size_t>(prompt->value.GetStringLength(), 1024)));
+  } else {
+    return {};
+  }
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, h >>= 4) out[static_cast<std::size_t>(i)] = digits[h & 15];
+  return out;
+}
+
 bool valid_model_name(std::string_view name) noexcept {
   if (name.empty() || name.size() > 256) return false;
   for (const char c : name)
@@ -73,6 +127,10 @@ std::string encode_request(const request& r) {
   json::append_quoted(out, r.method);
   out += ",\"path\":";
   json::append_quoted(out, r.path);
+  if (!r.affinity.empty()) {
+    out += ",\"affinity\":";
+    json::append_quoted(out, r.affinity);
+  }
   out += ",\"headers\":{";
   for (std::size_t i = 0; i < r.headers.size(); ++i) {
     if (i) out += ',';

@@ -94,6 +94,7 @@ struct choice_state {
   bool finished = false;
   engine::finish_reason finish = engine::finish_reason::none;
   std::int64_t completion_tokens = 0;
+  std::int64_t cached_tokens = 0;               // of the prompt: taken from the prefix cache
   std::string text;                             // collected for non-streaming answers
   std::vector<engine::generated_token> tokens;  // collected when logprobs were asked for
   std::size_t text_offset = 0;                  // completions logprobs: where the next token starts
@@ -169,6 +170,13 @@ class model_server::impl {
                 .get();
     kv_tokens_ = &metrics_.add_gauge("chatai_kv_cache_tokens", "Tokens held in the KV caches").get();
     kv_usage_ = &metrics_.add_gauge("chatai_kv_cache_usage_ratio", "KV cache tokens held over those the slots can hold").get();
+    prefix_queries_ = &metrics_.add_counter("chatai_prefix_cache_queries_total",
+                                            "Prompt tokens of sequences that looked for a cached prefix").get();
+    prefix_hits_ = &metrics_.add_counter("chatai_prefix_cache_hits_total",
+                                         "Prompt tokens taken from the prefix cache instead of computed").get();
+    prefix_hit_rate_ = &metrics_.add_gauge("chatai_prefix_cache_hit_rate",
+                                           "Prompt tokens taken from the prefix cache over those looked up, since start").get();
+    prefix_tokens_ = &metrics_.add_gauge("chatai_prefix_cache_tokens", "Tokens held by finished sequences kept for their prefixes").get();
     finished_ = &metrics_.add_counter("chatai_requests_finished_total", "Requests ended, by outcome", {"outcome"});
     rejected_ = &metrics_.add_counter("chatai_requests_rejected_total", "Requests refused, by HTTP status", {"status"});
     embedding_requests_ =
@@ -585,6 +593,13 @@ class model_server::impl {
     dialect_ = chat_dialect::detect(runtime_->chat().source());
     engine::generator_options go;
     go.context = options_.context;
+    go.prefix_cache_tokens = options_.prefix_cache_tokens;
+    if (go.prefix_cache_tokens < 0) {
+      const auto& hp = runtime_->compute().hparams();
+      const std::int64_t context = options_.context > 0 ? options_.context : hp.n_ctx_train;
+      const std::int64_t kv_bytes_per_token = std::max<std::int64_t>(1, 2 * hp.n_layer * hp.kv_dim() * 4);
+      go.prefix_cache_tokens = std::min(options_.parallel * context, (std::int64_t{1} << 30) / kv_bytes_per_token);
+    }
     engine::generator gen(runtime_->compute(), runtime_->vocab(), go);
     context_.store(gen.context());
     log::info("serve: model loaded", {{"model", model_name_},
@@ -702,6 +717,7 @@ class model_server::impl {
           c.last_token = now;
         }
         c.completion_tokens = ev.completion_tokens;
+        c.cached_tokens = ev.cached_tokens;
         if (ev.finished != engine::finish_reason::none) {
           c.finished = true;
           c.finish = ev.finished;
@@ -729,9 +745,18 @@ class model_server::impl {
       const auto cached = static_cast<double>(gen.cached_tokens());
       kv_tokens_->set(cached);
       kv_usage_->set(kv_capacity > 0 ? cached / kv_capacity : 0.0);
+      publish_prefix_stats(gen.prefix_stats());
       running_->set(static_cast<double>(running.size()));
       sequences_->set(static_cast<double>(gen.active()));
     }
+  }
+
+  void publish_prefix_stats(const engine::prefix_cache_stats& now) {
+    prefix_queries_->inc(static_cast<double>(now.prompt_tokens - prefix_seen_.prompt_tokens));
+    prefix_hits_->inc(static_cast<double>(now.reused_tokens - prefix_seen_.reused_tokens));
+    prefix_hit_rate_->set(now.prompt_tokens > 0 ? static_cast<double>(now.reused_tokens) / static_cast<double>(now.prompt_tokens) : 0.0);
+    prefix_tokens_->set(static_cast<double>(now.held_tokens));
+    prefix_seen_ = now;
   }
 
   // One chunk of an embedding request's current input; the answer once its last input is
@@ -879,7 +904,10 @@ class model_server::impl {
   void complete(job& j) {
     usage u;
     u.prompt_tokens = static_cast<std::int64_t>(j.prompt.size());
-    for (const auto& c : j.choices) u.completion_tokens += c.completion_tokens;
+    for (const auto& c : j.choices) {
+      u.completion_tokens += c.completion_tokens;
+      u.cached_tokens = std::max(u.cached_tokens, c.cached_tokens);
+    }
     if (j.request.stream) {
       http::sse_writer sse(j.res);
       if (j.request.include_usage) sse.event(stream_usage_chunk(j.meta, u));
@@ -918,6 +946,11 @@ class model_server::impl {
   metrics::histogram* e2e_;
   metrics::gauge* kv_tokens_;
   metrics::gauge* kv_usage_;
+  metrics::counter* prefix_queries_;
+  metrics::counter* prefix_hits_;
+  metrics::gauge* prefix_hit_rate_;
+  metrics::gauge* prefix_tokens_;
+  engine::prefix_cache_stats prefix_seen_;  // as last published
   metrics::family<metrics::counter>* finished_;
   metrics::family<metrics::counter>* rejected_;
   metrics::family<metrics::counter>* embedding_requests_;

@@ -50,8 +50,10 @@ namespace {
     return;                                  \
   }
 
-const ggml_type all_weight_types[] = {ggml_type::f32, ggml_type::f16, ggml_type::bf16, ggml_type::q8_0,
-                                      ggml_type::q4_0, ggml_type::q4_1, ggml_type::q4_k, ggml_type::q6_k};
+const ggml_type all_weight_types[] = {ggml_type::f32,  ggml_type::f16,  ggml_type::bf16, ggml_type::q8_0,
+                                      ggml_type::q4_0, ggml_type::q4_1, ggml_type::q5_0, ggml_type::q5_1,
+                                      ggml_type::q2_k, ggml_type::q3_k, ggml_type::q4_k, ggml_type::q5_k,
+                                      ggml_type::q6_k};
 
 // Device memory for a test, filled from and read back to host vectors.
 template <class T>

@@ -50,6 +50,11 @@ TEST_CASE("the kernels' dequantization equals the scalar reference for every typ
   check_type<ggml_type::q8_0>(rng);
   check_type<ggml_type::q4_0>(rng);
   check_type<ggml_type::q4_1>(rng);
+  check_type<ggml_type::q5_0>(rng);
+  check_type<ggml_type::q5_1>(rng);
+  check_type<ggml_type::q2_k>(rng);
+  check_type<ggml_type::q3_k>(rng);
   check_type<ggml_type::q4_k>(rng);
+  check_type<ggml_type::q5_k>(rng);
   check_type<ggml_type::q6_k>(rng);
 }

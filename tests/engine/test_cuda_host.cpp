@@ -21,8 +21,10 @@ using namespace chatai::engine::cuda;
 
 namespace {
 
-const ggml_type all_weight_types[] = {ggml_type::f32, ggml_type::f16, ggml_type::bf16, ggml_type::q8_0,
-                                      ggml_type::q4_0, ggml_type::q4_1, ggml_type::q4_k, ggml_type::q6_k};
+const ggml_type all_weight_types[] = {ggml_type::f32,  ggml_type::f16,  ggml_type::bf16, ggml_type::q8_0,
+                                      ggml_type::q4_0, ggml_type::q4_1, ggml_type::q5_0, ggml_type::q5_1,
+                                      ggml_type::q2_k, ggml_type::q3_k, ggml_type::q4_k, ggml_type::q5_k,
+                                      ggml_type::q6_k};
 
 std::vector<float> random_values(std::mt19937& rng, std::int64_t n, float scale) {
   std::normal_distribution<float> dist(0.0f, scale);
@@ -86,7 +88,7 @@ TEST_CASE("the plan picks matrix-vector kernels for decode and GEMMs for larger 
           (t == ggml_type::bf16 ? matmul_kernel::gemm_bf16 : matmul_kernel::gemm_dequantized));
     CHECK(plan_matmul(t, 512) != matmul_kernel::matvec);
   }
-  CHECK_FALSE(is_cuda_weight_type(ggml_type::q5_k));
+  CHECK_FALSE(is_cuda_weight_type(ggml_type::q8_1));
   CHECK_FALSE(is_cuda_weight_type(ggml_type::iq2_xs));
 
   CHECK(attention_splits(1) == 1);
@@ -244,9 +246,12 @@ TEST_CASE("paged attention matches the CPU backend's attention over contiguous k
   for (int t = 0; t < 2; ++t) {
     for (std::int64_t h = 0; h < p.n_head; ++h) {
       const std::int64_t g = h / (p.n_head / p.n_head_kv);
-      cpu::portable_kernels().attend(p.head_dim, q.data() + (t * p.n_head + h) * p.head_dim, keys.data() + g * p.head_dim,
-                                     values.data() + g * p.head_dim, kv_dim, positions[t] + 1, scale, scores.data(),
-                                     want.data());
+      const float* key_page = keys.data() + g * p.head_dim;
+      const float* value_page = values.data() + g * p.head_dim;
+      const cpu::kv_rows key_rows{&key_page, 0, positions[t] + 1, kv_dim};
+      const cpu::kv_rows value_rows{&value_page, 0, positions[t] + 1, kv_dim};
+      cpu::portable_kernels().attend(p.head_dim, q.data() + (t * p.n_head + h) * p.head_dim, key_rows, value_rows,
+                                     positions[t] + 1, scale, scores.data(), want.data());
       for (std::int64_t i = 0; i < p.head_dim; ++i) {
         CHECK(got[(t * p.n_head + h) * p.head_dim + i] == doctest::Approx(want[i]).epsilon(1e-4));
       }

@@ -56,6 +56,10 @@ class counting_backend final : public backend {
   result<std::int64_t> sequence_length(sequence_id s) const override { return inner_->sequence_length(s); }
   result<std::int64_t> sequence_capacity(sequence_id s) const override { return inner_->sequence_capacity(s); }
   status truncate_sequence(sequence_id s, std::int64_t length) override { return inner_->truncate_sequence(s, length); }
+  std::int64_t page_tokens() const noexcept override { return inner_->page_tokens(); }
+  status share_prefix(sequence_id from, sequence_id to, std::int64_t tokens) override {
+    return inner_->share_prefix(from, to, tokens);
+  }
   status forward(const batch& step, logits_out& out) override { return inner_->forward(step, out); }
 
   int live = 0;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -217,10 +218,11 @@ TEST_CASE("every weight type agrees with the f32 path of a synthetic model") {
     const auto reference = all_logits(*make_backend(load(dir.path() / "f32.gguf"), 2), tokens);
     // Bounds on the relative RMS logit error and the top-1 agreement, per type, about 1.4
     // times the measured errors. They follow the weights' round-trip error (relative RMS
-    // 3e-4 f16, 3e-3 bf16, 8e-3 q8_0, 3e-2 q6_k, 0.1 q4_*) plus 8-bit activations (q8
-    // kernels), grown through 14 products. Random weights give near-tied logits, so the
-    // top-1 agreement of the 4-bit types is low; the real model's golden test is the
-    // measure of accuracy, this one of every type and instruction set computing alike.
+    // 3e-4 f16, 3e-3 bf16, 8e-3 q8_0, 3e-2 q6_k, 0.04 q5_*, 0.1 q4_*, 0.15 q3_k, 0.27
+    // q2_k) plus 8-bit activations (q8 kernels), grown through 14 products. Random weights
+    // give near-tied logits, so the top-1 agreement of the 4-bit and smaller types is low;
+    // the real model's golden test is the measure of accuracy, this one of every type and
+    // instruction set computing alike.
     const struct {
       ggml_type type;
       double rms_error;
@@ -228,7 +230,8 @@ TEST_CASE("every weight type agrees with the f32 path of a synthetic model") {
     } bounds[] = {
         {ggml_type::f16, 0.0015, 1.0}, {ggml_type::bf16, 0.012, 1.0}, {ggml_type::q8_0, 0.05, 0.9},
         {ggml_type::q6_k, 0.15, 0.75}, {ggml_type::q4_0, 0.55, 0.4},  {ggml_type::q4_1, 0.55, 0.4},
-        {ggml_type::q4_k, 0.55, 0.4},
+        {ggml_type::q4_k, 0.55, 0.4},  {ggml_type::q5_0, 0.3, 0.45},  {ggml_type::q5_1, 0.3, 0.45},
+        {ggml_type::q5_k, 0.3, 0.45},  {ggml_type::q3_k, 0.85, 0.2},  {ggml_type::q2_k, 1.15, 0.1},
     };
     for (const auto& bound : bounds) {
       CAPTURE(to_string(arch));
@@ -309,6 +312,79 @@ TEST_CASE("steps, batches and threads do not change the logits") {
   }
 }
 
+TEST_CASE("sequences share a prefix's pages, and none sees what another writes after it") {
+  test::temp_dir dir("chatai-forward");
+  write_synthetic(dir.path() / "m.gguf", model_arch::llama, ggml_type::f16);
+  const auto m = load(dir.path() / "m.gguf");
+  const std::int64_t n_vocab = m->hparams().n_vocab;
+  auto b = make_backend(m, 2);
+  REQUIRE(b->page_tokens() == 16);
+  const auto a = synthetic_tokens(40, n_vocab);
+  std::vector<token_id> other = synthetic_tokens(9, n_vocab);
+  std::reverse(other.begin(), other.end());
+  const auto reference = all_logits(*b, a);
+  // The logits of `tokens` after `prefix`, computed without any sharing.
+  const auto fresh = [&](std::span<const token_id> prefix, std::span<const token_id> tokens) {
+    std::vector<token_id> all(prefix.begin(), prefix.end());
+    all.insert(all.end(), tokens.begin(), tokens.end());
+    const auto logits = all_logits(*b, all);
+    return std::vector<float>(logits.end() - static_cast<std::ptrdiff_t>(tokens.size() * n_vocab), logits.end());
+  };
+  const auto same = [&](const logits_out& out, const std::vector<float>& want) {
+    REQUIRE(out.values.size() == want.size());
+    for (std::size_t i = 0; i < want.size(); ++i) REQUIRE(out.values[i] == doctest::Approx(want[i]).epsilon(1e-4));
+  };
+  const std::span<const token_id> as(a);
+  logits_out out;
+  auto s1 = b->create_sequence(64);
+  REQUIRE(s1);
+  REQUIRE(b->forward({{{*s1, as, logits_mode::none}}}, out));
+
+  // s2 takes 20 positions (a page and a part of one) and goes on with a's own tokens.
+  auto s2 = b->create_sequence(64);
+  REQUIRE(s2);
+  REQUIRE(b->share_prefix(*s1, *s2, 20));
+  CHECK(*b->sequence_length(*s2) == 20);
+  REQUIRE(b->forward({{{*s2, as.subspan(20), logits_mode::all}}}, out));
+  same(out, std::vector<float>(reference.begin() + 20 * n_vocab, reference.end()));
+
+  // s3 takes 24 of s2's and writes other tokens into the page it shares with s1 and s2.
+  auto s3 = b->create_sequence(64);
+  REQUIRE(s3);
+  REQUIRE(b->share_prefix(*s2, *s3, 24));
+  REQUIRE(b->forward({{{*s3, other, logits_mode::all}}}, out));
+  same(out, fresh(as.first(24), other));
+
+  // s1 and s2 are untouched: s1 truncated into the shared page redoes its last tokens, and s2
+  // goes on after all 40.
+  REQUIRE(b->truncate_sequence(*s1, 18));
+  REQUIRE(b->forward({{{*s1, as.subspan(18), logits_mode::all}}}, out));
+  same(out, std::vector<float>(reference.begin() + 18 * n_vocab, reference.end()));
+  REQUIRE(b->forward({{{*s2, std::span(other).first(3), logits_mode::all}}}, out));
+  same(out, fresh(as, std::span(other).first(3)));
+
+  // A prefix outlives the sequence it came from.
+  auto s4 = b->create_sequence(64);
+  REQUIRE(s4);
+  REQUIRE(b->share_prefix(*s3, *s4, 33));
+  REQUIRE(b->free_sequence(*s3));
+  REQUIRE(b->free_sequence(*s1));
+  REQUIRE(b->forward({{{*s4, std::span(other).first(2), logits_mode::all}}}, out));
+  std::vector<token_id> s3_tokens(a.begin(), a.begin() + 24);
+  s3_tokens.insert(s3_tokens.end(), other.begin(), other.end());
+  same(out, fresh(std::span(s3_tokens).first(33), std::span(other).first(2)));
+
+  // Misuse.
+  auto small = b->create_sequence(8);
+  REQUIRE(small);
+  CHECK(b->share_prefix(*s2, *s4, 16).err().code() == errc::invalid_argument);     // not empty
+  CHECK(b->share_prefix(*s2, *s2, 16).err().code() == errc::invalid_argument);     // itself
+  CHECK(b->share_prefix(*s2, *small, 99).err().code() == errc::invalid_argument);  // more than it holds
+  CHECK(b->share_prefix(*s2, *small, 16).err().code() == errc::resource_exhausted);
+  CHECK(b->share_prefix(*s1, *small, 1).err().code() == errc::not_found);
+  CHECK(*b->sequence_length(*small) == 0);
+}
+
 TEST_CASE("the backend reports misuse and full contexts as errors") {
   test::temp_dir dir("chatai-forward");
   write_synthetic(dir.path() / "m.gguf", model_arch::llama, ggml_type::q8_0);
@@ -346,8 +422,10 @@ TEST_CASE("loading names what is missing or inconsistent") {
   auto file = gguf_file::open(good);
   REQUIRE(file.ok());
 
-  // Rewrites the good file with one tensor dropped or reshaped, or one key changed.
-  const auto variant = [&](const std::string& drop_tensor, const std::string& drop_key, bool wrong_shape) {
+  // Rewrites the good file with one tensor dropped, reshaped or of another type (zero
+  // bytes), or one key changed.
+  const auto variant = [&](const std::string& drop_tensor, const std::string& drop_key, bool wrong_shape,
+                           std::optional<ggml_type> retype = std::nullopt) {
     gguf_writer w;
     for (const gguf_kv& kv : file->metadata()) {
       if (kv.key == drop_key) continue;
@@ -366,6 +444,12 @@ TEST_CASE("loading names what is missing or inconsistent") {
         REQUIRE(w.add_tensor(t.name, t.type, shape, std::span(t.data, t.size / 2)).ok());
         continue;
       }
+      if (retype && t.name == "blk.0.attn_v.weight") {
+        const auto bytes = tensor_byte_size(*retype, t.shape);
+        REQUIRE(bytes.ok());
+        REQUIRE(w.add_tensor(t.name, *retype, t.shape, std::vector<std::byte>(static_cast<std::size_t>(*bytes))).ok());
+        continue;
+      }
       REQUIRE(w.add_tensor(t.name, t.type, t.shape, std::span(t.data, t.size)).ok());
     }
     const fs::path p = dir.path() / "variant.gguf";
@@ -380,6 +464,14 @@ TEST_CASE("loading names what is missing or inconsistent") {
   auto shape = variant("", "", true);
   REQUIRE_FALSE(shape.ok());
   CHECK(shape.err().message().find("blk.1.attn_k.weight has shape [256, 64]; expected [256, 128]") != std::string::npos);
+
+  for (ggml_type t : {ggml_type::iq2_xxs, ggml_type::q8_1}) {
+    auto retyped = variant("", "", false, t);
+    REQUIRE_FALSE(retyped.ok());
+    CHECK(retyped.err().code() == errc::unsupported);
+    CHECK(retyped.err().message().find("blk.0.attn_v.weight has type " + std::string(to_string(t)) +
+                                       ", which the engine does not compute with") != std::string::npos);
+  }
 
   auto key = variant("", "llama.attention.layer_norm_rms_epsilon", false);
   REQUIRE_FALSE(key.ok());

@@ -20,8 +20,10 @@ using namespace chatai::engine::cpu;
 
 namespace {
 
-const ggml_type all_weight_types[] = {ggml_type::f32, ggml_type::f16, ggml_type::bf16, ggml_type::q8_0,
-                                      ggml_type::q4_0, ggml_type::q4_1, ggml_type::q4_k, ggml_type::q6_k};
+const ggml_type all_weight_types[] = {ggml_type::f32,  ggml_type::f16,  ggml_type::bf16, ggml_type::q8_0,
+                                      ggml_type::q4_0, ggml_type::q4_1, ggml_type::q5_0, ggml_type::q5_1,
+                                      ggml_type::q2_k, ggml_type::q3_k, ggml_type::q4_k, ggml_type::q5_k,
+                                      ggml_type::q6_k};
 
 std::vector<std::byte> quantized(ggml_type type, const std::vector<float>& values) {
   const auto& info = type_info(type);
@@ -67,8 +69,9 @@ TEST_CASE("dequantization matches the gguf package for every weight type") {
   auto doc = chatai::json::parse(text.str());
   REQUIRE(doc.ok());
   const std::pair<const char*, ggml_type> cases[] = {
-      {"q4_0", ggml_type::q4_0}, {"q4_1", ggml_type::q4_1}, {"q8_0", ggml_type::q8_0}, {"q4_k", ggml_type::q4_k},
-      {"q6_k", ggml_type::q6_k}, {"f16", ggml_type::f16},   {"bf16", ggml_type::bf16}};
+      {"q4_0", ggml_type::q4_0}, {"q4_1", ggml_type::q4_1}, {"q5_0", ggml_type::q5_0}, {"q5_1", ggml_type::q5_1},
+      {"q8_0", ggml_type::q8_0}, {"q2_k", ggml_type::q2_k}, {"q3_k", ggml_type::q3_k}, {"q4_k", ggml_type::q4_k},
+      {"q5_k", ggml_type::q5_k}, {"q6_k", ggml_type::q6_k}, {"f16", ggml_type::f16},   {"bf16", ggml_type::bf16}};
   for (const auto& [name, type] : cases) {
     CAPTURE(name);
     const auto& entry = (*doc)[name];
@@ -79,6 +82,16 @@ TEST_CASE("dequantization matches the gguf package for every weight type") {
     for (rapidjson::SizeType i = 0; i < values.Size(); ++i) {
       CAPTURE(i);
       CHECK(out[i] == static_cast<float>(values[i].GetDouble()));
+    }
+  }
+}
+
+TEST_CASE("the type table's computable types are the ones the kernels cover") {
+  for (const auto& info : all_type_infos()) {
+    CAPTURE(info.name);
+    CHECK(info.computable == is_weight_type_supported(info.type));
+    for (cpu_isa isa : supported_cpu_isas()) {
+      CHECK(static_cast<bool>(kernels_for(isa).for_type(info.type).dot) == info.computable);
     }
   }
 }
@@ -105,9 +118,14 @@ TEST_CASE("quantization round trips stay within each type's error") {
   CHECK(round_trip_error(ggml_type::bf16, values) < 4e-3);
   CHECK(round_trip_error(ggml_type::q8_0, values) < 0.01);
   CHECK(round_trip_error(ggml_type::q6_k, values) < 0.04);
+  CHECK(round_trip_error(ggml_type::q5_0, values) < 0.06);
+  CHECK(round_trip_error(ggml_type::q5_1, values) < 0.06);
+  CHECK(round_trip_error(ggml_type::q5_k, values) < 0.06);
   CHECK(round_trip_error(ggml_type::q4_0, values) < 0.12);
   CHECK(round_trip_error(ggml_type::q4_1, values) < 0.12);
   CHECK(round_trip_error(ggml_type::q4_k, values) < 0.12);
+  CHECK(round_trip_error(ggml_type::q3_k, values) < 0.22);
+  CHECK(round_trip_error(ggml_type::q2_k, values) < 0.38);
 }
 
 TEST_CASE("q8 activation rows: every instruction set matches the reference") {
@@ -204,20 +222,52 @@ TEST_CASE("attention kernels match a double-precision softmax for every instruct
         max = std::max(max, weights[j]);
       }
       for (double& w : weights) sum += (w = std::exp(w - max));
-      for (cpu_isa isa : supported_cpu_isas()) {
-        CAPTURE(to_string(isa));
-        CAPTURE(head_dim);
-        CAPTURE(n);
-        std::vector<float> scores(static_cast<std::size_t>(n));
-        std::vector<float> out(static_cast<std::size_t>(head_dim + 1), -1.0f);
-        kernels_for(isa).attend(head_dim, q.data(), keys.data(), values.data(), kv_stride, n,
-                                static_cast<float>(scale), scores.data(), out.data());
-        for (std::int64_t i = 0; i < head_dim; ++i) {
-          double want = 0;
-          for (std::int64_t j = 0; j < n; ++j) want += weights[j] / sum * values[j * kv_stride + i];
-          CHECK(std::abs(out[i] - want) <= 1e-5);
+      // The same rows as one contiguous page, and copied into pages of 16 and of 3 rows, laid
+      // out in reverse order in memory, each row 7 floats into its page.
+      struct layout {
+        std::int64_t page_rows;
+        std::vector<float> key_store, value_store;
+        std::vector<const float*> key_pages, value_pages;
+      };
+      std::vector<layout> layouts;
+      layouts.push_back({n, {}, {}, {keys.data()}, {values.data()}});
+      for (std::int64_t page_rows : {16, 3}) {
+        layout l{page_rows, {}, {}, {}, {}};
+        const std::int64_t n_pages = (n + page_rows - 1) / page_rows, page_floats = 7 + page_rows * kv_stride;
+        l.key_store.assign(static_cast<std::size_t>(n_pages * page_floats), NAN);
+        l.value_store.assign(l.key_store.size(), NAN);
+        for (std::int64_t p = 0; p < n_pages; ++p) {
+          const std::int64_t at = (n_pages - 1 - p) * page_floats;
+          l.key_pages.push_back(l.key_store.data() + at);
+          l.value_pages.push_back(l.value_store.data() + at);
+          for (std::int64_t r = 0; r < page_rows && p * page_rows + r < n; ++r) {
+            const std::int64_t j = p * page_rows + r;
+            std::copy_n(keys.begin() + j * kv_stride, kv_stride, l.key_store.begin() + at + 7 + r * kv_stride);
+            std::copy_n(values.begin() + j * kv_stride, kv_stride, l.value_store.begin() + at + 7 + r * kv_stride);
+          }
         }
-        CHECK(out[head_dim] == -1.0f);
+        layouts.push_back(std::move(l));
+      }
+      for (cpu_isa isa : supported_cpu_isas()) {
+        for (const layout& l : layouts) {
+          CAPTURE(to_string(isa));
+          CAPTURE(head_dim);
+          CAPTURE(n);
+          CAPTURE(l.page_rows);
+          const std::size_t offset = l.key_store.empty() ? 0 : 7;
+          const cpu::kv_rows key_rows{l.key_pages.data(), offset, l.page_rows, kv_stride};
+          const cpu::kv_rows value_rows{l.value_pages.data(), offset, l.page_rows, kv_stride};
+          std::vector<float> scores(static_cast<std::size_t>(n));
+          std::vector<float> out(static_cast<std::size_t>(head_dim + 1), -1.0f);
+          kernels_for(isa).attend(head_dim, q.data(), key_rows, value_rows, n, static_cast<float>(scale), scores.data(),
+                                  out.data());
+          for (std::int64_t i = 0; i < head_dim; ++i) {
+            double want = 0;
+            for (std::int64_t j = 0; j < n; ++j) want += weights[j] / sum * values[j * kv_stride + i];
+            CHECK(std::abs(out[i] - want) <= 1e-5);
+          }
+          CHECK(out[head_dim] == -1.0f);
+        }
       }
     }
   }

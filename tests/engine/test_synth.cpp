@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "chatai/engine/cpu_backend.hpp"
 #include "chatai/engine/cuda_backend.hpp"
 #include "chatai/engine/generator.hpp"
 #include "chatai/engine/gguf.hpp"
@@ -32,6 +33,22 @@ std::vector<char> read_all(const fs::path& p) {
 
 // A small shape: two layers, grouped-query attention, rows that fill the K-quant blocks.
 synth_shape tiny_shape() { return {"tiny", 512, 256, 256, 2, 4, 2, 512, 10000.0f, false}; }
+
+// The logits of every position of a fixed prompt: [16 × n_vocab].
+std::vector<float> prompt_logits(const fs::path& path) {
+  auto m = model::load(path);
+  REQUIRE_MESSAGE(m.ok(), (m.ok() ? std::string() : m.err().message()));
+  auto b = create_cpu_backend(std::move(*m), {2});
+  REQUIRE(b.ok());
+  std::vector<token_id> tokens;
+  for (token_id t = 0; t < 16; ++t) tokens.push_back((t * 37 + 11) % 512);
+  auto seq = (*b)->create_sequence(0);
+  REQUIRE(seq.ok());
+  logits_out out;
+  const auto st = (*b)->forward({{{*seq, tokens, logits_mode::all}}}, out);
+  REQUIRE_MESSAGE(st.ok(), (st.ok() ? std::string() : st.err().message()));
+  return out.values;
+}
 
 fs::path shared_tokenizer(const char* name) { return fs::path(CHATAI_SHARED_DIR) / "testdata" / "tokenizers" / name; }
 
@@ -93,11 +110,43 @@ TEST_CASE("synthetic weights depend on the seed alone") {
   CHECK((*m)->layers()[0].wq.type == ggml_type::q4_k);
   CHECK_FALSE(hp.tied_output);
 
-  o.type = ggml_type::q5_k;
+  o.type = ggml_type::iq2_xxs;
   const auto bad = synthesize_model(o, dir.path() / "d.gguf");
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.err().message().find("type") != std::string::npos);
   CHECK_FALSE(fs::exists(dir.path() / "d.gguf"));
+}
+
+TEST_CASE("synthetic models of the 5-, 3- and 2-bit types compute like their f32 version") {
+  test::temp_dir dir("chatai-synth");
+  synth_options o;
+  o.shape = tiny_shape();
+  o.seed = 7;
+  o.type = ggml_type::f32;
+  REQUIRE(synthesize_model(o, dir.path() / "f32.gguf").ok());
+  const auto want = prompt_logits(dir.path() / "f32.gguf");
+  // Bounds on the relative RMS logit error, about 1.4 times the measured ones (0.055 for
+  // the 5-bit types, 0.23 q3_k, 0.38 q2_k), which follow the weights' round-trip error.
+  const std::pair<ggml_type, double> bounds[] = {{ggml_type::q5_0, 0.08}, {ggml_type::q5_1, 0.08},
+                                                 {ggml_type::q5_k, 0.08}, {ggml_type::q3_k, 0.33},
+                                                 {ggml_type::q2_k, 0.55}};
+  for (const auto& [type, bound] : bounds) {
+    CAPTURE(to_string(type));
+    o.type = type;
+    const fs::path path = dir.path() / (std::string(to_string(type)) + ".gguf");
+    REQUIRE(synthesize_model(o, path).ok());
+    const auto got = prompt_logits(path);
+    REQUIRE(got.size() == want.size());
+    double diff = 0, ref = 0;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      REQUIRE(std::isfinite(got[i]));
+      diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+      ref += double(want[i]) * want[i];
+    }
+    const double rms_error = std::sqrt(diff / ref);
+    MESSAGE(to_string(type) << ": relative RMS error " << rms_error);
+    CHECK(rms_error < bound);
+  }
 }
 
 TEST_CASE("the 135M shape with a real tokenizer loads and generates on the CPU") {

@@ -86,6 +86,18 @@ TEST_CASE("a well-formed request is read whole") {
   CHECK(r->head.headers[0].first == "content-type");
   CHECK(r->body == body);
   CHECK(r->model == "smol");
+  CHECK(r->head.affinity.empty());
+
+  auto with_key = parse_request(chat_request(body, R"(,"affinity":"0123456789abcdef")"), config);
+  REQUIRE(with_key);
+  CHECK(with_key->head.affinity == "0123456789abcdef");
+  for (const char* bad : {R"(,"affinity":"ABCDEF")", R"(,"affinity":"0123456789abcdef0123456789abcdef0")",
+                          R"(,"affinity":7)"}) {
+    CAPTURE(bad);
+    auto refused = parse_request(chat_request(body, bad), config);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.err().message().find("affinity") != std::string::npos);
+  }
 }
 
 namespace {

@@ -7,9 +7,13 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <set>
 #include <thread>
 
+#include "chatai/core/json.hpp"
 #include "chatai/gate/breaker.hpp"
+#include "chatai/gate/gate.hpp"
+#include "chatai/proto/wire.hpp"
 #include "gate_test_util.hpp"
 
 using namespace chatai;
@@ -371,4 +375,44 @@ TEST_CASE("the breaker opens after N failures, lets one probe through after the 
   std::ofstream(fx.state().breakers_dir() / "101") << "garbage";
   CHECK(a.try_acquire(t).value());
   CHECK_FALSE(breaker(fx.state(), "../x", settings).try_acquire(t));
+}
+
+TEST_CASE("equal loads go by the request's affinity: the same key to the same backend, keys spread over all") {
+  gate_fixture fx;
+  for (const char* job : {"101", "102", "103"}) fx.add_backend(job, 8000);
+  const auto pick = [&](const slurm::inflight_counts& counts, std::string_view key) {
+    auto b = pick_backend(fx.config, fx.reg, "chat", counts, {}, key);
+    REQUIRE(b);
+    REQUIRE(*b);
+    return (*b)->job;
+  };
+  const slurm::inflight_counts idle;
+  CHECK(pick(idle, "") == "101");  // no key: the first in the registry
+  std::set<std::string> chosen;
+  for (int i = 0; i < 64; ++i) {
+    const std::string key = proto::affinity_key("u" + std::to_string(i), "/v1/chat/completions",
+                                                *json::parse(R"({"messages":[{"role":"user","content":"hi"}]})"));
+    REQUIRE(key.size() == 16);
+    const auto first = pick(idle, key);
+    CHECK(pick(idle, key) == first);
+    chosen.insert(first);
+    // A less loaded backend still comes first; the key decides only among equals.
+    slurm::inflight_counts busy;
+    busy.by_job[first] = 2;
+    CHECK(pick(busy, key) != first);
+  }
+  CHECK(chosen.size() == 3);
+
+  // The key is that of the conversation's start, whatever follows.
+  const auto key_of = [](std::string_view user, std::string_view body) {
+    return proto::affinity_key(user, "/v1/chat/completions", *json::parse(body));
+  };
+  const auto turn1 = key_of("u", R"({"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"a"}]})");
+  CHECK(turn1 == key_of("u", R"({"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"a"},)"
+                             R"({"role":"assistant","content":"b"},{"role":"user","content":"c"}]})"));
+  CHECK(turn1 != key_of("v", R"({"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"a"}]})"));
+  CHECK(turn1 != key_of("u", R"({"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"x"}]})"));
+  CHECK(key_of("u", R"({"messages":"not a list"})").empty());
+  CHECK(proto::affinity_key("u", "/v1/embeddings", *json::parse(R"({"input":"a"})")).empty());
+  CHECK(proto::affinity_key("u", "/v1/completions", *json::parse(R"({"prompt":"abc"})")).size() == 16);
 }

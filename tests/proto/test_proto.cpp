@@ -179,6 +179,12 @@ TEST_CASE("a request is its header line, a newline and the body") {
   CHECK(encode_request(r) ==
         "{\"v\":1,\"id\":\"r1\",\"user\":\"u\",\"service\":\"chat\",\"method\":\"POST\",\"path\":\"/v1/chat/"
         "completions\",\"headers\":{\"accept\":\"text/event-stream\"},\"body_length\":13}\n{\"model\":\"m\"}");
+  r.affinity = "00ff";
+  CHECK(encode_request(r).find(",\"path\":\"/v1/chat/completions\",\"affinity\":\"00ff\",\"headers\"") != std::string::npos);
+  CHECK(valid_affinity(""));
+  CHECK(valid_affinity("0123456789abcdef0123456789abcdef"));
+  CHECK_FALSE(valid_affinity("0123456789abcdef0123456789abcdef0"));
+  CHECK_FALSE(valid_affinity("00FF"));
 }
 
 TEST_CASE("streams are made to report their usage; other bodies pass byte for byte") {

@@ -4,6 +4,8 @@ required, named, parallel or not, history with calls and results) in the Hermes,
 Mistral syntaxes, reasoning_content, cached_tokens, and 400s naming what is not supported."""
 
 import json
+import secrets
+import urllib.request
 
 import jsonschema
 import openai
@@ -297,12 +299,42 @@ def test_reasoning_effort_on_a_model_without_reasoning_is_refused(client):
 
 # ---- usage and refusals ----
 
-def test_cached_tokens_are_reported(client):
-    r = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=4)
+def metric(client, name):
+    text = urllib.request.urlopen(str(client.base_url).replace("/v1/", "/metrics"), timeout=30).read().decode()
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
+def test_cached_tokens_count_the_prefix_an_earlier_request_computed(client):
+    # A system message no other test sends: the first request finds nothing cached.
+    history = [{"role": "system", "content": f"Conversation {secrets.token_hex(8)}: answer briefly and kindly."}] + ASK
+    hits_before = metric(client, "chatai_prefix_cache_hits_total")
+    r = client.chat.completions.create(model=MODEL, messages=history, max_tokens=8)
     assert r.usage.prompt_tokens_details.cached_tokens == 0
+    # The same conversation again, streamed: whole pages of it come from the cache, never its last token.
     _, _, _, _, usage, _ = collect_stream(client.chat.completions.create(
-        model=MODEL, messages=ASK, max_tokens=4, stream=True, stream_options={"include_usage": True}))
-    assert usage.prompt_tokens_details.cached_tokens == 0 and usage.prompt_tokens == r.usage.prompt_tokens
+        model=MODEL, messages=history, max_tokens=4, stream=True, stream_options={"include_usage": True}))
+    cached = usage.prompt_tokens_details.cached_tokens
+    assert usage.prompt_tokens == r.usage.prompt_tokens
+    assert cached > 0 and cached % 16 == 0 and cached < usage.prompt_tokens
+    assert cached >= usage.prompt_tokens - 16 - 8  # all but the last partial page and the reply's seam
+    # The next turn reuses the first turn's whole prompt.
+    history += [{"role": "assistant", "content": r.choices[0].message.content},
+                {"role": "user", "content": "And tomorrow?"}]
+    r2 = client.chat.completions.create(model=MODEL, messages=history, max_tokens=4)
+    assert r2.usage.prompt_tokens_details.cached_tokens >= (r.usage.prompt_tokens // 16 - 1) * 16
+    assert metric(client, "chatai_prefix_cache_hits_total") >= hits_before + cached
+    assert 0 < metric(client, "chatai_prefix_cache_hit_rate") <= 1
+
+
+def test_a_server_without_prefix_cache_reports_none_cached(build_dir, test_model):
+    proc, c = start(build_dir, test_model, "--prefix-cache-tokens", "0")
+    try:
+        for _ in range(2):
+            r = c.chat.completions.create(model=MODEL, messages=ASK, max_tokens=2)
+            assert r.usage.prompt_tokens_details.cached_tokens == 0
+        assert metric(c, "chatai_prefix_cache_hits_total") == 0
+    finally:
+        stop_server(proc)
 
 
 @pytest.mark.parametrize("extra,param", [

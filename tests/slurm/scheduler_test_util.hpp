@@ -11,9 +11,11 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <doctest/doctest.h>
 
+#include "chatai/core/config.hpp"
 #include "chatai/core/http_client.hpp"
 #include "chatai/slurm/registry.hpp"
 #include "chatai/slurm/scheduler.hpp"
@@ -97,5 +99,20 @@ inline result<http::client_response> ask_backend(const state_dir& dir, const bac
   o.first_byte_timeout = std::chrono::seconds(10);
   return http::fetch(req, o);
 }
+
+// The ids of the processes that have `text` on their command line.
+inline std::vector<int> processes_with_on_command_line(const std::string& text) {
+  std::vector<int> pids;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const auto name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    auto cmdline = config::read_file(entry.path() / "cmdline");
+    if (cmdline && cmdline->find(text) != std::string::npos) pids.push_back(std::stoi(name));
+  }
+  return pids;
+}
+
+// Whether any process has `text` on its command line.
+inline bool on_some_command_line(const std::string& text) { return !processes_with_on_command_line(text).empty(); }
 
 }  // namespace chatai::slurm::testing

@@ -40,17 +40,6 @@ std::string slurm_deployment(const slurm_cluster& cluster, const std::string& se
 
 bool ready_jobs(const scheduler_status& s, std::int64_t n) { return count_phase(s, job_phase::ready) == n; }
 
-// Whether any process has `text` on its command line.
-bool on_some_command_line(const std::string& text) {
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    const auto name = entry.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    auto cmdline = config::read_file(entry.path() / "cmdline");
-    if (cmdline && cmdline->find(text) != std::string::npos) return true;
-  }
-  return false;
-}
-
 int run_command(const std::vector<std::string>& argv, const slurm_cluster& cluster, std::string* out = nullptr) {
   subprocess_options o;
   o.argv = argv;

@@ -86,6 +86,16 @@ class backend {
   // out_of_range when length exceeds the current length.
   virtual status truncate_sequence(sequence_id sequence, std::int64_t length) = 0;
 
+  // Positions per KV page, the unit in which sequences share a cached prefix; 0 when the
+  // backend cannot share (share_prefix then always fails with unsupported).
+  virtual std::int64_t page_tokens() const noexcept = 0;
+  // Makes the empty sequence `to` begin with the first `tokens` positions of `from`, holding the
+  // same pages (by reference, not copied): a page either later writes into is copied first, so
+  // neither ever sees the other's tokens beyond the prefix. Errors: not_found; invalid_argument
+  // when `to` is `from` or not empty, or tokens is negative or more than `from` holds;
+  // resource_exhausted when tokens exceed the capacity of `to`; unsupported (page_tokens 0).
+  virtual status share_prefix(sequence_id from, sequence_id to, std::int64_t tokens) = 0;
+
   // Appends each entry's tokens to its sequence and computes the requested logits or hidden
   // states into `out` (its storage is reused between steps). Errors, checked before anything
   // changes: invalid_argument for an empty batch, an entry without tokens, a sequence twice, a

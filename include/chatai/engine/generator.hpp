@@ -14,6 +14,7 @@
 #include "chatai/core/status.hpp"
 #include "chatai/engine/backend.hpp"
 #include "chatai/engine/grammar.hpp"
+#include "chatai/engine/prefix_cache.hpp"
 #include "chatai/engine/sampler.hpp"
 #include "chatai/engine/vocabulary.hpp"
 
@@ -51,6 +52,7 @@ struct sequence_event {
   std::vector<generated_token> tokens;  // tokens sampled in this step (0 or 1)
   finish_reason finished = finish_reason::none;
   std::int64_t prompt_tokens = 0;
+  std::int64_t cached_tokens = 0;  // of the prompt tokens: those taken from the prefix cache
   std::int64_t completion_tokens = 0;
 };
 
@@ -58,6 +60,8 @@ struct generator_options {
   std::int64_t max_batch_tokens = 256;  // tokens per step at most: decodes first, then prompt chunks
   std::int64_t prefill_chunk = 128;     // prompt tokens of one sequence per step at most
   std::int64_t context = 0;             // tokens per sequence (prompt + output); 0: the model's
+  // Tokens the prefix cache keeps in finished sequences (prefix_cache.hpp); 0: no cache.
+  std::int64_t prefix_cache_tokens = 0;
 };
 
 // Thread safety: not thread-safe; one thread adds, removes and steps.
@@ -74,7 +78,8 @@ class generator {
   // resource_exhausted when no cache is left.
   result<std::uint64_t> add(generation_request request);
 
-  // Ends a sequence now and frees its cache. Errors: not_found for an unknown id.
+  // Ends a sequence now; its cache goes to the prefix cache (or is freed). Errors: not_found
+  // for an unknown id.
   status remove(std::uint64_t id);
 
   // One step over every active sequence. Finished sequences are reported once, with
@@ -82,13 +87,16 @@ class generator {
   result<std::vector<sequence_event>> step();
 
   std::size_t active() const noexcept { return sequences_.size(); }
-  // Tokens held in all KV caches now.
+  // Tokens held in the KV caches of the active sequences now.
   std::int64_t cached_tokens() const noexcept;
+  prefix_cache_stats prefix_stats() const noexcept { return prefix_.stats(); }
   std::int64_t context() const noexcept { return context_; }
   const vocabulary& vocab() const noexcept { return vocab_; }
 
  private:
   struct sequence;
+  // Hands a sequence's cache to the prefix cache, or frees it.
+  void release(sequence& seq);
 
   backend& backend_;
   vocabulary vocab_;
@@ -99,6 +107,7 @@ class generator {
   logits_out logits_;
   std::shared_ptr<const token_table> tokens_;  // built when the first grammar arrives
   std::vector<float> masked_;
+  prefix_cache prefix_;  // declared last: destroyed first, while the backend is still in use
 };
 
 }  // namespace chatai::engine

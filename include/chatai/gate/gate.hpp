@@ -92,10 +92,13 @@ std::map<std::string, std::string> tick_environment();
 result<std::string> status_json(const gate_config& config);
 
 // The ready backend of `service` to try next: its breaker lets a request through, it is not in
-// `tried`, and it has the fewest requests in flight (ties go to the first in the registry).
-// nullptr when there is none. Asking a breaker may turn it half-open (one probe).
+// `tried`, and it has the fewest requests in flight. Ties go to the first in the registry, or,
+// for a request with an affinity key, to the backend that key ranks first (rendezvous hashing
+// of key and job): a conversation's turns meet its cached prefix while loads are equal, and a
+// backend leaving moves only the conversations it had. nullptr when there is none. Asking a
+// breaker may turn it half-open (one probe).
 result<const slurm::backend_entry*> pick_backend(const gate_config& config, const slurm::registry& reg,
                                                  std::string_view service, const slurm::inflight_counts& counts,
-                                                 const std::vector<std::string>& tried);
+                                                 const std::vector<std::string>& tried, std::string_view affinity = {});
 
 }  // namespace chatai::gate

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "chatai/core/json.hpp"
 #include "chatai/core/status.hpp"
 
 namespace chatai::proto {
@@ -35,12 +36,13 @@ bool valid_user_tag(std::string_view user) noexcept;  // [A-Za-z0-9._:@+=-]{0,12
 // [A-Za-z0-9._:-]{1,128}, and neither "." nor "..".
 bool valid_service_id(std::string_view id) noexcept;
 bool valid_model_name(std::string_view name) noexcept;  // printable ASCII without space, 1..256
+bool valid_affinity(std::string_view key) noexcept;     // [0-9a-f]{0,32}
 // `user` made a valid tag: cut to 128 bytes, every other character replaced by '_'.
 std::string user_tag(std::string_view user);
 
 // A request of version 1 as the client writes it: the header line
-// {"v":1,"id","user","service","method","path","headers":{...},"body_length":N}, its newline,
-// then the body.
+// {"v":1,"id","user","service","method","path","headers":{...},"body_length":N}, with
+// "affinity" too when it has one, its newline, then the body.
 // Thread safety: a value type.
 struct request {
   std::string id;
@@ -50,7 +52,16 @@ struct request {
   std::string path = "/v1/chat/completions";
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  // The same for requests of one conversation (affinity_key): among backends equally loaded
+  // the gate sends them to the same one, which holds the conversation's prefix in its cache.
+  std::string affinity;
 };
+
+// A conversation's affinity: a hash (16 hex digits) of the user tag and of a chat request's
+// messages up to and including the first user message (the start every later turn resends),
+// or of the first 1,024 bytes of a completion's prompt; empty for other bodies. Cheap: it reads
+// the body the caller has parsed already.
+std::string affinity_key(std::string_view user, std::string_view path, const rapidjson::Value& body);
 
 // The bytes the gate reads: the header line, its newline, then the body.
 std::string encode_request(const request& r);
@@ -66,6 +77,7 @@ struct request_head {
   std::string path;
   std::vector<std::pair<std::string, std::string>> headers;
   std::int64_t body_length = 0;
+  std::string affinity;  // empty: none
 };
 
 // A body as it goes to the backend.

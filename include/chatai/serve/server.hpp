@@ -22,6 +22,10 @@ struct server_options {
   std::int64_t context = 0;             // tokens per sequence; 0: the model's training context
   std::filesystem::path chat_template_path;  // a Jinja template to use instead of the model's; empty: the model's
   std::int64_t parallel = 8;            // sequences decoding together at most (a request with n takes n)
+  // Tokens of finished sequences kept for their prefixes (engine/prefix_cache.hpp): a chat
+  // turn reuses the KV of the history an earlier turn computed. -1: as many as the slots hold
+  // (parallel × context), at most 1 GiB of KV; 0: no prefix cache.
+  std::int64_t prefix_cache_tokens = -1;
   std::int64_t max_queue = 64;          // requests waiting for a slot at most; beyond it 429
   std::int64_t retry_after_seconds = 1;  // the Retry-After of 429 and 503 answers
   // A file holding the key that every endpoint but /health requires as "Authorization:

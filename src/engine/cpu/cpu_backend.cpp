@@ -28,11 +28,23 @@ using cpu::weight_kernel;
 // Weight bytes a thread applies to every token before moving on: they stay in L1/L2.
 constexpr std::size_t chunk_bytes = 32 * 1024;
 
+// Positions per KV page: the unit sequences share cached prefixes in.
+constexpr std::int64_t kv_page_tokens = 16;
+
+// The keys and values of kv_page_tokens positions for every layer, each [n_layer ×
+// kv_page_tokens × kv_dim]. Shared by every sequence whose prefix it holds; written only by a
+// sequence that holds it alone (a shared page is copied first).
+struct kv_page {
+  std::unique_ptr<float[]> keys;
+  std::unique_ptr<float[]> values;
+};
+
 struct sequence_state {
   std::int64_t capacity = 0;
   std::int64_t length = 0;
-  std::unique_ptr<float[]> keys;    // [n_layer × capacity × kv_dim], pages touched only when used
-  std::unique_ptr<float[]> values;  // [n_layer × capacity × kv_dim]
+  std::vector<std::shared_ptr<kv_page>> pages;  // position p is in pages[p / kv_page_tokens]
+  // The pages' key and value bases, for the attention kernel; set up for each step.
+  std::vector<const float*> key_pages, value_pages;
 };
 
 // Where one token of the step goes.
@@ -82,25 +94,36 @@ class cpu_backend final : public backend {
 
   const model_hparams& hparams() const noexcept override { return hp_; }
 
+  // Pages are allocated as a sequence grows, so a sequence costs nothing up front.
   result<sequence_id> create_sequence(std::int64_t max_tokens) override {
     if (max_tokens < 0) return error(errc::invalid_argument, "a sequence cannot hold a negative number of tokens");
-    const std::int64_t capacity = max_tokens == 0 ? hp_.n_ctx_train : max_tokens;
-    const auto floats = static_cast<std::size_t>(hp_.n_layer * capacity * hp_.kv_dim());
     sequence_state s;
-    s.capacity = capacity;
-    s.keys.reset(new (std::nothrow) float[floats]);
-    s.values.reset(new (std::nothrow) float[floats]);
-    if (!s.keys || !s.values) {
-      return error(errc::resource_exhausted, "no memory for the KV cache of " + std::to_string(capacity) + " tokens (" +
-                                                 std::to_string(2 * floats * sizeof(float) >> 20) + " MiB)");
-    }
+    s.capacity = max_tokens == 0 ? hp_.n_ctx_train : max_tokens;
     const sequence_id id = next_id_++;
     sequences_.emplace(id, std::move(s));
     return id;
   }
 
   status free_sequence(sequence_id sequence) override {
-    if (sequences_.erase(sequence) == 0) return unknown_sequence(sequence);
+    auto it = sequences_.find(sequence);
+    if (it == sequences_.end()) return unknown_sequence(sequence);
+    drop_pages(it->second, 0);
+    sequences_.erase(it);
+    return {};
+  }
+
+  std::int64_t page_tokens() const noexcept override { return kv_page_tokens; }
+
+  status share_prefix(sequence_id from, sequence_id to, std::int64_t tokens) override {
+    auto source = sequences_.find(from);
+    if (source == sequences_.end()) return unknown_sequence(from);
+    auto target = sequences_.find(to);
+    if (target == sequences_.end()) return unknown_sequence(to);
+    CHATAI_RETURN_IF_ERROR(check_sharing(from, source->second.length, to, target->second.length,
+                                         target->second.capacity, tokens));
+    const auto n_pages = static_cast<std::size_t>((tokens + kv_page_tokens - 1) / kv_page_tokens);
+    target->second.pages.assign(source->second.pages.begin(), source->second.pages.begin() + static_cast<std::ptrdiff_t>(n_pages));
+    target->second.length = tokens;
     return {};
   }
 
@@ -121,6 +144,7 @@ class cpu_backend final : public backend {
     if (it == sequences_.end()) return unknown_sequence(sequence);
     CHATAI_RETURN_IF_ERROR(check_truncation(sequence, it->second.length, length));
     it->second.length = length;
+    drop_pages(it->second, length);
     return {};
   }
 
@@ -139,6 +163,55 @@ class cpu_backend final : public backend {
  private:
   status validate(const batch& step) const { return validate_batch(step, sequences_, hp_.n_vocab); }
 
+  std::size_t page_floats() const { return static_cast<std::size_t>(hp_.n_layer * kv_page_tokens * hp_.kv_dim()); }
+
+  // A page for new positions: a free one, or a new one.
+  std::shared_ptr<kv_page> new_page() {
+    if (!free_pages_.empty()) {
+      auto page = std::move(free_pages_.back());
+      free_pages_.pop_back();
+      return page;
+    }
+    auto page = std::make_shared<kv_page>();
+    page->keys.reset(new float[page_floats()]);
+    page->values.reset(new float[page_floats()]);
+    return page;
+  }
+
+  // Drops the pages of `s` beyond those holding `length` positions; a page no other sequence
+  // holds is kept for reuse (up to a few, so that memory goes back as the load falls).
+  void drop_pages(sequence_state& s, std::int64_t length) {
+    const auto keep = static_cast<std::size_t>((length + kv_page_tokens - 1) / kv_page_tokens);
+    while (s.pages.size() > keep) {
+      auto page = std::move(s.pages.back());
+      s.pages.pop_back();
+      if (page.use_count() == 1 && free_pages_.size() < max_free_pages) free_pages_.push_back(std::move(page));
+    }
+  }
+
+  // Gives `s` pages of its own for positions [from, to): new ones past its last page, and a
+  // copy of a shared page that a position in the range falls into.
+  void own_pages(sequence_state& s, std::int64_t from, std::int64_t to) {
+    const auto first = static_cast<std::size_t>(from / kv_page_tokens);
+    const auto last = static_cast<std::size_t>((to - 1) / kv_page_tokens);
+    for (std::size_t i = first; i <= last; ++i) {
+      if (i >= s.pages.size()) {
+        s.pages.push_back(new_page());
+      } else if (s.pages[i].use_count() > 1) {
+        auto copy = new_page();
+        std::memcpy(copy->keys.get(), s.pages[i]->keys.get(), page_floats() * sizeof(float));
+        std::memcpy(copy->values.get(), s.pages[i]->values.get(), page_floats() * sizeof(float));
+        s.pages[i] = std::move(copy);
+      }
+    }
+    s.key_pages.clear();
+    s.value_pages.clear();
+    for (const auto& page : s.pages) {
+      s.key_pages.push_back(page->keys.get());
+      s.value_pages.push_back(page->values.get());
+    }
+  }
+
   // Lays out the step's tokens and sizes the buffers (reused between steps).
   void prepare(const batch& step, logits_out& out) {
     slots_.clear();
@@ -150,6 +223,7 @@ class cpu_backend final : public backend {
     for (const batch_entry& e : step.entries) {
       sequence_state& s = sequences_.at(e.sequence);
       const auto n = static_cast<std::int64_t>(e.tokens.size());
+      own_pages(s, s.length, s.length + n);
       const bool every = e.logits == logits_mode::all || e.logits == logits_mode::hidden;
       hidden_ |= e.logits == logits_mode::hidden;
       for (std::int64_t i = 0; i < n; ++i) {
@@ -253,12 +327,12 @@ class cpu_backend final : public backend {
     const std::int64_t hd = hp_.head_dim, kv_dim = hp_.kv_dim();
     const std::int64_t g = h / (hp_.n_head / hp_.n_head_kv);
     const std::int64_t n = slot.position + 1;
-    const std::size_t base = static_cast<std::size_t>((layer * slot.sequence->capacity) * kv_dim + g * hd);
-    const float* keys = slot.sequence->keys.get() + base;      // [n × kv_dim], this head's hd columns
-    const float* values = slot.sequence->values.get() + base;  // [n × kv_dim]
-    const float* q = q_.data() + t * hp_.q_dim() + h * hd;     // [hd]
-    float* o = attn_.data() + t * hp_.q_dim() + h * hd;        // [hd]
-    kernels_.attend(hd, q, keys, values, kv_dim, n, 1.0f / std::sqrt(static_cast<float>(hd)), scores, o);
+    const auto offset = static_cast<std::size_t>(layer * kv_page_tokens * kv_dim + g * hd);  // this head's hd columns
+    const cpu::kv_rows keys{slot.sequence->key_pages.data(), offset, kv_page_tokens, kv_dim};
+    const cpu::kv_rows values{slot.sequence->value_pages.data(), offset, kv_page_tokens, kv_dim};
+    const float* q = q_.data() + t * hp_.q_dim() + h * hd;  // [hd]
+    float* o = attn_.data() + t * hp_.q_dim() + h * hd;     // [hd]
+    kernels_.attend(hd, q, keys, values, n, 1.0f / std::sqrt(static_cast<float>(hd)), scores, o);
   }
 
   // The whole step; every thread runs it, phases separated by barriers.
@@ -319,9 +393,10 @@ class cpu_backend final : public backend {
         }
         rope(q, hp_.n_head, cos_sin);
         rope(k, hp_.n_head_kv, cos_sin);
-        const std::size_t at = static_cast<std::size_t>((li * slot.sequence->capacity + slot.position) * kv_dim);
-        std::memcpy(slot.sequence->keys.get() + at, k, static_cast<std::size_t>(kv_dim) * sizeof(float));
-        std::memcpy(slot.sequence->values.get() + at, v, static_cast<std::size_t>(kv_dim) * sizeof(float));
+        kv_page& page = *slot.sequence->pages[static_cast<std::size_t>(slot.position / kv_page_tokens)];
+        const auto at = static_cast<std::size_t>((li * kv_page_tokens + slot.position % kv_page_tokens) * kv_dim);
+        std::memcpy(page.keys.get() + at, k, static_cast<std::size_t>(kv_dim) * sizeof(float));
+        std::memcpy(page.values.get() + at, v, static_cast<std::size_t>(kv_dim) * sizeof(float));
       }
       pool_.barrier();
 
@@ -398,6 +473,9 @@ class cpu_backend final : public backend {
   std::vector<double> inv_freq_;  // [rope_dim / 2]: rotary angle per position
   std::unordered_map<sequence_id, sequence_state> sequences_;
   sequence_id next_id_ = 1;
+  // Pages no sequence holds, kept for the next ones.
+  static constexpr std::size_t max_free_pages = 256;
+  std::vector<std::shared_ptr<kv_page>> free_pages_;
 
   // The current step.
   std::vector<token_slot> slots_;            // [n_tokens]

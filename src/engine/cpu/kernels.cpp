@@ -73,7 +73,12 @@ weight_kernel kernel_table::for_type(ggml_type type) const noexcept {
     case ggml_type::q8_0: return {activation_kind::q8, dot_q8_0};
     case ggml_type::q4_0: return {activation_kind::q8, dot_q4_0};
     case ggml_type::q4_1: return {activation_kind::q8, dot_q4_1};
+    case ggml_type::q5_0: return {activation_kind::q8, dot_q5_0};
+    case ggml_type::q5_1: return {activation_kind::q8, dot_q5_1};
+    case ggml_type::q2_k: return {activation_kind::q8, dot_q2_k};
+    case ggml_type::q3_k: return {activation_kind::q8, dot_q3_k};
     case ggml_type::q4_k: return {activation_kind::q8, dot_q4_k};
+    case ggml_type::q5_k: return {activation_kind::q8, dot_q5_k};
     case ggml_type::q6_k: return {activation_kind::q8, dot_q6_k};
     default: return {};
   }

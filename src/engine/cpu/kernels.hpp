@@ -2,6 +2,7 @@
 // each weight type and instruction set, chosen at run time from what the CPU supports.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -25,10 +26,31 @@ using row_dot_fn = void (*)(std::int64_t n, const void* w, const std::byte* x, s
 // Quantizes n activations (a multiple of 32) into a q8 row.
 using quantize_q8_fn = void (*)(const float* x, std::byte* out, std::int64_t n);
 
-// out[0, head_dim) = sum over j < n of softmax_j(scale * q . k_j) * v_j, where k_j and v_j
-// start at keys + j * kv_stride and values + j * kv_stride; scores is scratch for n floats.
-using attention_fn = void (*)(std::int64_t head_dim, const float* q, const float* keys, const float* values,
-                              std::int64_t kv_stride, std::int64_t n, float scale, float* scores, float* out);
+// Where attention finds the keys or the values of positions 0..n-1: in pages of page_rows
+// positions, position j at pages[j / page_rows] + offset + (j % page_rows) * stride. A
+// contiguous cache is one page of n rows.
+struct kv_rows {
+  const float* const* pages = nullptr;
+  std::size_t offset = 0;      // floats from a page's start to this head's first row
+  std::int64_t page_rows = 0;
+  std::int64_t stride = 0;     // floats from one position's row to the next
+};
+
+// out[0, head_dim) = sum over j < n of softmax_j(scale * q . k_j) * v_j, with k_j and v_j the
+// rows of position j in `keys` and `values`; scores is scratch for n floats.
+using attention_fn = void (*)(std::int64_t head_dim, const float* q, const kv_rows& keys, const kv_rows& values,
+                              std::int64_t n, float scale, float* scores, float* out);
+
+// Calls fn(j, row) for the rows of positions 0..n-1, a page at a time.
+template <class Fn>
+inline void for_each_row(const kv_rows& rows, std::int64_t n, Fn&& fn) {
+  std::int64_t j = 0;
+  for (const float* const* page = rows.pages; j < n; ++page) {
+    const float* row = *page + rows.offset;
+    const std::int64_t end = std::min(n, j + rows.page_rows);
+    for (; j < end; ++j, row += rows.stride) fn(j, row);
+  }
+}
 
 struct weight_kernel {
   activation_kind activations = activation_kind::f32;
@@ -44,7 +66,12 @@ struct kernel_table {
   row_dot_fn dot_q8_0 = nullptr;
   row_dot_fn dot_q4_0 = nullptr;
   row_dot_fn dot_q4_1 = nullptr;
+  row_dot_fn dot_q5_0 = nullptr;
+  row_dot_fn dot_q5_1 = nullptr;
+  row_dot_fn dot_q2_k = nullptr;
+  row_dot_fn dot_q3_k = nullptr;
   row_dot_fn dot_q4_k = nullptr;
+  row_dot_fn dot_q5_k = nullptr;
   row_dot_fn dot_q6_k = nullptr;
   quantize_q8_fn quantize_q8 = nullptr;
   attention_fn attend = nullptr;

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 
 #include "kernels.hpp"
 #include "quant_blocks.hpp"
@@ -38,6 +40,17 @@ inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<co
 inline __m256i unpack_nibbles(const std::uint8_t* q) {
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
   return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0f));
+}
+
+// The fifth bits of a Q5_0 or Q5_1 block (bit e of qh for element e) as 0x10 in byte e.
+inline __m256i fifth_bits(const std::uint8_t* qh) {
+  std::uint32_t bits;
+  std::memcpy(&bits, qh, sizeof bits);
+  const __m256i byte_of_bit = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2,
+                                               3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), byte_of_bit);
+  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
 }
 
 template <int NX>
@@ -161,13 +174,54 @@ void dot_q4_1_n(std::int64_t n, const void* w, const std::byte* x, std::size_t x
 }
 
 template <int NX>
-void dot_q4_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
-  const auto* b = static_cast<const block_q4_k*>(w);
+void dot_q5_0_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* b = static_cast<const block_q5_0*>(w);
+  const q8_columns<NX> c(x, xs, n);
+  __m256 acc[NX];
+  for (int j = 0; j < NX; ++j) acc[j] = _mm256_setzero_ps();
+  for (std::int64_t i = 0; i < n / qk; ++i) {
+    const __m256i levels = _mm256_or_si256(unpack_nibbles(b[i].qs), fifth_bits(b[i].qh));
+    const __m256i wv = _mm256_sub_epi8(levels, _mm256_set1_epi8(16));
+    const float dw = f16_to_f32(b[i].d);
+    for (int j = 0; j < NX; ++j) {
+      const __m256i p = dot_s8_s8(wv, load256(c.rows[j].qs + i * qk));
+      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * c.rows[j].d[i]), acc[j]);
+    }
+  }
+  for (int j = 0; j < NX; ++j) out[j * os] = hsum(acc[j]);
+}
+
+template <int NX>
+void dot_q5_1_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* b = static_cast<const block_q5_1*>(w);
+  const q8_columns<NX> c(x, xs, n);
+  __m256 acc[NX];
+  float offsets[NX] = {};
+  for (int j = 0; j < NX; ++j) acc[j] = _mm256_setzero_ps();
+  for (std::int64_t i = 0; i < n / qk; ++i) {
+    const __m256i wv = _mm256_or_si256(unpack_nibbles(b[i].qs), fifth_bits(b[i].qh));
+    const float dw = f16_to_f32(b[i].d);
+    const float m = f16_to_f32(b[i].m);
+    for (int j = 0; j < NX; ++j) {
+      const __m256i p = dot_u8_s8(wv, load256(c.rows[j].qs + i * qk));
+      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * c.rows[j].d[i]), acc[j]);
+      offsets[j] += m * c.rows[j].sums[i];
+    }
+  }
+  for (int j = 0; j < NX; ++j) out[j * os] = hsum(acc[j]) + offsets[j];
+}
+
+// Q4_K and Q5_K, whose fifth bits (qh) are added to the nibbles.
+template <int NX, class Block>
+void dot_k4_family_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  constexpr bool fifth_bit = std::is_same_v<Block, block_q5_k>;
+  const auto* b = static_cast<const Block*>(w);
   const q8_columns<NX> c(x, xs, n);
   __m256 acc[NX];
   __m256 offsets[NX];
   for (int j = 0; j < NX; ++j) acc[j] = offsets[j] = _mm256_setzero_ps();
   const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i one = _mm256_set1_epi8(1);
   for (std::int64_t i = 0; i < n / qk_k; ++i) {
     const float d = f16_to_f32(b[i].d);
     const float dmin = f16_to_f32(b[i].dmin);
@@ -184,7 +238,14 @@ void dot_q4_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t x
     for (int j = 0; j < NX; ++j) offsets[j] = _mm256_fmadd_ps(min_v, _mm256_loadu_ps(c.rows[j].sums + 8 * i), offsets[j]);
     for (int chunk = 0; chunk < 4; ++chunk) {
       const __m256i q = load256(b[i].qs + 32 * chunk);
-      const __m256i parts[2] = {_mm256_and_si256(q, low4), _mm256_and_si256(_mm256_srli_epi16(q, 4), low4)};
+      __m256i parts[2] = {_mm256_and_si256(q, low4), _mm256_and_si256(_mm256_srli_epi16(q, 4), low4)};
+      if constexpr (fifth_bit) {
+        const __m256i qh = load256(b[i].qh);
+        for (int p = 0; p < 2; ++p) {
+          const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * chunk + p), one);
+          parts[p] = _mm256_or_si256(parts[p], _mm256_slli_epi16(high, 4));
+        }
+      }
       for (int p = 0; p < 2; ++p) {
         const std::int64_t k = 8 * i + 2 * chunk + p;  // activation block
         for (int j = 0; j < NX; ++j) {
@@ -195,6 +256,98 @@ void dot_q4_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t x
     }
   }
   for (int j = 0; j < NX; ++j) out[j * os] = hsum(acc[j]) - hsum(offsets[j]);
+}
+
+template <int NX>
+void dot_q4_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  dot_k4_family_n<NX, block_q4_k>(n, w, x, xs, out, os);
+}
+
+template <int NX>
+void dot_q5_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  dot_k4_family_n<NX, block_q5_k>(n, w, x, xs, out, os);
+}
+
+// Q2_K and Q3_K: each activation block takes the 32 bytes of its 128 elements, shifted to its
+// 2-bit field; its two sub-block scales go to the low and high 128-bit lanes.
+template <int NX>
+void dot_q2_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* b = static_cast<const block_q2_k*>(w);
+  const q8_columns<NX> c(x, xs, n);
+  __m256 acc[NX];
+  __m256 offsets[NX];
+  for (int j = 0; j < NX; ++j) acc[j] = offsets[j] = _mm256_setzero_ps();
+  const __m256i low2 = _mm256_set1_epi8(0x03);
+  for (std::int64_t i = 0; i < n / qk_k; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    const float dmin = f16_to_f32(b[i].dmin);
+    for (int half = 0; half < 2; ++half) {
+      const __m256i q = load256(b[i].qs + 32 * half);
+      for (int p = 0; p < 4; ++p) {
+        const int block = 4 * half + p;
+        const std::uint8_t s0 = b[i].scales[2 * block], s1 = b[i].scales[2 * block + 1];
+        const __m256i wv = _mm256_and_si256(_mm256_srli_epi16(q, 2 * p), low2);
+        const __m256 ws = _mm256_set_m128(_mm_set1_ps(d * static_cast<float>(s1 & 0x0f)),
+                                          _mm_set1_ps(d * static_cast<float>(s0 & 0x0f)));
+        const __m256i mins = _mm256_set_m128i(_mm_set1_epi8(static_cast<char>(s1 >> 4)),
+                                              _mm_set1_epi8(static_cast<char>(s0 >> 4)));
+        const std::int64_t k = 8 * i + block;
+        for (int j = 0; j < NX; ++j) {
+          const __m256i xv = load256(c.rows[j].qs + k * qk);
+          const __m256 dx = _mm256_set1_ps(c.rows[j].d[k]);
+          acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8(wv, xv)), _mm256_mul_ps(ws, dx), acc[j]);
+          const __m256 m = _mm256_cvtepi32_ps(dot_u8_s8(mins, xv));
+          offsets[j] = _mm256_fmadd_ps(m, _mm256_set1_ps(dmin * c.rows[j].d[k]), offsets[j]);
+        }
+      }
+    }
+  }
+  for (int j = 0; j < NX; ++j) out[j * os] = hsum(acc[j]) - hsum(offsets[j]);
+}
+
+// The 16 signed 6-bit sub-block scales of a Q3_K super-block (see q3_k_scale), as bytes.
+inline __m128i q3_k_scales(const std::uint8_t* s) {
+  const __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s));
+  const __m128i low = _mm_and_si128(_mm_unpacklo_epi64(packed, _mm_srli_epi16(packed, 4)), _mm_set1_epi8(0x0f));
+  std::uint32_t high_bytes;
+  std::memcpy(&high_bytes, s + 8, sizeof high_bytes);
+  const __m128i shifted = _mm_srlv_epi32(_mm_set1_epi32(static_cast<int>(high_bytes)), _mm_setr_epi32(0, 2, 4, 6));
+  const __m128i high = _mm_and_si128(shifted, _mm_set1_epi8(0x03));
+  return _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi8(32));
+}
+
+template <int NX>
+void dot_q3_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* b = static_cast<const block_q3_k*>(w);
+  const q8_columns<NX> c(x, xs, n);
+  __m256 acc[NX];
+  for (int j = 0; j < NX; ++j) acc[j] = _mm256_setzero_ps();
+  const __m256i low2 = _mm256_set1_epi8(0x03);
+  const __m256i one = _mm256_set1_epi8(1);
+  const __m256i bias = _mm256_set1_epi8(4);
+  for (std::int64_t i = 0; i < n / qk_k; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    const __m256i hm = load256(b[i].hmask);
+    alignas(16) std::int8_t scales[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(scales), q3_k_scales(b[i].scales));
+    for (int half = 0; half < 2; ++half) {
+      const __m256i q = load256(b[i].qs + 32 * half);
+      for (int p = 0; p < 4; ++p) {
+        const int block = 4 * half + p;  // its third bits are bit `block` of hmask
+        const __m256i low = _mm256_and_si256(_mm256_srli_epi16(q, 2 * p), low2);
+        const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, block), one), 2);
+        const __m256i wv = _mm256_sub_epi8(_mm256_or_si256(low, high), bias);
+        const __m256 ws = _mm256_set_m128(_mm_set1_ps(d * static_cast<float>(scales[2 * block + 1])),
+                                          _mm_set1_ps(d * static_cast<float>(scales[2 * block])));
+        const std::int64_t k = 8 * i + block;
+        for (int j = 0; j < NX; ++j) {
+          const __m256i dot = dot_s8_s8(wv, load256(c.rows[j].qs + k * qk));
+          acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(ws, _mm256_set1_ps(c.rows[j].d[k])), acc[j]);
+        }
+      }
+    }
+  }
+  for (int j = 0; j < NX; ++j) out[j * os] = hsum(acc[j]);
 }
 
 template <int NX>
@@ -282,7 +435,12 @@ CHATAI_COLUMN_DISPATCH(dot_bf16)
 CHATAI_COLUMN_DISPATCH(dot_q8_0)
 CHATAI_COLUMN_DISPATCH(dot_q4_0)
 CHATAI_COLUMN_DISPATCH(dot_q4_1)
+CHATAI_COLUMN_DISPATCH(dot_q5_0)
+CHATAI_COLUMN_DISPATCH(dot_q5_1)
+CHATAI_COLUMN_DISPATCH(dot_q2_k)
+CHATAI_COLUMN_DISPATCH(dot_q3_k)
 CHATAI_COLUMN_DISPATCH(dot_q4_k)
+CHATAI_COLUMN_DISPATCH(dot_q5_k)
 CHATAI_COLUMN_DISPATCH(dot_q6_k)
 #undef CHATAI_COLUMN_DISPATCH
 
@@ -294,11 +452,10 @@ inline __m256i first_lanes(std::int64_t count) {
 
 // Scores a position at a time; the weighted values in 32-float slices of the head, held in
 // registers over all positions.
-void attend(std::int64_t head_dim, const float* q, const float* keys, const float* values, std::int64_t kv_stride,
-            std::int64_t n, float scale, float* scores, float* out) {
+void attend(std::int64_t head_dim, const float* q, const kv_rows& keys, const kv_rows& values, std::int64_t n,
+            float scale, float* scores, float* out) {
   float max = -INFINITY;
-  for (std::int64_t j = 0; j < n; ++j) {
-    const float* k = keys + j * kv_stride;
+  for_each_row(keys, n, [&](std::int64_t j, const float* k) {
     __m256 acc = _mm256_setzero_ps();
     for (std::int64_t i = 0; i < head_dim; i += 8) {
       const __m256i mask = first_lanes(head_dim - i);
@@ -306,7 +463,7 @@ void attend(std::int64_t head_dim, const float* q, const float* keys, const floa
     }
     scores[j] = scale * hsum(acc);
     max = std::max(max, scores[j]);
-  }
+  });
   float sum = 0.0f;
   for (std::int64_t j = 0; j < n; ++j) {
     scores[j] = std::exp(scores[j] - max);
@@ -317,11 +474,11 @@ void attend(std::int64_t head_dim, const float* q, const float* keys, const floa
     const __m256i mask[4] = {first_lanes(head_dim - c), first_lanes(head_dim - c - 8), first_lanes(head_dim - c - 16),
                              first_lanes(head_dim - c - 24)};
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (std::int64_t j = 0; j < n; ++j) {
+    for_each_row(values, n, [&](std::int64_t j, const float* row) {
       const __m256 p = _mm256_set1_ps(scores[j]);
-      const float* v = values + j * kv_stride + c;
+      const float* v = row + c;
       for (int u = 0; u < 4; ++u) acc[u] = _mm256_fmadd_ps(p, _mm256_maskload_ps(v + 8 * u, mask[u]), acc[u]);
-    }
+    });
     for (int u = 0; u < 4; ++u) _mm256_maskstore_ps(out + c + 8 * u, mask[u], _mm256_mul_ps(acc[u], inverse));
   }
 }
@@ -330,7 +487,8 @@ void attend(std::int64_t head_dim, const float* q, const float* keys, const floa
 
 const kernel_table& avx2_kernels() noexcept {
   static const kernel_table table{cpu_isa::avx2, dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0,
-                                  dot_q4_1, dot_q4_k, dot_q6_k, quantize_q8, attend};
+                                  dot_q4_1, dot_q5_0, dot_q5_1, dot_q2_k, dot_q3_k, dot_q4_k,
+                                  dot_q5_k, dot_q6_k, quantize_q8, attend};
   return table;
 }
 

@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 
 #include "kernels.hpp"
 #include "quant_blocks.hpp"
@@ -167,6 +169,39 @@ struct q4_1_format {
   static __m512i quanta(const block* b, bool both) { return unpack_nibble_pair(b[0].qs, both ? b[1].qs : nullptr); }
 };
 
+// The fifth bits of two Q5_0 or Q5_1 blocks (bit e of qh for element e) as 0x10 in byte e.
+template <class Block>
+inline __m512i fifth_bit_pair(const Block* b, bool both) {
+  std::uint32_t lo, hi = 0;
+  std::memcpy(&lo, b[0].qh, sizeof lo);
+  if (both) std::memcpy(&hi, b[1].qh, sizeof hi);
+  const auto bits = static_cast<__mmask64>(lo | (static_cast<std::uint64_t>(hi) << 32));
+  return _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10));
+}
+
+// Q5_0 as unsigned levels with offset -16 d, as Q4_0.
+struct q5_0_format {
+  using block = block_q5_0;
+  static constexpr bool is_signed = false;
+  static constexpr bool has_offset = true;
+  static __m256 scales(__m256i words) { return low_halves(words); }
+  static __m256 offsets(__m256i words) { return _mm256_mul_ps(low_halves(words), _mm256_set1_ps(-16.0f)); }
+  static __m512i quanta(const block* b, bool both) {
+    return _mm512_or_si512(unpack_nibble_pair(b[0].qs, both ? b[1].qs : nullptr), fifth_bit_pair(b, both));
+  }
+};
+
+struct q5_1_format {
+  using block = block_q5_1;
+  static constexpr bool is_signed = false;
+  static constexpr bool has_offset = true;
+  static __m256 scales(__m256i words) { return low_halves(words); }
+  static __m256 offsets(__m256i words) { return high_halves(words); }
+  static __m512i quanta(const block* b, bool both) {
+    return _mm512_or_si512(unpack_nibble_pair(b[0].qs, both ? b[1].qs : nullptr), fifth_bit_pair(b, both));
+  }
+};
+
 inline float reduce_add(__m256 v) {
   const __m128 o = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 o2 = _mm_add_ps(o, _mm_movehl_ps(o, o));
@@ -242,11 +277,28 @@ void dot_q4_1_n(std::int64_t n, const void* w, const std::byte* x, std::size_t x
   dot_blocks_n<NX, q4_1_format>(n, w, x, xs, out, os);
 }
 
-// ---- K-quants, q8 activations ----
+template <int NX>
+void dot_q5_0_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  dot_blocks_n<NX, q5_0_format>(n, w, x, xs, out, os);
+}
 
 template <int NX>
-void dot_q4_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
-  const auto* b = static_cast<const block_q4_k*>(w);
+void dot_q5_1_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  dot_blocks_n<NX, q5_1_format>(n, w, x, xs, out, os);
+}
+
+// ---- K-quants, q8 activations ----
+
+// The bytes of the lower 256 bits set to `lo`, of the upper to `hi`.
+inline __m512i bytes_per_half(int lo, int hi) {
+  return _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(lo)), _mm256_set1_epi8(static_cast<char>(hi)), 1);
+}
+
+// Q4_K and Q5_K, whose fifth bits (qh) are added to the nibbles.
+template <int NX, class Block>
+void dot_k4_family_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  constexpr bool fifth_bit = std::is_same_v<Block, block_q5_k>;
+  const auto* b = static_cast<const Block*>(w);
   const q8_columns<NX> c(x, xs, n);
   __m512 acc[NX];
   __m256 offsets[NX];
@@ -278,7 +330,13 @@ void dot_q4_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t x
     for (int chunk = 0; chunk < 4; ++chunk) {
       const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * chunk));
       const __m512i both = _mm512_inserti64x4(_mm512_zextsi256_si512(q), q, 1);
-      const __m512i wv = _mm512_and_si512(_mm512_srlv_epi64(both, nibble_shift), low4);
+      __m512i wv = _mm512_and_si512(_mm512_srlv_epi64(both, nibble_shift), low4);
+      if constexpr (fifth_bit) {
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qh));
+        const __m512i qh2 = _mm512_inserti64x4(_mm512_zextsi256_si512(qh), qh, 1);
+        const __mmask64 high = _mm512_test_epi8_mask(qh2, bytes_per_half(1 << (2 * chunk), 1 << (2 * chunk + 1)));
+        wv = _mm512_mask_add_epi8(wv, high, wv, _mm512_set1_epi8(0x10));
+      }
       const __m512i index = pair_index(2 * chunk);
       const __m512 ws = _mm512_permutexvar_ps(index, scale_v);
       for (int j = 0; j < NX; ++j) {
@@ -289,6 +347,105 @@ void dot_q4_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t x
     }
   }
   for (int j = 0; j < NX; ++j) out[j * os] = _mm512_reduce_add_ps(acc[j]) - reduce_add(offsets[j]);
+}
+
+template <int NX>
+void dot_q4_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  dot_k4_family_n<NX, block_q4_k>(n, w, x, xs, out, os);
+}
+
+template <int NX>
+void dot_q5_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  dot_k4_family_n<NX, block_q5_k>(n, w, x, xs, out, os);
+}
+
+// Q2_K and Q3_K: a pair of activation blocks takes the 32 bytes of its 128 elements twice,
+// each half shifted to its block's 2-bit field (field_shift); the 16 sub-block scales are
+// spread four lanes each.
+template <int NX>
+void dot_q2_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* b = static_cast<const block_q2_k*>(w);
+  const q8_columns<NX> c(x, xs, n);
+  __m512 acc[NX];
+  __m512 offsets[NX];
+  for (int j = 0; j < NX; ++j) acc[j] = offsets[j] = _mm512_setzero_ps();
+  const __m512i low2 = _mm512_set1_epi8(0x03);
+  const __m512i ones = _mm512_set1_epi8(1);
+  const __m512i field_shift[2] = {_mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2), _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6)};
+  for (std::int64_t i = 0; i < n / qk_k; ++i) {
+    const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].scales)));
+    const __m512 scale_v = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)),
+                                         _mm512_cvtepi32_ps(_mm512_and_si512(sc, _mm512_set1_epi32(0x0f))));
+    const __m512 min_v =
+        _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(b[i].dmin)), _mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4)));
+    __m512 dx[NX];
+    for (int j = 0; j < NX; ++j) dx[j] = _mm512_zextps256_ps512(_mm256_loadu_ps(c.rows[j].d + 8 * i));
+    for (int chunk = 0; chunk < 4; ++chunk) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * (chunk / 2)));
+      const __m512i both = _mm512_inserti64x4(_mm512_zextsi256_si512(q), q, 1);
+      const __m512i wv = _mm512_and_si512(_mm512_srlv_epi64(both, field_shift[chunk % 2]), low2);
+      const __m512 ws = _mm512_permutexvar_ps(quad_index(4 * chunk), scale_v);
+      const __m512 wm = _mm512_permutexvar_ps(quad_index(4 * chunk), min_v);
+      const __m512i index = pair_index(2 * chunk);
+      for (int j = 0; j < NX; ++j) {
+        const __m512i xv = _mm512_loadu_si512(c.rows[j].qs + i * qk_k + 64 * chunk);
+        const __m512 dxj = _mm512_permutexvar_ps(index, dx[j]);
+        const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv);
+        const __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, xv);
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(ws, dxj), acc[j]);
+        offsets[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_mul_ps(wm, dxj), offsets[j]);
+      }
+    }
+  }
+  for (int j = 0; j < NX; ++j) out[j * os] = _mm512_reduce_add_ps(acc[j]) - _mm512_reduce_add_ps(offsets[j]);
+}
+
+// The 16 signed 6-bit sub-block scales of a Q3_K super-block (see q3_k_scale), as bytes.
+inline __m128i q3_k_scales(const std::uint8_t* s) {
+  const __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s));
+  const __m128i low = _mm_and_si128(_mm_unpacklo_epi64(packed, _mm_srli_epi16(packed, 4)), _mm_set1_epi8(0x0f));
+  std::uint32_t high_bytes;
+  std::memcpy(&high_bytes, s + 8, sizeof high_bytes);
+  const __m128i shifted = _mm_srlv_epi32(_mm_set1_epi32(static_cast<int>(high_bytes)), _mm_setr_epi32(0, 2, 4, 6));
+  const __m128i high = _mm_and_si128(shifted, _mm_set1_epi8(0x03));
+  return _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi8(32));
+}
+
+template <int NX>
+void dot_q3_k_n(std::int64_t n, const void* w, const std::byte* x, std::size_t xs, float* out, std::size_t os) {
+  const auto* b = static_cast<const block_q3_k*>(w);
+  const q8_columns<NX> c(x, xs, n);
+  __m512 acc[NX];
+  for (int j = 0; j < NX; ++j) acc[j] = _mm512_setzero_ps();
+  const __m512i low2 = _mm512_set1_epi8(0x03);
+  const __m512i four = _mm512_set1_epi8(4);
+  const __m512i field_shift[2] = {_mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2), _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6)};
+  for (std::int64_t i = 0; i < n / qk_k; ++i) {
+    const __m512i sc = _mm512_cvtepi8_epi32(q3_k_scales(b[i].scales));
+    const __m512 scale_v = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), _mm512_cvtepi32_ps(sc));
+    __m512 dx[NX];
+    for (int j = 0; j < NX; ++j) dx[j] = _mm512_zextps256_ps512(_mm256_loadu_ps(c.rows[j].d + 8 * i));
+    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].hmask));
+    const __m512i hm2 = _mm512_inserti64x4(_mm512_zextsi256_si512(hm), hm, 1);
+    for (int chunk = 0; chunk < 4; ++chunk) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * (chunk / 2)));
+      const __m512i both = _mm512_inserti64x4(_mm512_zextsi256_si512(q), q, 1);
+      const __m512i low = _mm512_and_si512(_mm512_srlv_epi64(both, field_shift[chunk % 2]), low2);
+      // Blocks 2 chunk and 2 chunk + 1 have their third bits in those bits of hmask.
+      const __mmask64 high = _mm512_test_epi8_mask(hm2, bytes_per_half(1 << (2 * chunk), 1 << (2 * chunk + 1)));
+      const __m512i wv = _mm512_sub_epi8(_mm512_mask_add_epi8(low, high, low, four), four);
+      const __m512i w_abs = _mm512_abs_epi8(wv);
+      const __mmask64 w_negative = _mm512_movepi8_mask(wv);
+      const __m512 ws = _mm512_permutexvar_ps(quad_index(4 * chunk), scale_v);
+      const __m512i index = pair_index(2 * chunk);
+      for (int j = 0; j < NX; ++j) {
+        const __m512i xv = _mm512_loadu_si512(c.rows[j].qs + i * qk_k + 64 * chunk);
+        const __m512i dot = signed_dot(w_abs, w_negative, xv);
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(ws, _mm512_permutexvar_ps(index, dx[j])), acc[j]);
+      }
+    }
+  }
+  store(acc, out, os);
 }
 
 template <int NX>
@@ -359,11 +516,10 @@ inline __mmask16 first_lanes(std::int64_t count) {
 
 // Scores a position at a time; the weighted values in 64-float slices of the head, held in
 // registers over all positions.
-void attend(std::int64_t head_dim, const float* q, const float* keys, const float* values, std::int64_t kv_stride,
-            std::int64_t n, float scale, float* scores, float* out) {
+void attend(std::int64_t head_dim, const float* q, const kv_rows& keys, const kv_rows& values, std::int64_t n,
+            float scale, float* scores, float* out) {
   float max = -INFINITY;
-  for (std::int64_t j = 0; j < n; ++j) {
-    const float* k = keys + j * kv_stride;
+  for_each_row(keys, n, [&](std::int64_t j, const float* k) {
     __m512 acc = _mm512_setzero_ps();
     for (std::int64_t i = 0; i < head_dim; i += 16) {
       const __mmask16 mask = first_lanes(head_dim - i);
@@ -371,7 +527,7 @@ void attend(std::int64_t head_dim, const float* q, const float* keys, const floa
     }
     scores[j] = scale * _mm512_reduce_add_ps(acc);
     max = std::max(max, scores[j]);
-  }
+  });
   float sum = 0.0f;
   for (std::int64_t j = 0; j < n; ++j) {
     scores[j] = std::exp(scores[j] - max);
@@ -382,11 +538,11 @@ void attend(std::int64_t head_dim, const float* q, const float* keys, const floa
     const __mmask16 mask[4] = {first_lanes(head_dim - c), first_lanes(head_dim - c - 16), first_lanes(head_dim - c - 32),
                                first_lanes(head_dim - c - 48)};
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (std::int64_t j = 0; j < n; ++j) {
+    for_each_row(values, n, [&](std::int64_t j, const float* row) {
       const __m512 p = _mm512_set1_ps(scores[j]);
-      const float* v = values + j * kv_stride + c;
+      const float* v = row + c;
       for (int u = 0; u < 4; ++u) acc[u] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mask[u], v + 16 * u), acc[u]);
-    }
+    });
     for (int u = 0; u < 4; ++u) _mm512_mask_storeu_ps(out + c + 16 * u, mask[u], _mm512_mul_ps(acc[u], inverse));
   }
 }
@@ -408,7 +564,12 @@ CHATAI_COLUMN_DISPATCH(dot_bf16)
 CHATAI_COLUMN_DISPATCH(dot_q8_0)
 CHATAI_COLUMN_DISPATCH(dot_q4_0)
 CHATAI_COLUMN_DISPATCH(dot_q4_1)
+CHATAI_COLUMN_DISPATCH(dot_q5_0)
+CHATAI_COLUMN_DISPATCH(dot_q5_1)
+CHATAI_COLUMN_DISPATCH(dot_q2_k)
+CHATAI_COLUMN_DISPATCH(dot_q3_k)
 CHATAI_COLUMN_DISPATCH(dot_q4_k)
+CHATAI_COLUMN_DISPATCH(dot_q5_k)
 CHATAI_COLUMN_DISPATCH(dot_q6_k)
 #undef CHATAI_COLUMN_DISPATCH
 
@@ -416,7 +577,8 @@ CHATAI_COLUMN_DISPATCH(dot_q6_k)
 
 const kernel_table& avx512_kernels() noexcept {
   static const kernel_table table{cpu_isa::avx512, dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0,
-                                  dot_q4_1, dot_q4_k, dot_q6_k, quantize_q8, attend};
+                                  dot_q4_1, dot_q5_0, dot_q5_1, dot_q2_k, dot_q3_k, dot_q4_k,
+                                  dot_q5_k, dot_q6_k, quantize_q8, attend};
   return table;
 }
 

@@ -74,6 +74,90 @@ float dot_q4_1_one(std::int64_t n, const void* w, const std::byte* x) {
   return sum;
 }
 
+float dot_q5_0_one(std::int64_t n, const void* w, const std::byte* x) {
+  const auto* b = static_cast<const block_q5_0*>(w);
+  const q8_row_view a = q8_row_view::of(x, n);
+  float sum = 0.0f;
+  for (std::int64_t i = 0; i < n / qk; ++i) {
+    int q[qk];
+    q5_levels(b[i], q);
+    int s = 0;
+    for (int j = 0; j < qk; ++j) s += (q[j] - 16) * a.qs[i * qk + j];
+    sum += f16_to_f32(b[i].d) * a.d[i] * static_cast<float>(s);
+  }
+  return sum;
+}
+
+float dot_q5_1_one(std::int64_t n, const void* w, const std::byte* x) {
+  const auto* b = static_cast<const block_q5_1*>(w);
+  const q8_row_view a = q8_row_view::of(x, n);
+  float sum = 0.0f;
+  for (std::int64_t i = 0; i < n / qk; ++i) {
+    int q[qk];
+    q5_levels(b[i], q);
+    int s = 0;
+    for (int j = 0; j < qk; ++j) s += q[j] * a.qs[i * qk + j];
+    sum += f16_to_f32(b[i].d) * a.d[i] * static_cast<float>(s) + f16_to_f32(b[i].m) * a.sums[i];
+  }
+  return sum;
+}
+
+// Q2_K: per activation block, the products with the levels and, for the mins, the sums of
+// each 16-element half, weighted by the sub-block scales in integers.
+float dot_q2_k_one(std::int64_t n, const void* w, const std::byte* x) {
+  const auto* b = static_cast<const block_q2_k*>(w);
+  const q8_row_view a = q8_row_view::of(x, n);
+  float sum = 0.0f;
+  for (std::int64_t i = 0; i < n / qk_k; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    const float dmin = f16_to_f32(b[i].dmin);
+    for (int k = 0; k < qk_k / qk; ++k) {
+      const std::uint8_t* qw = b[i].qs + 32 * (k / 4);
+      const int shift = 2 * (k % 4);
+      const std::int8_t* q = a.qs + (i * 8 + k) * qk;
+      int scaled = 0, offset = 0;
+      for (int g = 0; g < 2; ++g) {
+        const std::uint8_t sc = b[i].scales[2 * k + g];
+        int s = 0, xs = 0;
+        for (int l = 16 * g; l < 16 * g + 16; ++l) {
+          s += ((qw[l] >> shift) & 3) * q[l];
+          xs += q[l];
+        }
+        scaled += (sc & 0x0f) * s;
+        offset += (sc >> 4) * xs;
+      }
+      sum += a.d[i * 8 + k] * (d * static_cast<float>(scaled) - dmin * static_cast<float>(offset));
+    }
+  }
+  return sum;
+}
+
+float dot_q3_k_one(std::int64_t n, const void* w, const std::byte* x) {
+  const auto* b = static_cast<const block_q3_k*>(w);
+  const q8_row_view a = q8_row_view::of(x, n);
+  float sum = 0.0f;
+  for (std::int64_t i = 0; i < n / qk_k; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int k = 0; k < qk_k / qk; ++k) {
+      const std::uint8_t* qw = b[i].qs + 32 * (k / 4);
+      const int shift = 2 * (k % 4);
+      const int high_bit = 4 * (k / 4) + k % 4;
+      const std::int8_t* q = a.qs + (i * 8 + k) * qk;
+      int block_sum = 0;
+      for (int g = 0; g < 2; ++g) {
+        int s = 0;
+        for (int l = 16 * g; l < 16 * g + 16; ++l) {
+          const int level = ((qw[l] >> shift) & 3) + 4 * ((b[i].hmask[l] >> high_bit) & 1) - 4;
+          s += level * q[l];
+        }
+        block_sum += q3_k_scale(b[i].scales, 2 * k + g) * s;
+      }
+      sum += d * a.d[i * 8 + k] * static_cast<float>(block_sum);
+    }
+  }
+  return sum;
+}
+
 float dot_q4_k_one(std::int64_t n, const void* w, const std::byte* x) {
   const auto* b = static_cast<const block_q4_k*>(w);
   const q8_row_view a = q8_row_view::of(x, n);
@@ -81,22 +165,37 @@ float dot_q4_k_one(std::int64_t n, const void* w, const std::byte* x) {
   for (std::int64_t i = 0; i < n / qk_k; ++i) {
     const float d = f16_to_f32(b[i].d);
     const float dmin = f16_to_f32(b[i].dmin);
-    const std::uint8_t* sc = b[i].scales;
     for (int j = 0; j < 8; ++j) {
       int scale, min;
-      if (j < 4) {
-        scale = sc[j] & 63;
-        min = sc[j + 4] & 63;
-      } else {
-        scale = (sc[j + 4] & 0x0f) | ((sc[j - 4] >> 6) << 4);
-        min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-      }
+      k4_scale_min(b[i].scales, j, scale, min);
       const std::uint8_t* qw = b[i].qs + 32 * (j / 2);
       const int shift = (j % 2) * 4;
       const std::int64_t k = i * 8 + j;  // activation block
       const std::int8_t* q = a.qs + k * qk;
       int s = 0;
       for (int l = 0; l < 32; ++l) s += ((qw[l] >> shift) & 0x0f) * q[l];
+      sum += d * static_cast<float>(scale) * a.d[k] * static_cast<float>(s) - dmin * static_cast<float>(min) * a.sums[k];
+    }
+  }
+  return sum;
+}
+
+float dot_q5_k_one(std::int64_t n, const void* w, const std::byte* x) {
+  const auto* b = static_cast<const block_q5_k*>(w);
+  const q8_row_view a = q8_row_view::of(x, n);
+  float sum = 0.0f;
+  for (std::int64_t i = 0; i < n / qk_k; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    const float dmin = f16_to_f32(b[i].dmin);
+    for (int j = 0; j < 8; ++j) {
+      int scale, min;
+      k4_scale_min(b[i].scales, j, scale, min);
+      const std::uint8_t* qw = b[i].qs + 32 * (j / 2);
+      const int shift = (j % 2) * 4;
+      const std::int64_t k = i * 8 + j;  // activation block
+      const std::int8_t* q = a.qs + k * qk;
+      int s = 0;
+      for (int l = 0; l < 32; ++l) s += (((qw[l] >> shift) & 0x0f) | (((b[i].qh[l] >> j) & 1) << 4)) * q[l];
       sum += d * static_cast<float>(scale) * a.d[k] * static_cast<float>(s) - dmin * static_cast<float>(min) * a.sums[k];
     }
   }
@@ -162,23 +261,22 @@ void quantize_q8(const float* src, std::byte* dst, std::int64_t n) {
   }
 }
 
-void attend(std::int64_t head_dim, const float* q, const float* keys, const float* values, std::int64_t kv_stride,
-            std::int64_t n, float scale, float* scores, float* out) {
+void attend(std::int64_t head_dim, const float* q, const kv_rows& keys, const kv_rows& values, std::int64_t n,
+            float scale, float* scores, float* out) {
   float max = -INFINITY;
-  for (std::int64_t j = 0; j < n; ++j) {
-    scores[j] = scale * dot_f32_one(head_dim, q, reinterpret_cast<const std::byte*>(keys + j * kv_stride));
+  for_each_row(keys, n, [&](std::int64_t j, const float* k) {
+    scores[j] = scale * dot_f32_one(head_dim, q, reinterpret_cast<const std::byte*>(k));
     max = std::max(max, scores[j]);
-  }
+  });
   float sum = 0.0f;
   for (std::int64_t j = 0; j < n; ++j) {
     scores[j] = std::exp(scores[j] - max);
     sum += scores[j];
   }
   std::fill(out, out + head_dim, 0.0f);
-  for (std::int64_t j = 0; j < n; ++j) {
-    const float* v = values + j * kv_stride;
+  for_each_row(values, n, [&](std::int64_t j, const float* v) {
     for (std::int64_t i = 0; i < head_dim; ++i) out[i] += scores[j] * v[i];
-  }
+  });
   const float inverse = 1.0f / sum;
   for (std::int64_t i = 0; i < head_dim; ++i) out[i] *= inverse;
 }
@@ -194,7 +292,12 @@ const kernel_table& portable_kernels() noexcept {
       columns<dot_q8_0_one>,
       columns<dot_q4_0_one>,
       columns<dot_q4_1_one>,
+      columns<dot_q5_0_one>,
+      columns<dot_q5_1_one>,
+      columns<dot_q2_k_one>,
+      columns<dot_q3_k_one>,
       columns<dot_q4_k_one>,
+      columns<dot_q5_k_one>,
       columns<dot_q6_k_one>,
       quantize_q8,
       attend,

@@ -25,11 +25,65 @@ struct block_q4_1 {
 };
 static_assert(sizeof(block_q4_1) == 20);
 
+// Q5_0 and Q5_1: 4-bit low parts as in Q4_0/Q4_1, the fifth bit of element j in bit j of qh.
+struct block_q5_0 {
+  std::uint16_t d;           // f16 scale: value = d * (q - 16)
+  std::uint8_t qh[4];        // a little-endian 32-bit word of high bits
+  std::uint8_t qs[qk / 2];
+};
+static_assert(sizeof(block_q5_0) == 22);
+
+struct block_q5_1 {
+  std::uint16_t d;  // f16 scale
+  std::uint16_t m;  // f16 offset: value = d * q + m
+  std::uint8_t qh[4];
+  std::uint8_t qs[qk / 2];
+};
+static_assert(sizeof(block_q5_1) == 24);
+
+// The 32 levels (0..31) of a Q5_0 or Q5_1 block, in element order.
+template <class Block>
+void q5_levels(const Block& b, int (&q)[qk]) noexcept {
+  std::uint32_t qh;
+  std::memcpy(&qh, b.qh, sizeof qh);
+  for (int j = 0; j < qk / 2; ++j) {
+    q[j] = (b.qs[j] & 0x0f) | static_cast<int>(((qh >> j) & 1u) << 4);
+    q[j + qk / 2] = (b.qs[j] >> 4) | static_cast<int>(((qh >> (j + qk / 2)) & 1u) << 4);
+  }
+}
+
 struct block_q8_0 {
   std::uint16_t d;  // f16 scale
   std::int8_t qs[qk];
 };
 static_assert(sizeof(block_q8_0) == 34);
+
+// 16 sub-blocks of 16 with 4-bit scales (low nibble) and mins (high nibble); 2-bit values.
+// Per 128 elements: 32 bytes, element 32 j + l in bits 2 j of byte l.
+struct block_q2_k {
+  std::uint8_t scales[qk_k / 16];
+  std::uint8_t qs[qk_k / 4];
+  std::uint16_t d;     // f16 scale of the sub-block scales
+  std::uint16_t dmin;  // f16 scale of the sub-block mins
+};
+static_assert(sizeof(block_q2_k) == 84);
+
+// 16 sub-blocks of 16 with signed 6-bit scales (stored + 32) packed in `scales`; 3-bit values
+// (q - 4): the low 2 bits as in Q2_K, the third of element 128 n + 32 j + l in bit 4 n + j of
+// hmask[l].
+struct block_q3_k {
+  std::uint8_t hmask[qk_k / 8];
+  std::uint8_t qs[qk_k / 4];
+  std::uint8_t scales[12];
+  std::uint16_t d;  // f16 super-block scale
+};
+static_assert(sizeof(block_q3_k) == 110);
+
+// The 6-bit scale of sub-block k (0..15) of a Q3_K super-block, without its +32 bias: the low
+// 4 bits in nibble k / 8 of scales[k % 8], the high 2 in bits 2 (k / 4) of scales[8 + k % 4].
+constexpr int q3_k_scale(const std::uint8_t* scales, int k) noexcept {
+  return (((scales[k % 8] >> (4 * (k / 8))) & 0x0f) | (((scales[8 + k % 4] >> (2 * (k / 4))) & 3) << 4)) - 32;
+}
 
 // 8 sub-blocks of 32 with 6-bit scales and mins packed in `scales`.
 struct block_q4_k {
@@ -39,6 +93,27 @@ struct block_q4_k {
   std::uint8_t qs[qk_k / 2];  // per 64 elements: 32 bytes, low nibbles first sub-block, high nibbles second
 };
 static_assert(sizeof(block_q4_k) == 144);
+
+// Q4_K with a fifth bit: element 32 j + l has it in bit j of qh[l].
+struct block_q5_k {
+  std::uint16_t d;
+  std::uint16_t dmin;
+  std::uint8_t scales[12];    // as Q4_K's
+  std::uint8_t qh[qk_k / 8];
+  std::uint8_t qs[qk_k / 2];  // as Q4_K's
+};
+static_assert(sizeof(block_q5_k) == 176);
+
+// The 6-bit scale and min of sub-block j (0..7) of a Q4_K or Q5_K super-block.
+constexpr void k4_scale_min(const std::uint8_t* q, int j, int& scale, int& min) noexcept {
+  if (j < 4) {
+    scale = q[j] & 63;
+    min = q[j + 4] & 63;
+  } else {
+    scale = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+    min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
 
 // 16 sub-blocks of 16 with signed 8-bit scales; 6-bit values split in low 4 and high 2 bits.
 struct block_q6_k {

@@ -11,7 +11,7 @@
 namespace chatai::engine::cpu {
 
 // Whether the CPU backend computes with weights of `type`: f32, f16, bf16, q8_0, q4_0,
-// q4_1, q4_k, q6_k.
+// q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k.
 bool is_weight_type_supported(ggml_type type) noexcept;
 
 // Expands n elements (a multiple of the type's block size) of a supported type to f32.
@@ -19,7 +19,8 @@ bool is_weight_type_supported(ggml_type type) noexcept;
 void dequantize_row(ggml_type type, const void* src, float* dst, std::int64_t n) noexcept;
 
 // Encodes n elements (a multiple of the type's block size) in a supported type, choosing
-// scales from each block's range the way ggml's reference quantizers do (round to nearest).
+// scales from each block's range the way ggml's reference quantizers do (round to nearest);
+// Q2_K, whose four levels the range spreads too thinly, fits each sub-block by least squares.
 void quantize_row(ggml_type type, const float* src, void* dst, std::int64_t n) noexcept;
 
 // Quantizes n activations (a multiple of 32) into a q8 row (see q8_row_layout).

@@ -217,6 +217,12 @@ class cuda_backend final : public backend {
     return {};
   }
 
+  // The device pages are not shared between sequences yet: no prefix cache on this backend.
+  std::int64_t page_tokens() const noexcept override { return 0; }
+  status share_prefix(sequence_id, sequence_id, std::int64_t) override {
+    return error(errc::unsupported, "the CUDA backend does not share KV pages between sequences");
+  }
+
   status forward(const batch& step, logits_out& out) override {
     CHATAI_RETURN_IF_ERROR(validate(step));
     CHATAI_CUDA_CHECK(cudaSetDevice(options_.device));

@@ -54,7 +54,12 @@ status launch_dequantize_bf16(ggml_type type, const std::byte* w, std::size_t ro
     case ggml_type::q8_0: return launch<ggml_type::q8_0>(w, row_bytes, rows, cols, out, stream);
     case ggml_type::q4_0: return launch<ggml_type::q4_0>(w, row_bytes, rows, cols, out, stream);
     case ggml_type::q4_1: return launch<ggml_type::q4_1>(w, row_bytes, rows, cols, out, stream);
+    case ggml_type::q5_0: return launch<ggml_type::q5_0>(w, row_bytes, rows, cols, out, stream);
+    case ggml_type::q5_1: return launch<ggml_type::q5_1>(w, row_bytes, rows, cols, out, stream);
+    case ggml_type::q2_k: return launch<ggml_type::q2_k>(w, row_bytes, rows, cols, out, stream);
+    case ggml_type::q3_k: return launch<ggml_type::q3_k>(w, row_bytes, rows, cols, out, stream);
     case ggml_type::q4_k: return launch<ggml_type::q4_k>(w, row_bytes, rows, cols, out, stream);
+    case ggml_type::q5_k: return launch<ggml_type::q5_k>(w, row_bytes, rows, cols, out, stream);
     case ggml_type::q6_k: return launch<ggml_type::q6_k>(w, row_bytes, rows, cols, out, stream);
     default: return error(errc::unsupported, "no CUDA dequantization kernel for " + std::string(to_string(type)));
   }

@@ -40,7 +40,12 @@ status launch_embedding(ggml_type type, const std::byte* table, std::size_t row_
     case ggml_type::q8_0: return launch<ggml_type::q8_0>(table, row_bytes, cols, tokens, n_tokens, out, stream);
     case ggml_type::q4_0: return launch<ggml_type::q4_0>(table, row_bytes, cols, tokens, n_tokens, out, stream);
     case ggml_type::q4_1: return launch<ggml_type::q4_1>(table, row_bytes, cols, tokens, n_tokens, out, stream);
+    case ggml_type::q5_0: return launch<ggml_type::q5_0>(table, row_bytes, cols, tokens, n_tokens, out, stream);
+    case ggml_type::q5_1: return launch<ggml_type::q5_1>(table, row_bytes, cols, tokens, n_tokens, out, stream);
+    case ggml_type::q2_k: return launch<ggml_type::q2_k>(table, row_bytes, cols, tokens, n_tokens, out, stream);
+    case ggml_type::q3_k: return launch<ggml_type::q3_k>(table, row_bytes, cols, tokens, n_tokens, out, stream);
     case ggml_type::q4_k: return launch<ggml_type::q4_k>(table, row_bytes, cols, tokens, n_tokens, out, stream);
+    case ggml_type::q5_k: return launch<ggml_type::q5_k>(table, row_bytes, cols, tokens, n_tokens, out, stream);
     case ggml_type::q6_k: return launch<ggml_type::q6_k>(table, row_bytes, cols, tokens, n_tokens, out, stream);
     default: return error(errc::unsupported, "no CUDA embedding kernel for " + std::string(to_string(type)));
   }

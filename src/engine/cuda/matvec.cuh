@@ -38,8 +38,8 @@ struct matvec_args {
 
 // Each family's kernels, in matvec_<family>.cu; errors are those of the launch.
 status launch_matvec_float(ggml_type type, const matvec_args& a, cudaStream_t stream);   // f32, f16, bf16
-status launch_matvec_q32(ggml_type type, const matvec_args& a, cudaStream_t stream);     // q8_0, q4_0, q4_1
-status launch_matvec_kquant(ggml_type type, const matvec_args& a, cudaStream_t stream);  // q4_k, q6_k
+status launch_matvec_q32(ggml_type type, const matvec_args& a, cudaStream_t stream);     // q8_0, q4_*, q5_*
+status launch_matvec_kquant(ggml_type type, const matvec_args& a, cudaStream_t stream);  // q2_k .. q6_k
 
 // The kernel of `type`'s family. Errors: unsupported for a type without one.
 inline status launch_matvec(ggml_type type, const matvec_args& a, cudaStream_t stream) {
@@ -49,8 +49,13 @@ inline status launch_matvec(ggml_type type, const matvec_args& a, cudaStream_t s
     case ggml_type::bf16: return launch_matvec_float(type, a, stream);
     case ggml_type::q8_0:
     case ggml_type::q4_0:
-    case ggml_type::q4_1: return launch_matvec_q32(type, a, stream);
+    case ggml_type::q4_1:
+    case ggml_type::q5_0:
+    case ggml_type::q5_1: return launch_matvec_q32(type, a, stream);
+    case ggml_type::q2_k:
+    case ggml_type::q3_k:
     case ggml_type::q4_k:
+    case ggml_type::q5_k:
     case ggml_type::q6_k: return launch_matvec_kquant(type, a, stream);
     default: return error(errc::unsupported, "no CUDA matrix-vector kernel for " + std::string(to_string(type)));
   }

@@ -127,7 +127,99 @@ CHATAI_HOST_DEVICE void dequantize32<ggml_type::q4_1>(const std::byte* row, std:
   }
 }
 
-// The 6-bit scale and min of sub-block j (0..7) of a Q4_K super-block.
+// Level e of a Q5_0 or Q5_1 block: its low nibble and bit e of the high bits.
+CHATAI_HOST_DEVICE int q5_level(std::uint32_t nibble, std::uint32_t high_bits, int e) {
+  return static_cast<int>((nibble & 0x0fu) | (((high_bits >> e) & 1u) << 4));
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize32<ggml_type::q5_0>(const std::byte* row, std::int64_t c, float (&v)[32]) {
+  const auto* b = reinterpret_cast<const cpu::block_q5_0*>(row) + c;  // 22 bytes: 2-byte aligned
+  const float d = half_bits_to_float(load(&b->d));
+  const auto* qh = reinterpret_cast<const std::uint16_t*>(b->qh);  // [2 × 16 bits]
+  const std::uint32_t high = load(qh) | (static_cast<std::uint32_t>(load(qh + 1)) << 16);
+  const auto* qs = reinterpret_cast<const std::uint16_t*>(b->qs);  // [8 × 2 bytes]
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const std::uint32_t u = load(qs + i);
+    v[2 * i] = d * static_cast<float>(q5_level(u, high, 2 * i) - 16);
+    v[2 * i + 1] = d * static_cast<float>(q5_level(u >> 8, high, 2 * i + 1) - 16);
+    v[2 * i + 16] = d * static_cast<float>(q5_level(u >> 4, high, 2 * i + 16) - 16);
+    v[2 * i + 17] = d * static_cast<float>(q5_level(u >> 12, high, 2 * i + 17) - 16);
+  }
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize32<ggml_type::q5_1>(const std::byte* row, std::int64_t c, float (&v)[32]) {
+  const auto* b = reinterpret_cast<const cpu::block_q5_1*>(row) + c;  // 24 bytes: 8-byte aligned
+  const float d = half_bits_to_float(load(&b->d));
+  const float m = half_bits_to_float(load(&b->m));
+  const std::uint32_t high = load(reinterpret_cast<const std::uint32_t*>(b->qh));
+  const auto* qs = reinterpret_cast<const std::uint32_t*>(b->qs);  // [4 × 4 bytes]
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const std::uint32_t u = load(qs + i);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const std::uint32_t byte = u >> (8 * j);
+      v[4 * i + j] = d * static_cast<float>(q5_level(byte, high, 4 * i + j)) + m;
+      v[4 * i + j + 16] = d * static_cast<float>(q5_level(byte >> 4, high, 4 * i + j + 16)) + m;
+    }
+  }
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize32<ggml_type::q2_k>(const std::byte* row, std::int64_t c, float (&v)[32]) {
+  const auto* b = reinterpret_cast<const cpu::block_q2_k*>(row) + c / 8;  // 84 bytes: 4-byte aligned
+  const int k = static_cast<int>(c % 8);  // elements [32 k, 32 k + 32): bits 2 (k % 4) of 32 bytes
+  const float d = half_bits_to_float(load(&b->d));
+  const float dmin = half_bits_to_float(load(&b->dmin));
+  const auto* qs = reinterpret_cast<const std::uint32_t*>(b->qs + 32 * (k / 4));  // [8 × 4 bytes]
+  const int shift = 2 * (k % 4);
+#pragma unroll
+  for (int g = 0; g < 2; ++g) {
+    const std::uint8_t sc = load(b->scales + 2 * k + g);
+    const float dl = d * static_cast<float>(sc & 0x0f);
+    const float ml = dmin * static_cast<float>(sc >> 4);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const std::uint32_t u = load(qs + 4 * g + i);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[16 * g + 4 * i + j] = dl * static_cast<float>((u >> (8 * j + shift)) & 3u) - ml;
+    }
+  }
+}
+
+// The signed 6-bit scale of sub-block k (0..15) of a Q3_K super-block (see cpu::q3_k_scale).
+CHATAI_HOST_DEVICE int q3_k_scale(const std::uint8_t* scales, int k) {
+  const int low = (load(scales + k % 8) >> (4 * (k / 8))) & 0x0f;
+  const int high = (load(scales + 8 + k % 4) >> (2 * (k / 4))) & 3;
+  return (low | (high << 4)) - 32;
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize32<ggml_type::q3_k>(const std::byte* row, std::int64_t c, float (&v)[32]) {
+  const auto* b = reinterpret_cast<const cpu::block_q3_k*>(row) + c / 8;  // 110 bytes: 2-byte aligned
+  const int k = static_cast<int>(c % 8);  // elements [32 k, 32 k + 32): their third bits are bit k of hmask
+  const float d = half_bits_to_float(load(&b->d));
+  const auto* qs = reinterpret_cast<const std::uint16_t*>(b->qs + 32 * (k / 4));  // [16 × 2 bytes]
+  const auto* hm = reinterpret_cast<const std::uint16_t*>(b->hmask);             // [16 × 2 bytes]
+  const int shift = 2 * (k % 4);
+  const float dl[2] = {d * static_cast<float>(q3_k_scale(b->scales, 2 * k)),
+                       d * static_cast<float>(q3_k_scale(b->scales, 2 * k + 1))};
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const std::uint32_t q = load(qs + i), h = load(hm + i);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int low = static_cast<int>((q >> (8 * j + shift)) & 3u);
+      const int high = static_cast<int>((h >> (8 * j + k)) & 1u);
+      v[2 * i + j] = dl[i / 8] * static_cast<float>(low + 4 * high - 4);
+    }
+  }
+}
+
+// The 6-bit scale and min of sub-block j (0..7) of a Q4_K or Q5_K super-block.
 CHATAI_HOST_DEVICE void q4_k_scale_min(int j, const std::uint8_t* q, int& scale, int& min) {
   if (j < 4) {
     scale = load(q + j) & 63;
@@ -156,6 +248,31 @@ CHATAI_HOST_DEVICE void dequantize32<ggml_type::q4_k>(const std::byte* row, std:
     for (int k = 0; k < 16; ++k) {
       const std::uint32_t byte = (w[k / 4] >> (8 * (k % 4))) & 0xffu;
       v[16 * i + k] = d * static_cast<float>((byte >> shift) & 0x0f) - m;
+    }
+  }
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize32<ggml_type::q5_k>(const std::byte* row, std::int64_t c, float (&v)[32]) {
+  const auto* b = reinterpret_cast<const cpu::block_q5_k*>(row) + c / 8;  // 176 bytes: 16-byte aligned
+  const int j = static_cast<int>(c % 8);  // sub-block
+  int scale, min;
+  q4_k_scale_min(j, b->scales, scale, min);
+  const float d = half_bits_to_float(load(&b->d)) * static_cast<float>(scale);
+  const float m = half_bits_to_float(load(&b->dmin)) * static_cast<float>(min);
+  const uint4* qs = reinterpret_cast<const uint4*>(b->qs + 32 * (j / 2));  // [2 × 16 bytes]
+  const uint4* qh = reinterpret_cast<const uint4*>(b->qh);                 // [2 × 16 bytes]
+  const int shift = 4 * (j % 2);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const uint4 u = load(qs + i), h = load(qh + i);
+    const std::uint32_t w[4] = {u.x, u.y, u.z, u.w};
+    const std::uint32_t hw[4] = {h.x, h.y, h.z, h.w};
+#pragma unroll
+    for (int k = 0; k < 16; ++k) {
+      const std::uint32_t low = (w[k / 4] >> (8 * (k % 4) + shift)) & 0x0fu;
+      const std::uint32_t high = (hw[k / 4] >> (8 * (k % 4) + j)) & 1u;
+      v[16 * i + k] = d * static_cast<float>(low | (high << 4)) - m;
     }
   }
 }
