@@ -548,6 +548,41 @@ TEST_CASE("batches, chunked steps and graphs do not change the CUDA logits") {
   }
 }
 
+TEST_CASE("CUDA sequences share a prefix's pages, and a shared page written into is copied first") {
+  SKIP_WITHOUT_GPU();
+  test::temp_dir dir("chatai-cuda");
+  auto m = synthetic(ggml_type::q8_0, dir.path());
+  const std::int64_t n_vocab = m->hparams().n_vocab;
+  auto b = cuda_backend_of(m);
+  REQUIRE(b->page_tokens() > 0);
+  const std::int64_t page = b->page_tokens();
+  const auto a = some_tokens(3 * page, n_vocab);
+  auto other = some_tokens(9, n_vocab);
+  std::reverse(other.begin(), other.end());
+  const auto fresh = [&](std::span<const token_id> prefix, std::span<const token_id> tokens) {
+    std::vector<token_id> all(prefix.begin(), prefix.end());
+    all.insert(all.end(), tokens.begin(), tokens.end());
+    const auto logits = logits_of(*b, all, logits_mode::all);
+    return std::vector<float>(logits.end() - static_cast<std::ptrdiff_t>(tokens.size() * n_vocab), logits.end());
+  };
+  const std::span<const token_id> as(a);
+  logits_out out;
+  auto s1 = b->create_sequence(0);
+  REQUIRE(s1);
+  require_ok(b->forward({{{*s1, as, logits_mode::none}}}, out));
+  // s2 takes a page and a half and writes other tokens into the page it shares with s1.
+  auto s2 = b->create_sequence(0);
+  REQUIRE(s2);
+  require_ok(b->share_prefix(*s1, *s2, page + page / 2));
+  require_ok(b->forward({{{*s2, other, logits_mode::all}}}, out));
+  CHECK(relative_error(out.values, fresh(as.first(page + page / 2), other)) < 1e-4);
+  // s1 still holds its own tokens there.
+  require_ok(b->forward({{{*s1, std::span(other).first(2), logits_mode::all}}}, out));
+  CHECK(relative_error(out.values, fresh(as, std::span(other).first(2))) < 1e-4);
+  require_ok(b->free_sequence(*s1));
+  require_ok(b->free_sequence(*s2));
+}
+
 TEST_CASE("the CUDA backend reports a full KV cache and misuse as errors") {
   SKIP_WITHOUT_GPU();
   test::temp_dir dir("chatai-cuda");

@@ -79,6 +79,33 @@ TEST_CASE("the KV page pool hands out pages as sequences grow and takes them bac
   CHECK(pool.free_pages() == 8);
 }
 
+TEST_CASE("a KV page in several page tables is free only when the last lets it go") {
+  kv_page_pool pool(4, 16);
+  std::vector<std::int32_t> a, b;
+  REQUIRE(pool.reserve(a, 40));  // pages 0, 1, 2
+  pool.share(a, 2, b);
+  CHECK(b == std::vector<std::int32_t>{0, 1});
+  CHECK(pool.shared(0));
+  CHECK(pool.shared(1));
+  CHECK_FALSE(pool.shared(2));
+  CHECK(pool.free_pages() == 1);
+  // b writes into page 1: it gets page 3 in its place, a keeps page 1.
+  CHECK(pool.replace(b, 1) == 1);
+  CHECK(b == std::vector<std::int32_t>{0, 3});
+  CHECK_FALSE(pool.shared(1));
+  CHECK(pool.free_pages() == 0);
+  std::vector<std::int32_t> c;
+  pool.share(b, 1, c);
+  CHECK(pool.replace(c, 0) == -1);  // nothing free: nothing changes
+  CHECK(c == std::vector<std::int32_t>{0});
+  pool.release(a);
+  CHECK(pool.free_pages() == 2);  // pages 1 and 2; page 0 is still b's and c's
+  pool.release(b);
+  CHECK(pool.free_pages() == 3);
+  pool.release(c);
+  CHECK(pool.free_pages() == 4);
+}
+
 TEST_CASE("the plan picks matrix-vector kernels for decode and GEMMs for larger steps") {
   for (ggml_type t : all_weight_types) {
     CAPTURE(to_string(t));

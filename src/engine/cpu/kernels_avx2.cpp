@@ -450,25 +450,72 @@ inline __m256i first_lanes(std::int64_t count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(c), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// e^x for x <= 0 (softmax arguments less their maximum), to a few units in the last place:
+// x = n ln 2 + r with |r| <= ln 2 / 2, e^r by its degree-6 polynomial, 2^n by the exponent bits.
+// Below -87 the result is about 1e-38 instead of less: nothing beside the maximum's 1.
+inline __m256 exp_nonpositive(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.0f));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+}
+
+// scores[j] = e^(scores[j] - max) for j < n; returns their sum.
+inline float softmax_numerators(float* scores, std::int64_t n) {
+  __m256 top = _mm256_set1_ps(-INFINITY);
+  std::int64_t j = 0;
+  for (; j + 8 <= n; j += 8) top = _mm256_max_ps(top, _mm256_loadu_ps(scores + j));
+  float max = -INFINITY;
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, top);
+  for (const float v : lanes) max = std::max(max, v);
+  for (std::int64_t i = j; i < n; ++i) max = std::max(max, scores[i]);
+  const __m256 m = _mm256_set1_ps(max);
+  __m256 total = _mm256_setzero_ps();
+  for (j = 0; j + 8 <= n; j += 8) {
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + j), m));
+    _mm256_storeu_ps(scores + j, e);
+    total = _mm256_add_ps(total, e);
+  }
+  float sum = hsum(total);
+  for (; j < n; ++j) {
+    scores[j] = std::exp(scores[j] - max);
+    sum += scores[j];
+  }
+  return sum;
+}
+
 // Scores a position at a time; the weighted values in 32-float slices of the head, held in
 // registers over all positions.
 void attend(std::int64_t head_dim, const float* q, const kv_rows& keys, const kv_rows& values, std::int64_t n,
             float scale, float* scores, float* out) {
-  float max = -INFINITY;
-  for_each_row(keys, n, [&](std::int64_t j, const float* k) {
-    __m256 acc = _mm256_setzero_ps();
-    for (std::int64_t i = 0; i < head_dim; i += 8) {
-      const __m256i mask = first_lanes(head_dim - i);
-      acc = _mm256_fmadd_ps(_mm256_maskload_ps(q + i, mask), _mm256_maskload_ps(k + i, mask), acc);
-    }
-    scores[j] = scale * hsum(acc);
-    max = std::max(max, scores[j]);
-  });
-  float sum = 0.0f;
-  for (std::int64_t j = 0; j < n; ++j) {
-    scores[j] = std::exp(scores[j] - max);
-    sum += scores[j];
+  if (head_dim % 8 == 0) {
+    for_each_row(keys, n, [&](std::int64_t j, const float* k) {
+      __m256 acc = _mm256_setzero_ps();
+      for (std::int64_t i = 0; i < head_dim; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
+      scores[j] = scale * hsum(acc);
+    });
+  } else {
+    for_each_row(keys, n, [&](std::int64_t j, const float* k) {
+      __m256 acc = _mm256_setzero_ps();
+      for (std::int64_t i = 0; i < head_dim; i += 8) {
+        const __m256i mask = first_lanes(head_dim - i);
+        acc = _mm256_fmadd_ps(_mm256_maskload_ps(q + i, mask), _mm256_maskload_ps(k + i, mask), acc);
+      }
+      scores[j] = scale * hsum(acc);
+    });
   }
+  const float sum = softmax_numerators(scores, n);
   const __m256 inverse = _mm256_set1_ps(1.0f / sum);
   for (std::int64_t c = 0; c < head_dim; c += 32) {
     const __m256i mask[4] = {first_lanes(head_dim - c), first_lanes(head_dim - c - 8), first_lanes(head_dim - c - 16),

@@ -514,11 +514,44 @@ inline __mmask16 first_lanes(std::int64_t count) {
   return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << count) - 1);
 }
 
+// e^x for x <= 0 (softmax arguments less their maximum), to a few units in the last place:
+// x = n ln 2 + r with |r| <= ln 2 / 2, e^r by its degree-6 polynomial, times 2^n (scalef).
+inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(y, n);
+}
+
+// scores[j] = e^(scores[j] - max) for j < n; returns their sum.
+inline float softmax_numerators(float* scores, std::int64_t n) {
+  __m512 top = _mm512_set1_ps(-INFINITY);
+  for (std::int64_t j = 0; j < n; j += 16)
+    top = _mm512_mask_max_ps(top, first_lanes(n - j), top, _mm512_maskz_loadu_ps(first_lanes(n - j), scores + j));
+  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(top));
+  __m512 total = _mm512_setzero_ps();
+  for (std::int64_t j = 0; j < n; j += 16) {
+    const __mmask16 lanes = first_lanes(n - j);
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, scores + j), m));
+    _mm512_mask_storeu_ps(scores + j, lanes, e);
+    total = _mm512_mask_add_ps(total, lanes, total, e);
+  }
+  return _mm512_reduce_add_ps(total);
+}
+
 // Scores a position at a time; the weighted values in 64-float slices of the head, held in
 // registers over all positions.
 void attend(std::int64_t head_dim, const float* q, const kv_rows& keys, const kv_rows& values, std::int64_t n,
             float scale, float* scores, float* out) {
-  float max = -INFINITY;
   for_each_row(keys, n, [&](std::int64_t j, const float* k) {
     __m512 acc = _mm512_setzero_ps();
     for (std::int64_t i = 0; i < head_dim; i += 16) {
@@ -526,13 +559,8 @@ void attend(std::int64_t head_dim, const float* q, const kv_rows& keys, const kv
       acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, q + i), _mm512_maskz_loadu_ps(mask, k + i), acc);
     }
     scores[j] = scale * _mm512_reduce_add_ps(acc);
-    max = std::max(max, scores[j]);
   });
-  float sum = 0.0f;
-  for (std::int64_t j = 0; j < n; ++j) {
-    scores[j] = std::exp(scores[j] - max);
-    sum += scores[j];
-  }
+  const float sum = softmax_numerators(scores, n);
   const __m512 inverse = _mm512_set1_ps(1.0f / sum);
   for (std::int64_t c = 0; c < head_dim; c += 64) {
     const __mmask16 mask[4] = {first_lanes(head_dim - c), first_lanes(head_dim - c - 16), first_lanes(head_dim - c - 32),

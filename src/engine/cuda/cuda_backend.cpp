@@ -217,10 +217,18 @@ class cuda_backend final : public backend {
     return {};
   }
 
-  // The device pages are not shared between sequences yet: no prefix cache on this backend.
-  std::int64_t page_tokens() const noexcept override { return 0; }
-  status share_prefix(sequence_id, sequence_id, std::int64_t) override {
-    return error(errc::unsupported, "the CUDA backend does not share KV pages between sequences");
+  std::int64_t page_tokens() const noexcept override { return layout_.page_tokens; }
+
+  status share_prefix(sequence_id from, sequence_id to, std::int64_t tokens) override {
+    auto source = sequences_.find(from);
+    if (source == sequences_.end()) return unknown_sequence(from);
+    auto target = sequences_.find(to);
+    if (target == sequences_.end()) return unknown_sequence(to);
+    CHATAI_RETURN_IF_ERROR(check_sharing(from, source->second.length, to, target->second.length,
+                                         target->second.capacity, tokens));
+    pages_->share(source->second.pages, static_cast<std::size_t>(pages_->pages_for(tokens)), target->second.pages);
+    target->second.length = tokens;
+    return {};
   }
 
   status forward(const batch& step, logits_out& out) override {
@@ -228,7 +236,13 @@ class cuda_backend final : public backend {
     CHATAI_CUDA_CHECK(cudaSetDevice(options_.device));
     for (const batch_entry& e : step.entries) {
       sequence_state& s = sequences_.at(e.sequence);
-      pages_->reserve(s.pages, s.length + static_cast<std::int64_t>(e.tokens.size()));  // validate() counted them
+      const auto n = static_cast<std::int64_t>(e.tokens.size());
+      // A shared page this step writes into is copied first: its other holders keep theirs.
+      for (const std::size_t i : shared_pages_written(s, n)) {
+        const std::int32_t old = pages_->replace(s.pages, i);  // validate() counted the page
+        CHATAI_RETURN_IF_ERROR(copy_page(old, s.pages[i]));
+      }
+      pages_->reserve(s.pages, s.length + n);  // validate() counted them
     }
     // The step's tokens in order, and which of them give an output row.
     struct token_ref {
@@ -294,11 +308,37 @@ class cuda_backend final : public backend {
       const sequence_state& s = sequences_.at(e.sequence);
       const auto n = static_cast<std::int64_t>(e.tokens.size());
       new_pages += std::max<std::int64_t>(0, pages_->pages_for(s.length + n) - static_cast<std::int64_t>(s.pages.size()));
+      new_pages += static_cast<std::int64_t>(shared_pages_written(s, n).size());
     }
     if (new_pages > pages_->free_pages()) {
       return error(errc::resource_exhausted, "the GPU KV cache is full: the step needs " + std::to_string(new_pages) +
                                                  " more pages of " + std::to_string(layout_.page_tokens) + " tokens, " +
                                                  std::to_string(pages_->free_pages()) + " are free");
+    }
+    return {};
+  }
+
+  // The entries of s.pages that a step appending n tokens writes into while another sequence
+  // holds them too (only the page of position s.length can be both held and partly written).
+  std::vector<std::size_t> shared_pages_written(const sequence_state& s, std::int64_t n) const {
+    std::vector<std::size_t> out;
+    if (n <= 0) return out;
+    const auto first = static_cast<std::size_t>(s.length / layout_.page_tokens);
+    const auto last = static_cast<std::size_t>((s.length + n - 1) / layout_.page_tokens);
+    for (std::size_t i = first; i <= last && i < s.pages.size(); ++i)
+      if (pages_->shared(s.pages[i])) out.push_back(i);
+    return out;
+  }
+
+  // Copies the keys and values of page `from` to page `to`, every layer, on the step's stream.
+  status copy_page(std::int32_t from, std::int32_t to) {
+    const std::size_t bytes = static_cast<std::size_t>(layout_.page_tokens * layout_.kv_dim) * sizeof(std::uint16_t);
+    for (std::int64_t l = 0; l < layout_.n_layer; ++l) {
+      for (device_memory* cache : {&k_cache_, &v_cache_}) {
+        std::uint16_t* base = cache->as<std::uint16_t>();
+        CHATAI_CUDA_CHECK(cudaMemcpyAsync(base + layout_.offset(l, to, 0), base + layout_.offset(l, from, 0), bytes,
+                                          cudaMemcpyDeviceToDevice, stream_));
+      }
     }
     return {};
   }
