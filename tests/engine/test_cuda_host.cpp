@@ -269,13 +269,17 @@ TEST_CASE("paged attention matches the CPU backend's attention over contiguous k
   std::vector<float> got(q.size(), NAN);
   const float scale = 1.0f / std::sqrt(float(p.head_dim));
   reference_attention(p, q.data(), kc.data(), vc.data(), 2, {positions, tables, pages}, layout, 1, scale, got.data());
-  std::vector<float> want(p.head_dim), scores(length);
+  std::vector<float> want(p.head_dim), scores((length + 15) / 16 * 16);
+  // The keys by dimension, one page of `length` positions: [kv_dim × length].
+  std::vector<float> key_columns(static_cast<std::size_t>(kv_dim * length));
+  for (std::int64_t j = 0; j < length; ++j)
+    for (std::int64_t c = 0; c < kv_dim; ++c) key_columns[c * length + j] = keys[j * kv_dim + c];
   for (int t = 0; t < 2; ++t) {
     for (std::int64_t h = 0; h < p.n_head; ++h) {
       const std::int64_t g = h / (p.n_head / p.n_head_kv);
-      const float* key_page = keys.data() + g * p.head_dim;
+      const float* key_page = key_columns.data();
       const float* value_page = values.data() + g * p.head_dim;
-      const cpu::kv_rows key_rows{&key_page, 0, positions[t] + 1, kv_dim};
+      const cpu::kv_columns key_rows{&key_page, static_cast<std::size_t>(g * p.head_dim * length), length};
       const cpu::kv_rows value_rows{&value_page, 0, positions[t] + 1, kv_dim};
       cpu::portable_kernels().attend(p.head_dim, q.data() + (t * p.n_head + h) * p.head_dim, key_rows, value_rows,
                                      positions[t] + 1, scale, scores.data(), want.data());

@@ -222,16 +222,16 @@ TEST_CASE("attention kernels match a double-precision softmax for every instruct
         max = std::max(max, weights[j]);
       }
       for (double& w : weights) sum += (w = std::exp(w - max));
-      // The same rows as one contiguous page, and copied into pages of 16 and of 3 rows, laid
-      // out in reverse order in memory, each row 7 floats into its page.
+      // The same keys and values in pages of n (one page), 16 and 3 positions, laid out in
+      // reverse order in memory, 7 floats into each page: values by position, keys by
+      // dimension; the slots of a last page past n hold NaN.
       struct layout {
         std::int64_t page_rows;
         std::vector<float> key_store, value_store;
         std::vector<const float*> key_pages, value_pages;
       };
       std::vector<layout> layouts;
-      layouts.push_back({n, {}, {}, {keys.data()}, {values.data()}});
-      for (std::int64_t page_rows : {16, 3}) {
+      for (std::int64_t page_rows : {n, std::int64_t{16}, std::int64_t{3}}) {
         layout l{page_rows, {}, {}, {}, {}};
         const std::int64_t n_pages = (n + page_rows - 1) / page_rows, page_floats = 7 + page_rows * kv_stride;
         l.key_store.assign(static_cast<std::size_t>(n_pages * page_floats), NAN);
@@ -242,7 +242,7 @@ TEST_CASE("attention kernels match a double-precision softmax for every instruct
           l.value_pages.push_back(l.value_store.data() + at);
           for (std::int64_t r = 0; r < page_rows && p * page_rows + r < n; ++r) {
             const std::int64_t j = p * page_rows + r;
-            std::copy_n(keys.begin() + j * kv_stride, kv_stride, l.key_store.begin() + at + 7 + r * kv_stride);
+            for (std::int64_t i = 0; i < kv_stride; ++i) l.key_store[at + 7 + i * page_rows + r] = keys[j * kv_stride + i];
             std::copy_n(values.begin() + j * kv_stride, kv_stride, l.value_store.begin() + at + 7 + r * kv_stride);
           }
         }
@@ -254,10 +254,9 @@ TEST_CASE("attention kernels match a double-precision softmax for every instruct
           CAPTURE(head_dim);
           CAPTURE(n);
           CAPTURE(l.page_rows);
-          const std::size_t offset = l.key_store.empty() ? 0 : 7;
-          const cpu::kv_rows key_rows{l.key_pages.data(), offset, l.page_rows, kv_stride};
-          const cpu::kv_rows value_rows{l.value_pages.data(), offset, l.page_rows, kv_stride};
-          std::vector<float> scores(static_cast<std::size_t>(n));
+          const cpu::kv_columns key_rows{l.key_pages.data(), 7, l.page_rows};
+          const cpu::kv_rows value_rows{l.value_pages.data(), 7, l.page_rows, kv_stride};
+          std::vector<float> scores(static_cast<std::size_t>((n + 15) / 16 * 16));
           std::vector<float> out(static_cast<std::size_t>(head_dim + 1), -1.0f);
           kernels_for(isa).attend(head_dim, q.data(), key_rows, value_rows, n, static_cast<float>(scale), scores.data(),
                                   out.data());

@@ -31,7 +31,8 @@ constexpr std::size_t chunk_bytes = 32 * 1024;
 // Positions per KV page: the unit sequences share cached prefixes in.
 constexpr std::int64_t kv_page_tokens = 16;
 
-// The keys and values of kv_page_tokens positions for every layer, each [n_layer ×
+// The keys and values of kv_page_tokens positions for every layer: keys [n_layer × n_head_kv ×
+// head_dim × kv_page_tokens] (by dimension, see cpu::kv_columns), values [n_layer ×
 // kv_page_tokens × kv_dim]. Shared by every sequence whose prefix it holds; written only by a
 // sequence that holds it alone (a shared page is copied first).
 struct kv_page {
@@ -252,7 +253,9 @@ class cpu_backend final : public backend {
     ffq_.resize(n_tokens * q8(hp_.n_ff));
     final_.resize(n_logits * hp_.n_embd);
     finalq_.resize(n_logits * q8(hp_.n_embd));
-    scores_.resize(static_cast<std::size_t>(pool_.size()) * static_cast<std::size_t>(max_length));
+    // Whole pages of scores per thread: the kernels write a page's at once.
+    const std::int64_t score_floats = (max_length + kv_page_tokens - 1) / kv_page_tokens * kv_page_tokens;
+    scores_.resize(static_cast<std::size_t>(pool_.size()) * static_cast<std::size_t>(score_floats));
     rope_scratch_.resize(static_cast<std::size_t>(pool_.size() * hp_.rope_dim));
     out.width = hidden_ ? hp_.n_embd : hp_.n_vocab;
     out.values.resize(output_tokens_.size() * static_cast<std::size_t>(out.width));
@@ -328,7 +331,8 @@ class cpu_backend final : public backend {
     const std::int64_t g = h / (hp_.n_head / hp_.n_head_kv);
     const std::int64_t n = slot.position + 1;
     const auto offset = static_cast<std::size_t>(layer * kv_page_tokens * kv_dim + g * hd);  // this head's hd columns
-    const cpu::kv_rows keys{slot.sequence->key_pages.data(), offset, kv_page_tokens, kv_dim};
+    const cpu::kv_columns keys{slot.sequence->key_pages.data(),
+                               static_cast<std::size_t>((layer * hp_.n_head_kv + g) * hd * kv_page_tokens), kv_page_tokens};
     const cpu::kv_rows values{slot.sequence->value_pages.data(), offset, kv_page_tokens, kv_dim};
     const float* q = q_.data() + t * hp_.q_dim() + h * hd;  // [hd]
     float* o = attn_.data() + t * hp_.q_dim() + h * hd;     // [hd]
@@ -394,8 +398,11 @@ class cpu_backend final : public backend {
         rope(q, hp_.n_head, cos_sin);
         rope(k, hp_.n_head_kv, cos_sin);
         kv_page& page = *slot.sequence->pages[static_cast<std::size_t>(slot.position / kv_page_tokens)];
-        const auto at = static_cast<std::size_t>((li * kv_page_tokens + slot.position % kv_page_tokens) * kv_dim);
-        std::memcpy(page.keys.get() + at, k, static_cast<std::size_t>(kv_dim) * sizeof(float));
+        const std::int64_t in_page = slot.position % kv_page_tokens;
+        // Keys by dimension (kv_columns), values by position (kv_rows).
+        float* key_columns = page.keys.get() + li * kv_page_tokens * kv_dim + in_page;
+        for (std::int64_t i = 0; i < kv_dim; ++i) key_columns[i * kv_page_tokens] = k[i];
+        const auto at = static_cast<std::size_t>((li * kv_page_tokens + in_page) * kv_dim);
         std::memcpy(page.values.get() + at, v, static_cast<std::size_t>(kv_dim) * sizeof(float));
       }
       pool_.barrier();

@@ -36,10 +36,38 @@ struct kv_rows {
   std::int64_t stride = 0;     // floats from one position's row to the next
 };
 
-// out[0, head_dim) = sum over j < n of softmax_j(scale * q . k_j) * v_j, with k_j and v_j the
-// rows of position j in `keys` and `values`; scores is scratch for n floats.
-using attention_fn = void (*)(std::int64_t head_dim, const float* q, const kv_rows& keys, const kv_rows& values,
+// Where attention finds the keys of positions 0..n-1, stored by dimension within a page (so
+// that the scores of a page's positions come out of one vector per dimension, without a sum
+// across lanes): component i of position j's key at
+// pages[j / page_rows] + offset + i * page_rows + j % page_rows.
+struct kv_columns {
+  const float* const* pages = nullptr;
+  std::size_t offset = 0;  // floats from a page's start to this head's first component
+  std::int64_t page_rows = 0;
+};
+
+// out[0, head_dim) = sum over j < n of softmax_j(scale * q . k_j) * v_j, with k_j position j's
+// key in `keys` and v_j its row in `values`; scores is scratch for n floats (rounded up to
+// a multiple of 16).
+using attention_fn = void (*)(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values,
                               std::int64_t n, float scale, float* scores, float* out);
+
+// scores[j] = scale * q . k_j for j < n, the plain way (any page size).
+inline void score_columns(std::int64_t head_dim, const float* q, const kv_columns& keys, std::int64_t n, float scale,
+                          float* scores) {
+  for (std::int64_t j0 = 0, p = 0; j0 < n; j0 += keys.page_rows, ++p) {
+    const float* base = keys.pages[p] + keys.offset;
+    const std::int64_t rows = std::min(keys.page_rows, n - j0);
+    float* s = scores + j0;
+    for (std::int64_t r = 0; r < rows; ++r) s[r] = 0.0f;
+    for (std::int64_t i = 0; i < head_dim; ++i) {
+      const float qi = q[i];
+      const float* column = base + i * keys.page_rows;
+      for (std::int64_t r = 0; r < rows; ++r) s[r] += qi * column[r];
+    }
+    for (std::int64_t r = 0; r < rows; ++r) s[r] *= scale;
+  }
+}
 
 // Calls fn(j, row) for the rows of positions 0..n-1, a page at a time.
 template <class Fn>
@@ -49,6 +77,22 @@ inline void for_each_row(const kv_rows& rows, std::int64_t n, Fn&& fn) {
     const float* row = *page + rows.offset;
     const std::int64_t end = std::min(n, j + rows.page_rows);
     for (; j < end; ++j, row += rows.stride) fn(j, row);
+  }
+}
+
+// The same two rows at a time within a page: pair(j, row j, row j + 1), then one(j, row j) for
+// a page's odd row out, so that a kernel keeps two independent sums in flight.
+template <class Pair, class One>
+inline void for_each_row_pair(const kv_rows& rows, std::int64_t n, Pair&& pair, One&& one) {
+  std::int64_t j = 0;
+  for (const float* const* page = rows.pages; j < n; ++page) {
+    const float* row = *page + rows.offset;
+    const std::int64_t end = std::min(n, j + rows.page_rows);
+    for (; j + 1 < end; j += 2, row += 2 * rows.stride) pair(j, row, row + rows.stride);
+    if (j < end) {
+      one(j, row);
+      ++j;
+    }
   }
 }
 

@@ -497,23 +497,38 @@ inline float softmax_numerators(float* scores, std::int64_t n) {
 
 // Scores a position at a time; the weighted values in 32-float slices of the head, held in
 // registers over all positions.
-void attend(std::int64_t head_dim, const float* q, const kv_rows& keys, const kv_rows& values, std::int64_t n,
+void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values, std::int64_t n,
             float scale, float* scores, float* out) {
-  if (head_dim % 8 == 0) {
-    for_each_row(keys, n, [&](std::int64_t j, const float* k) {
-      __m256 acc = _mm256_setzero_ps();
-      for (std::int64_t i = 0; i < head_dim; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
-      scores[j] = scale * hsum(acc);
-    });
-  } else {
-    for_each_row(keys, n, [&](std::int64_t j, const float* k) {
-      __m256 acc = _mm256_setzero_ps();
-      for (std::int64_t i = 0; i < head_dim; i += 8) {
-        const __m256i mask = first_lanes(head_dim - i);
-        acc = _mm256_fmadd_ps(_mm256_maskload_ps(q + i, mask), _mm256_maskload_ps(k + i, mask), acc);
+  if (keys.page_rows == 16) {
+    // A page's 16 scores in two vectors: per dimension, one broadcast of q times that
+    // dimension of the 16 keys; four pairs of sums in flight.
+    for (std::int64_t j0 = 0, p = 0; j0 < n; j0 += 16, ++p) {
+      const float* base = keys.pages[p] + keys.offset;
+      __m256 lo[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      __m256 hi[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      std::int64_t i = 0;
+      for (; i + 4 <= head_dim; i += 4) {
+        for (int u = 0; u < 4; ++u) {
+          const __m256 qi = _mm256_broadcast_ss(q + i + u);
+          const float* column = base + (i + u) * 16;
+          lo[u] = _mm256_fmadd_ps(qi, _mm256_loadu_ps(column), lo[u]);
+          hi[u] = _mm256_fmadd_ps(qi, _mm256_loadu_ps(column + 8), hi[u]);
+        }
       }
-      scores[j] = scale * hsum(acc);
-    });
+      for (; i < head_dim; ++i) {
+        const __m256 qi = _mm256_broadcast_ss(q + i);
+        lo[0] = _mm256_fmadd_ps(qi, _mm256_loadu_ps(base + i * 16), lo[0]);
+        hi[0] = _mm256_fmadd_ps(qi, _mm256_loadu_ps(base + i * 16 + 8), hi[0]);
+      }
+      const __m256 s = _mm256_set1_ps(scale);
+      const __m256 a = _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(lo[0], lo[1]), _mm256_add_ps(lo[2], lo[3])), s);
+      const __m256 b = _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(hi[0], hi[1]), _mm256_add_ps(hi[2], hi[3])), s);
+      // The scratch holds whole pages: lanes past n are written and never read.
+      _mm256_storeu_ps(scores + j0, a);
+      _mm256_storeu_ps(scores + j0 + 8, b);
+    }
+  } else {
+    score_columns(head_dim, q, keys, n, scale, scores);
   }
   const float sum = softmax_numerators(scores, n);
   const __m256 inverse = _mm256_set1_ps(1.0f / sum);
@@ -521,12 +536,22 @@ void attend(std::int64_t head_dim, const float* q, const kv_rows& keys, const kv
     const __m256i mask[4] = {first_lanes(head_dim - c), first_lanes(head_dim - c - 8), first_lanes(head_dim - c - 16),
                              first_lanes(head_dim - c - 24)};
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for_each_row(values, n, [&](std::int64_t j, const float* row) {
-      const __m256 p = _mm256_set1_ps(scores[j]);
-      const float* v = row + c;
-      for (int u = 0; u < 4; ++u) acc[u] = _mm256_fmadd_ps(p, _mm256_maskload_ps(v + 8 * u, mask[u]), acc[u]);
-    });
-    for (int u = 0; u < 4; ++u) _mm256_maskstore_ps(out + c + 8 * u, mask[u], _mm256_mul_ps(acc[u], inverse));
+    __m256 odd[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for_each_row_pair(
+        values, n,
+        [&](std::int64_t j, const float* row, const float* next) {
+          const __m256 p = _mm256_set1_ps(scores[j]), p1 = _mm256_set1_ps(scores[j + 1]);
+          for (int u = 0; u < 4; ++u) {
+            acc[u] = _mm256_fmadd_ps(p, _mm256_maskload_ps(row + c + 8 * u, mask[u]), acc[u]);
+            odd[u] = _mm256_fmadd_ps(p1, _mm256_maskload_ps(next + c + 8 * u, mask[u]), odd[u]);
+          }
+        },
+        [&](std::int64_t j, const float* row) {
+          const __m256 p = _mm256_set1_ps(scores[j]);
+          for (int u = 0; u < 4; ++u) acc[u] = _mm256_fmadd_ps(p, _mm256_maskload_ps(row + c + 8 * u, mask[u]), acc[u]);
+        });
+    for (int u = 0; u < 4; ++u)
+      _mm256_maskstore_ps(out + c + 8 * u, mask[u], _mm256_mul_ps(_mm256_add_ps(acc[u], odd[u]), inverse));
   }
 }
 

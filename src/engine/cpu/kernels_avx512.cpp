@@ -550,28 +550,48 @@ inline float softmax_numerators(float* scores, std::int64_t n) {
 
 // Scores a position at a time; the weighted values in 64-float slices of the head, held in
 // registers over all positions.
-void attend(std::int64_t head_dim, const float* q, const kv_rows& keys, const kv_rows& values, std::int64_t n,
+void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values, std::int64_t n,
             float scale, float* scores, float* out) {
-  for_each_row(keys, n, [&](std::int64_t j, const float* k) {
-    __m512 acc = _mm512_setzero_ps();
-    for (std::int64_t i = 0; i < head_dim; i += 16) {
-      const __mmask16 mask = first_lanes(head_dim - i);
-      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, q + i), _mm512_maskz_loadu_ps(mask, k + i), acc);
+  if (keys.page_rows == 16) {
+    // A page's 16 scores in one vector: per dimension, one broadcast of q times that dimension
+    // of the 16 keys; four sums in flight.
+    for (std::int64_t j0 = 0, p = 0; j0 < n; j0 += 16, ++p) {
+      const float* base = keys.pages[p] + keys.offset;
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      std::int64_t i = 0;
+      for (; i + 4 <= head_dim; i += 4) {
+        for (int u = 0; u < 4; ++u)
+          acc[u] = _mm512_fmadd_ps(_mm512_set1_ps(q[i + u]), _mm512_loadu_ps(base + (i + u) * 16), acc[u]);
+      }
+      for (; i < head_dim; ++i) acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(q[i]), _mm512_loadu_ps(base + i * 16), acc[0]);
+      const __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+      _mm512_mask_storeu_ps(scores + j0, first_lanes(n - j0), _mm512_mul_ps(sum, _mm512_set1_ps(scale)));
     }
-    scores[j] = scale * _mm512_reduce_add_ps(acc);
-  });
+  } else {
+    score_columns(head_dim, q, keys, n, scale, scores);
+  }
   const float sum = softmax_numerators(scores, n);
   const __m512 inverse = _mm512_set1_ps(1.0f / sum);
   for (std::int64_t c = 0; c < head_dim; c += 64) {
     const __mmask16 mask[4] = {first_lanes(head_dim - c), first_lanes(head_dim - c - 16), first_lanes(head_dim - c - 32),
                                first_lanes(head_dim - c - 48)};
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for_each_row(values, n, [&](std::int64_t j, const float* row) {
-      const __m512 p = _mm512_set1_ps(scores[j]);
-      const float* v = row + c;
-      for (int u = 0; u < 4; ++u) acc[u] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mask[u], v + 16 * u), acc[u]);
-    });
-    for (int u = 0; u < 4; ++u) _mm512_mask_storeu_ps(out + c + 16 * u, mask[u], _mm512_mul_ps(acc[u], inverse));
+    __m512 odd[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for_each_row_pair(
+        values, n,
+        [&](std::int64_t j, const float* row, const float* next) {
+          const __m512 p = _mm512_set1_ps(scores[j]), p1 = _mm512_set1_ps(scores[j + 1]);
+          for (int u = 0; u < 4; ++u) {
+            acc[u] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mask[u], row + c + 16 * u), acc[u]);
+            odd[u] = _mm512_fmadd_ps(p1, _mm512_maskz_loadu_ps(mask[u], next + c + 16 * u), odd[u]);
+          }
+        },
+        [&](std::int64_t j, const float* row) {
+          const __m512 p = _mm512_set1_ps(scores[j]);
+          for (int u = 0; u < 4; ++u) acc[u] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mask[u], row + c + 16 * u), acc[u]);
+        });
+    for (int u = 0; u < 4; ++u)
+      _mm512_mask_storeu_ps(out + c + 16 * u, mask[u], _mm512_mul_ps(_mm512_add_ps(acc[u], odd[u]), inverse));
   }
 }
 

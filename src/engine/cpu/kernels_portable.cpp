@@ -261,13 +261,11 @@ void quantize_q8(const float* src, std::byte* dst, std::int64_t n) {
   }
 }
 
-void attend(std::int64_t head_dim, const float* q, const kv_rows& keys, const kv_rows& values, std::int64_t n,
+void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values, std::int64_t n,
             float scale, float* scores, float* out) {
+  score_columns(head_dim, q, keys, n, scale, scores);
   float max = -INFINITY;
-  for_each_row(keys, n, [&](std::int64_t j, const float* k) {
-    scores[j] = scale * dot_f32_one(head_dim, q, reinterpret_cast<const std::byte*>(k));
-    max = std::max(max, scores[j]);
-  });
+  for (std::int64_t j = 0; j < n; ++j) max = std::max(max, scores[j]);
   float sum = 0.0f;
   for (std::int64_t j = 0; j < n; ++j) {
     scores[j] = std::exp(scores[j] - max);
