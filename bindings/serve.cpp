@@ -41,7 +41,7 @@ void bind_serve(py::module_& m) {
       .def(py::init([](const std::string& model, const std::string& host, int port,
                        const std::optional<std::string>& served_model_name, const std::string& device, int threads,
                        std::int64_t ctx, std::int64_t parallel, std::int64_t max_queue,
-                       const std::optional<std::string>& api_key_file) {
+                       const std::optional<std::string>& api_key_file, std::int64_t prefix_cache_tokens) {
              if (port < 0 || port > 65535) throw python_error(error(errc::invalid_argument, "port must be within 0..65535"));
              serve::server_options o;
              o.model_path = model;
@@ -54,6 +54,9 @@ void bind_serve(py::module_& m) {
              o.parallel = parallel;
              o.max_queue = max_queue;
              if (api_key_file) o.api_key_file = *api_key_file;
+             if (prefix_cache_tokens < -1)
+               throw python_error(error(errc::invalid_argument, "prefix_cache_tokens must be -1 (the default size), 0 (none) or more"));
+             o.prefix_cache_tokens = prefix_cache_tokens;
              std::unique_ptr<serve::model_server> server;
              {
                py::gil_scoped_release release;
@@ -68,6 +71,7 @@ void bind_serve(py::module_& m) {
            py::arg("model"), py::arg("host") = "127.0.0.1", py::arg("port") = 0,
            py::arg("served_model_name") = py::none(), py::arg("device") = "auto", py::arg("threads") = 0,
            py::arg("ctx") = 0, py::arg("parallel") = 8, py::arg("max_queue") = 64, py::arg("api_key_file") = py::none(),
+           py::arg("prefix_cache_tokens") = -1,
            "Loads `model` (a GGUF file) and serves it on host:port (port 0: any free port). Raises chatai.Error "
            "when the port cannot be bound, the model cannot be loaded or the API key file is unsafe.")
       .def_property_readonly("port", [](py_server& s) { return s.get().port(); }, "The bound port.")

@@ -185,3 +185,13 @@ def test_server_in_process(test_model):
     with pytest.raises(chatai.Error) as e:
         chatai.Server(model="/nonexistent/model.gguf")
     assert e.value.code == "not_found"
+    with pytest.raises(chatai.Error) as e:
+        chatai.Server(model=str(test_model), prefix_cache_tokens=-2)
+    assert e.value.code == "invalid_argument" and "prefix_cache_tokens" in str(e.value)
+    # Without a prefix cache the same prompt twice is computed twice.
+    with chatai.Server(model=str(test_model), port=0, served_model_name=MODEL, ctx=512, threads=2,
+                       prefix_cache_tokens=0) as server:
+        prompt = "Once upon a time, in a small village by the sea, there lived an old fisherman who"
+        for _ in range(2):
+            r = client_for(server.port).completions.create(model=MODEL, prompt=prompt, max_tokens=2)
+            assert r.usage.prompt_tokens_details is None or r.usage.prompt_tokens_details.cached_tokens == 0
