@@ -38,16 +38,24 @@ void add_synth_command(CLI::App& app, int& exit_code) {
     std::string tokenizer_dir;
     std::uint64_t seed = 1;
     int threads = 0;
+    std::int64_t head_dim = 0;
+    std::int64_t rope_dim = 0;
   };
   auto opts = std::make_shared<options>();
   auto* cmd = app.add_subcommand("synth", "write a model of a real shape with random weights");
   std::vector<std::string> shape_names;
   for (const auto& s : engine::synth_shapes()) shape_names.emplace_back(s.name);
-  cmd->add_option("--arch", opts->arch, "architecture")->check(CLI::IsMember({"llama"}));
+  cmd->add_option("--arch", opts->arch,
+                  "architecture: its tensors and keys (qwen2 biases, qwen3 head norms, phi3 fused matrices)")
+      ->check(CLI::IsMember({"llama", "qwen2", "qwen3", "phi3"}));
   cmd->add_option("--shape", opts->shape, "model shape")->required()->check(CLI::IsMember(shape_names));
   cmd->add_option("--type", opts->type, "weight type")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k",
                               "q4_k", "q5_k", "q6_k"}));
+  cmd->add_option("--head-dim", opts->head_dim, "elements per attention head instead of the shape's")
+      ->check(CLI::Range(2, 1024));
+  cmd->add_option("--rope-dim", opts->rope_dim, "rotated elements of each head (partial rotary) instead of all")
+      ->check(CLI::Range(2, 1024));
   cmd->add_option("-o,--output", opts->out, "GGUF file to write")->required();
   cmd->add_option("--seed", opts->seed, "random seed");
   cmd->add_option("--tokenizer", opts->tokenizer,
@@ -59,6 +67,12 @@ void add_synth_command(CLI::App& app, int& exit_code) {
   cmd->callback([opts, &exit_code] {
     engine::synth_options o;
     o.shape = *engine::find_synth_shape(opts->shape);
+    if (opts->head_dim > 0) o.shape.head_dim = opts->head_dim;
+    if (opts->rope_dim > 0) o.shape.rope_dim = opts->rope_dim;
+    for (engine::model_arch arch : {engine::model_arch::llama, engine::model_arch::qwen2, engine::model_arch::qwen3,
+                                    engine::model_arch::phi3}) {
+      if (engine::to_string(arch) == opts->arch) o.arch = arch;
+    }
     o.type = *engine::parse_ggml_type(opts->type);
     o.seed = opts->seed;
     o.threads = opts->threads;
@@ -79,8 +93,8 @@ void add_synth_command(CLI::App& app, int& exit_code) {
       return;
     }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("%s: %s %s, seed %llu, %.1f s\n", opts->out.c_str(), opts->shape.c_str(), opts->type.c_str(),
-                static_cast<unsigned long long>(opts->seed), s);
+    std::printf("%s: %s %s %s, seed %llu, %.1f s\n", opts->out.c_str(), opts->arch.c_str(), opts->shape.c_str(),
+                opts->type.c_str(), static_cast<unsigned long long>(opts->seed), s);
   });
 }
 

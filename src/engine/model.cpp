@@ -67,6 +67,14 @@ result<weight_matrix> matrix(const gguf_file& f, const std::string& name, std::i
   return weight_matrix{g.name, g.type, rows, cols, row_bytes, g.data};
 }
 
+// Rows [first, first + count) of `m`: every row is whole blocks, so a range is a matrix too.
+weight_matrix row_range(const weight_matrix& m, std::int64_t first, std::int64_t count) {
+  weight_matrix out = m;
+  out.rows = count;
+  out.data = m.row(first);
+  return out;
+}
+
 // A 1-D tensor converted to f32 (norms, biases and RoPE factors are small).
 result<std::vector<float>> vector(const gguf_file& f, const std::string& name, std::int64_t n, std::string_view meaning) {
   const std::int64_t shape[] = {n};
@@ -114,8 +122,15 @@ result<model_hparams> read_hparams(const gguf_file& f) {
   } else if (*arch_name == "qwen2") {
     hp.arch = model_arch::qwen2;
     hp.rope_pairs = rope_pairing::neox;
+  } else if (*arch_name == "qwen3") {
+    hp.arch = model_arch::qwen3;
+    hp.rope_pairs = rope_pairing::neox;
+  } else if (*arch_name == "phi3") {
+    hp.arch = model_arch::phi3;
+    hp.rope_pairs = rope_pairing::neox;
   } else {
-    return error(errc::unsupported, "architecture '" + std::string(*arch_name) + "' is not supported (llama, qwen2)");
+    return error(errc::unsupported,
+                 "architecture '" + std::string(*arch_name) + "' is not supported (llama, qwen2, qwen3, phi3)");
   }
   const std::string a(*arch_name);
   auto read = [&](const char* name, std::int64_t& out) -> status {
@@ -182,6 +197,8 @@ std::string_view to_string(model_arch arch) noexcept {
   switch (arch) {
     case model_arch::llama: return "llama";
     case model_arch::qwen2: return "qwen2";
+    case model_arch::qwen3: return "qwen3";
+    case model_arch::phi3: return "phi3";
   }
   return "unknown";
 }
@@ -226,6 +243,8 @@ status model::bind_weights() {
 
   layers_.resize(static_cast<std::size_t>(hp.n_layer));
   const bool biases_required = hp.arch == model_arch::qwen2;
+  // Only qwen3 normalizes heads, and it has no biases: backends may add biases after the norm.
+  const bool head_norms = hp.arch == model_arch::qwen3;
   for (std::int64_t i = 0; i < hp.n_layer; ++i) {
     layer_weights& l = layers_[static_cast<std::size_t>(i)];
     const std::string p = "blk." + std::to_string(i) + ".";
@@ -243,17 +262,49 @@ status model::bind_weights() {
       return {};
     };
     CHATAI_RETURN_IF_ERROR(bind_vector(l.attn_norm, "attn_norm.weight", hp.n_embd, "n_embd", true));
-    CHATAI_RETURN_IF_ERROR(bind(l.wq, "attn_q.weight", hp.q_dim(), hp.n_embd, "n_embd, n_head * head_dim"));
-    CHATAI_RETURN_IF_ERROR(bind(l.wk, "attn_k.weight", hp.kv_dim(), hp.n_embd, "n_embd, n_head_kv * head_dim"));
-    CHATAI_RETURN_IF_ERROR(bind(l.wv, "attn_v.weight", hp.kv_dim(), hp.n_embd, "n_embd, n_head_kv * head_dim"));
+    // phi3 conversions fuse Q, K and V into one matrix, their rows in that order.
+    if (hp.arch == model_arch::phi3 && f.find_tensor(p + "attn_qkv.weight")) {
+      weight_matrix qkv;
+      CHATAI_RETURN_IF_ERROR(bind(qkv, "attn_qkv.weight", hp.q_dim() + 2 * hp.kv_dim(), hp.n_embd,
+                                  "n_embd, (n_head + 2 * n_head_kv) * head_dim"));
+      l.wq = row_range(qkv, 0, hp.q_dim());
+      l.wk = row_range(qkv, hp.q_dim(), hp.kv_dim());
+      l.wv = row_range(qkv, hp.q_dim() + hp.kv_dim(), hp.kv_dim());
+    } else {
+      CHATAI_RETURN_IF_ERROR(bind(l.wq, "attn_q.weight", hp.q_dim(), hp.n_embd, "n_embd, n_head * head_dim"));
+      CHATAI_RETURN_IF_ERROR(bind(l.wk, "attn_k.weight", hp.kv_dim(), hp.n_embd, "n_embd, n_head_kv * head_dim"));
+      CHATAI_RETURN_IF_ERROR(bind(l.wv, "attn_v.weight", hp.kv_dim(), hp.n_embd, "n_embd, n_head_kv * head_dim"));
+    }
     CHATAI_RETURN_IF_ERROR(bind_vector(l.bq, "attn_q.bias", hp.q_dim(), "n_head * head_dim", biases_required));
     CHATAI_RETURN_IF_ERROR(bind_vector(l.bk, "attn_k.bias", hp.kv_dim(), "n_head_kv * head_dim", biases_required));
     CHATAI_RETURN_IF_ERROR(bind_vector(l.bv, "attn_v.bias", hp.kv_dim(), "n_head_kv * head_dim", biases_required));
+    if (head_norms) {
+      CHATAI_RETURN_IF_ERROR(bind_vector(l.q_norm, "attn_q_norm.weight", hp.head_dim, "head_dim", true));
+      CHATAI_RETURN_IF_ERROR(bind_vector(l.k_norm, "attn_k_norm.weight", hp.head_dim, "head_dim", true));
+    }
     CHATAI_RETURN_IF_ERROR(bind(l.wo, "attn_output.weight", hp.n_embd, hp.q_dim(), "n_head * head_dim, n_embd"));
     CHATAI_RETURN_IF_ERROR(bind_vector(l.ffn_norm, "ffn_norm.weight", hp.n_embd, "n_embd", true));
-    CHATAI_RETURN_IF_ERROR(bind(l.w_gate, "ffn_gate.weight", hp.n_ff, hp.n_embd, "n_embd, n_ff"));
-    CHATAI_RETURN_IF_ERROR(bind(l.w_up, "ffn_up.weight", hp.n_ff, hp.n_embd, "n_embd, n_ff"));
+    // phi3 conversions fuse the gate and up projections into ffn_up, the gate's rows first.
+    if (hp.arch == model_arch::phi3 && !f.find_tensor(p + "ffn_gate.weight")) {
+      weight_matrix gate_up;
+      CHATAI_RETURN_IF_ERROR(bind(gate_up, "ffn_up.weight", 2 * hp.n_ff, hp.n_embd, "n_embd, 2 * n_ff"));
+      l.w_gate = row_range(gate_up, 0, hp.n_ff);
+      l.w_up = row_range(gate_up, hp.n_ff, hp.n_ff);
+    } else {
+      CHATAI_RETURN_IF_ERROR(bind(l.w_gate, "ffn_gate.weight", hp.n_ff, hp.n_embd, "n_embd, n_ff"));
+      CHATAI_RETURN_IF_ERROR(bind(l.w_up, "ffn_up.weight", hp.n_ff, hp.n_embd, "n_embd, n_ff"));
+    }
     CHATAI_RETURN_IF_ERROR(bind(l.w_down, "ffn_down.weight", hp.n_embd, hp.n_ff, "n_ff, n_embd"));
+  }
+
+  // LongRoPE (Phi-3 and Phi-4 mini with 128k contexts) picks one of two factor sets by the
+  // context in use and scales the rotated values by an attention factor as well; a single set
+  // applied as rope_freqs is would compute another model.
+  for (const char* name : {"rope_factors_long.weight", "rope_factors_short.weight"}) {
+    if (f.find_tensor(name)) {
+      return error(errc::unsupported, "tensor " + std::string(name) + ": LongRoPE scaling (the long-context " + a +
+                                          " variants) is not supported");
+    }
   }
 
   // RoPE scaling: a rope_freqs tensor (Llama 3 conversions) wins over the metadata.

@@ -78,14 +78,21 @@ struct synth_writer {
     });
   }
 
-  status norm(const std::string& name, std::int64_t n) {
+  // An f32 vector of values mean + scale * u, u of unit variance: norms near 1, small biases.
+  status vector(const std::string& name, std::int64_t n, float mean, float scale) {
     std::vector<float> values(static_cast<std::size_t>(n));  // [n]
     const std::uint64_t s = stream();
-    for (std::int64_t i = 0; i < n; ++i) values[static_cast<std::size_t>(i)] = 1.0f + 0.05f * unit_uniform(s, static_cast<std::uint64_t>(i));
+    for (std::int64_t i = 0; i < n; ++i) {
+      values[static_cast<std::size_t>(i)] = mean + scale * unit_uniform(s, static_cast<std::uint64_t>(i));
+    }
     const std::int64_t shape[] = {n};
     return w.add_tensor(name, ggml_type::f32, shape, std::as_bytes(std::span<const float>(values)));
   }
+
+  status norm(const std::string& name, std::int64_t n) { return vector(name, n, 1.0f, 0.05f); }
 };
+
+std::int64_t head_dim_of(const synth_shape& s) { return s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head; }
 
 // The tokenizer.* keys of `path`, the vocabulary padded to n_vocab with unused tokens.
 status copy_tokenizer(gguf_writer& w, const std::filesystem::path& path, std::int64_t n_vocab) {
@@ -137,7 +144,7 @@ std::int64_t synth_matrix_bytes(const synth_shape& s, ggml_type type) noexcept {
     const auto& info = type_info(matrix_type(type, cols));
     return rows * (cols / info.block_size) * static_cast<std::int64_t>(info.type_size);
   };
-  const std::int64_t head_dim = s.n_embd / s.n_head;
+  const std::int64_t head_dim = head_dim_of(s);
   const std::int64_t q_dim = s.n_head * head_dim, kv_dim = s.n_head_kv * head_dim;
   const std::int64_t layer = bytes(q_dim, s.n_embd) + 2 * bytes(kv_dim, s.n_embd) + bytes(s.n_embd, q_dim) +
                              2 * bytes(s.n_ff, s.n_embd) + bytes(s.n_embd, s.n_ff);
@@ -150,20 +157,25 @@ status synthesize_model(const synth_options& options, const std::filesystem::pat
     return error(errc::invalid_argument, "type: the backends do not compute with " + std::string(to_string(options.type)));
   }
   if (s.n_vocab <= 0 || s.n_ctx <= 0 || s.n_embd <= 0 || s.n_layer <= 0 || s.n_head <= 0 || s.n_head_kv <= 0 ||
-      s.n_ff <= 0 || s.n_embd % s.n_head != 0 || s.n_head % s.n_head_kv != 0) {
+      s.n_ff <= 0 || s.head_dim < 0 || (s.head_dim == 0 && s.n_embd % s.n_head != 0) || s.n_head % s.n_head_kv != 0) {
     return error(errc::invalid_argument, "shape " + std::string(s.name) + ": dimensions must be positive, n_embd a multiple "
-                                         "of n_head and n_head a multiple of n_head_kv");
+                                         "of n_head (unless head_dim is given) and n_head a multiple of n_head_kv");
   }
-  for (std::int64_t cols : {s.n_embd, s.n_ff}) {
+  const std::int64_t head_dim = head_dim_of(s);
+  const std::int64_t rope_dim = s.rope_dim > 0 ? s.rope_dim : head_dim;
+  if (s.rope_dim < 0 || rope_dim > head_dim || rope_dim % 2 != 0) {
+    return error(errc::invalid_argument, "shape " + std::string(s.name) + ": rope_dim " + std::to_string(rope_dim) +
+                                             " must be even and at most head_dim " + std::to_string(head_dim));
+  }
+  const std::int64_t q_dim = s.n_head * head_dim, kv_dim = s.n_head_kv * head_dim;
+  for (std::int64_t cols : {s.n_embd, s.n_ff, q_dim}) {
     if (cols % 32 != 0) {
       return error(errc::invalid_argument, "shape " + std::string(s.name) + ": " + std::to_string(cols) +
                                                " is not a multiple of 32, the smallest block of the weight types");
     }
   }
-  const std::int64_t head_dim = s.n_embd / s.n_head;
-  const std::int64_t q_dim = s.n_embd, kv_dim = s.n_head_kv * head_dim;
   gguf_writer w;
-  const std::string a = "llama";
+  const std::string a(to_string(options.arch));
   CHATAI_RETURN_IF_ERROR(w.add_string("general.architecture", a));
   CHATAI_RETURN_IF_ERROR(w.add_string("general.name", "synthetic " + std::string(s.name) + " " +
                                                           std::string(to_string(options.type)) + " seed " +
@@ -175,7 +187,11 @@ status synthesize_model(const synth_options& options, const std::filesystem::pat
   CHATAI_RETURN_IF_ERROR(w.add_uint32(a + ".feed_forward_length", static_cast<std::uint32_t>(s.n_ff)));
   CHATAI_RETURN_IF_ERROR(w.add_uint32(a + ".attention.head_count", static_cast<std::uint32_t>(s.n_head)));
   CHATAI_RETURN_IF_ERROR(w.add_uint32(a + ".attention.head_count_kv", static_cast<std::uint32_t>(s.n_head_kv)));
-  CHATAI_RETURN_IF_ERROR(w.add_uint32(a + ".rope.dimension_count", static_cast<std::uint32_t>(head_dim)));
+  if (head_dim * s.n_head != s.n_embd) {
+    CHATAI_RETURN_IF_ERROR(w.add_uint32(a + ".attention.key_length", static_cast<std::uint32_t>(head_dim)));
+    CHATAI_RETURN_IF_ERROR(w.add_uint32(a + ".attention.value_length", static_cast<std::uint32_t>(head_dim)));
+  }
+  CHATAI_RETURN_IF_ERROR(w.add_uint32(a + ".rope.dimension_count", static_cast<std::uint32_t>(rope_dim)));
   CHATAI_RETURN_IF_ERROR(w.add_float32(a + ".attention.layer_norm_rms_epsilon", 1e-5f));
   CHATAI_RETURN_IF_ERROR(w.add_float32(a + ".rope.freq_base", s.rope_freq_base));
   if (!options.tokenizer.empty()) CHATAI_RETURN_IF_ERROR(copy_tokenizer(w, options.tokenizer, s.n_vocab));
@@ -193,14 +209,31 @@ status synthesize_model(const synth_options& options, const std::filesystem::pat
     const std::string p = "blk." + std::to_string(l) + ".";
     const float in = 1.0f / std::sqrt(static_cast<float>(s.n_embd));
     CHATAI_RETURN_IF_ERROR(sw.norm(p + "attn_norm.weight", s.n_embd));
-    CHATAI_RETURN_IF_ERROR(sw.matrix(p + "attn_q.weight", q_dim, s.n_embd, in));
-    CHATAI_RETURN_IF_ERROR(sw.matrix(p + "attn_k.weight", kv_dim, s.n_embd, in));
-    CHATAI_RETURN_IF_ERROR(sw.matrix(p + "attn_v.weight", kv_dim, s.n_embd, in));
+    if (options.arch == model_arch::phi3) {
+      CHATAI_RETURN_IF_ERROR(sw.matrix(p + "attn_qkv.weight", q_dim + 2 * kv_dim, s.n_embd, in));
+    } else {
+      CHATAI_RETURN_IF_ERROR(sw.matrix(p + "attn_q.weight", q_dim, s.n_embd, in));
+      CHATAI_RETURN_IF_ERROR(sw.matrix(p + "attn_k.weight", kv_dim, s.n_embd, in));
+      CHATAI_RETURN_IF_ERROR(sw.matrix(p + "attn_v.weight", kv_dim, s.n_embd, in));
+    }
+    if (options.arch == model_arch::qwen2) {
+      CHATAI_RETURN_IF_ERROR(sw.vector(p + "attn_q.bias", q_dim, 0.0f, 0.1f));
+      CHATAI_RETURN_IF_ERROR(sw.vector(p + "attn_k.bias", kv_dim, 0.0f, 0.1f));
+      CHATAI_RETURN_IF_ERROR(sw.vector(p + "attn_v.bias", kv_dim, 0.0f, 0.1f));
+    }
+    if (options.arch == model_arch::qwen3) {
+      CHATAI_RETURN_IF_ERROR(sw.norm(p + "attn_q_norm.weight", head_dim));
+      CHATAI_RETURN_IF_ERROR(sw.norm(p + "attn_k_norm.weight", head_dim));
+    }
     CHATAI_RETURN_IF_ERROR(sw.matrix(p + "attn_output.weight", s.n_embd, q_dim,
                                      out_scale / std::sqrt(static_cast<float>(q_dim))));
     CHATAI_RETURN_IF_ERROR(sw.norm(p + "ffn_norm.weight", s.n_embd));
-    CHATAI_RETURN_IF_ERROR(sw.matrix(p + "ffn_gate.weight", s.n_ff, s.n_embd, in));
-    CHATAI_RETURN_IF_ERROR(sw.matrix(p + "ffn_up.weight", s.n_ff, s.n_embd, in));
+    if (options.arch == model_arch::phi3) {  // gate rows first, then up
+      CHATAI_RETURN_IF_ERROR(sw.matrix(p + "ffn_up.weight", 2 * s.n_ff, s.n_embd, in));
+    } else {
+      CHATAI_RETURN_IF_ERROR(sw.matrix(p + "ffn_gate.weight", s.n_ff, s.n_embd, in));
+      CHATAI_RETURN_IF_ERROR(sw.matrix(p + "ffn_up.weight", s.n_ff, s.n_embd, in));
+    }
     CHATAI_RETURN_IF_ERROR(sw.matrix(p + "ffn_down.weight", s.n_embd, s.n_ff,
                                      out_scale / std::sqrt(static_cast<float>(s.n_ff))));
   }

@@ -407,13 +407,17 @@ TEST_CASE("split attention over scrambled pages matches the reference") {
 
 namespace {
 
-// A synthetic model of a small shape in `type`.
-std::shared_ptr<const model> synthetic(ggml_type type, const fs::path& dir) {
+// A synthetic model of a small shape in `type`; qwen3's heads are wider than n_embd / n_head
+// (q_dim != n_embd) and phi3's rotate part of each head, as Phi-4 mini's do.
+std::shared_ptr<const model> synthetic(ggml_type type, const fs::path& dir, model_arch arch = model_arch::llama) {
   synth_options o;
   o.shape = {"tiny", 512, 2048, 256, 2, 4, 2, 512, 10000.0f, false};
+  if (arch == model_arch::qwen3) o.shape.head_dim = 128;
+  if (arch == model_arch::phi3) o.shape.rope_dim = 48;
+  o.arch = arch;
   o.type = type;
   o.seed = 9;
-  const fs::path path = dir / (std::string(to_string(type)) + ".gguf");
+  const fs::path path = dir / (std::string(to_string(arch)) + "-" + std::string(to_string(type)) + ".gguf");
   require_ok(synthesize_model(o, path));
   auto m = model::load(path);
   REQUIRE_MESSAGE(m.ok(), (m.ok() ? std::string() : m.err().message()));
@@ -458,6 +462,35 @@ std::vector<token_id> some_tokens(std::int64_t n, std::int64_t n_vocab) {
   return t;
 }
 
+// A prompt long enough for the GEMM path (BF16 operands), then decode steps on the
+// matrix-vector path (f32 activations), on both backends.
+void check_against_cpu(const std::shared_ptr<const model>& m, const fs::path& dir, const std::string& t) {
+  auto cpu = cpu_reference_of(*m, dir);
+  auto gpu = cuda_backend_of(m);
+  const auto prompt = some_tokens(300, m->hparams().n_vocab);
+  const auto want = logits_of(*cpu, prompt, logits_mode::all);
+  const auto got = logits_of(*gpu, prompt, logits_mode::all);
+  REQUIRE(all_finite(got));
+  const double prefill_error = relative_error(got, want);
+  MESSAGE(t << ": prefill relative RMS error " << prefill_error);
+  CHECK(prefill_error < 2e-2);
+
+  auto cs = cpu->create_sequence(0), gs = gpu->create_sequence(0);
+  REQUIRE(cs.ok());
+  REQUIRE(gs.ok());
+  logits_out co, go;
+  require_ok(cpu->forward({{{*cs, prompt, logits_mode::none}}}, co));
+  require_ok(gpu->forward({{{*gs, prompt, logits_mode::none}}}, go));
+  CHECK(go.values.empty());
+  for (int step = 0; step < 4; ++step) {
+    const token_id next[] = {static_cast<token_id>(100 + step)};
+    require_ok(cpu->forward({{{*cs, next, logits_mode::last}}}, co));
+    require_ok(gpu->forward({{{*gs, next, logits_mode::last}}}, go));
+    const double decode_error = relative_error(go.values, co.values);
+    MESSAGE(t << ": decode step " << step << " relative RMS error " << decode_error);
+    CHECK(decode_error < 2e-2);  // the cache holds the prompt's keys as the GEMM path computed them
+  }
+}
 
 }  // namespace
 
@@ -466,33 +499,18 @@ TEST_CASE("whole-model logits of the CUDA backend match the CPU backend for ever
   test::temp_dir dir("chatai-cuda");
   for (ggml_type t : all_weight_types) {
     CAPTURE(to_string(t));
-    auto m = synthetic(t, dir.path());
-    auto cpu = cpu_reference_of(*m, dir.path());
-    auto gpu = cuda_backend_of(m);
-    // A prompt long enough for the GEMM path (BF16 operands), then decode steps on the
-    // matrix-vector path (f32 activations).
-    const auto prompt = some_tokens(300, m->hparams().n_vocab);
-    const auto want = logits_of(*cpu, prompt, logits_mode::all);
-    const auto got = logits_of(*gpu, prompt, logits_mode::all);
-    REQUIRE(all_finite(got));
-    const double prefill_error = relative_error(got, want);
-    MESSAGE(to_string(t) << ": prefill relative RMS error " << prefill_error);
-    CHECK(prefill_error < 2e-2);
+    check_against_cpu(synthetic(t, dir.path()), dir.path(), std::string(to_string(t)));
+  }
+}
 
-    auto cs = cpu->create_sequence(0), gs = gpu->create_sequence(0);
-    REQUIRE(cs.ok());
-    REQUIRE(gs.ok());
-    logits_out co, go;
-    require_ok(cpu->forward({{{*cs, prompt, logits_mode::none}}}, co));
-    require_ok(gpu->forward({{{*gs, prompt, logits_mode::none}}}, go));
-    CHECK(go.values.empty());
-    for (int step = 0; step < 4; ++step) {
-      const token_id next[] = {static_cast<token_id>(100 + step)};
-      require_ok(cpu->forward({{{*cs, next, logits_mode::last}}}, co));
-      require_ok(gpu->forward({{{*gs, next, logits_mode::last}}}, go));
-      const double decode_error = relative_error(go.values, co.values);
-      MESSAGE(to_string(t) << ": decode step " << step << " relative RMS error " << decode_error);
-      CHECK(decode_error < 2e-2);  // the cache holds the prompt's keys as the GEMM path computed them
+TEST_CASE("CUDA logits match the CPU backend for qwen2 biases, qwen3 head norms and phi3 fused matrices") {
+  SKIP_WITHOUT_GPU();
+  test::temp_dir dir("chatai-cuda");
+  for (model_arch arch : {model_arch::qwen2, model_arch::qwen3, model_arch::phi3}) {
+    for (ggml_type t : {ggml_type::f16, ggml_type::q8_0, ggml_type::q4_k}) {
+      const std::string label = std::string(to_string(arch)) + " " + std::string(to_string(t));
+      CAPTURE(label);
+      check_against_cpu(synthetic(t, dir.path(), arch), dir.path(), label);
     }
   }
 }

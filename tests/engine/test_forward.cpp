@@ -56,6 +56,11 @@ std::vector<float> all_logits(backend& b, const std::vector<token_id>& tokens) {
 
 struct synthetic_dims {
   std::int64_t n_vocab = 320, n_embd = 256, n_head = 4, n_head_kv = 2, n_ff = 512, n_layer = 2, n_ctx = 256;
+  std::int64_t head_dim = 0;  // 0: n_embd / n_head; otherwise written as attention.key_length
+  std::int64_t rope_dim = 0;  // 0: head_dim
+  bool fused = true;          // phi3: attn_qkv and a gate-up ffn_up, as its conversions write
+  bool k_norm = true;         // qwen3: attn_k_norm beside attn_q_norm
+  bool longrope = false;      // rope_factors_long and _short, as 128k-context phi3 conversions have
 };
 
 // Deterministic values: the same for every weight type, so that only the encoding differs.
@@ -95,18 +100,43 @@ void write_synthetic(const fs::path& path, model_arch arch, ggml_type type, cons
   REQUIRE(w.add_uint32(a + ".attention.head_count_kv", static_cast<std::uint32_t>(d.n_head_kv)).ok());
   REQUIRE(w.add_float32(a + ".attention.layer_norm_rms_epsilon", 1e-5f).ok());
   REQUIRE(w.add_float32(a + ".rope.freq_base", 10000.0f).ok());
+  const std::int64_t head_dim = d.head_dim > 0 ? d.head_dim : d.n_embd / d.n_head;
+  if (d.head_dim > 0) {
+    REQUIRE(w.add_uint32(a + ".attention.key_length", static_cast<std::uint32_t>(head_dim)).ok());
+    REQUIRE(w.add_uint32(a + ".attention.value_length", static_cast<std::uint32_t>(head_dim)).ok());
+  }
+  if (d.rope_dim > 0) REQUIRE(w.add_uint32(a + ".rope.dimension_count", static_cast<std::uint32_t>(d.rope_dim)).ok());
   synthetic_values v;
-  const std::int64_t q_dim = d.n_embd, kv_dim = d.n_embd / d.n_head * d.n_head_kv;
+  const std::int64_t q_dim = d.n_head * head_dim, kv_dim = d.n_head_kv * head_dim;
+  const bool fused = arch == model_arch::phi3 && d.fused;
   const float s = 1.0f / std::sqrt(static_cast<float>(d.n_embd));
   add_matrix(w, "token_embd.weight", type, d.n_vocab, d.n_embd, v.normal(d.n_vocab * d.n_embd, 0.0f, 1.0f));
   add_matrix(w, "output.weight", type, d.n_vocab, d.n_embd, v.normal(d.n_vocab * d.n_embd, 0.0f, 2.0f * s));
   add_vector(w, "output_norm.weight", v.normal(d.n_embd, 1.0f, 0.1f));
+  if (d.longrope) {
+    const std::int64_t half = (d.rope_dim > 0 ? d.rope_dim : head_dim) / 2;
+    add_vector(w, "rope_factors_long.weight", v.normal(half, 4.0f, 0.5f));
+    add_vector(w, "rope_factors_short.weight", v.normal(half, 1.0f, 0.05f));
+  }
   for (std::int64_t l = 0; l < d.n_layer; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     add_vector(w, p + "attn_norm.weight", v.normal(d.n_embd, 1.0f, 0.1f));
-    add_matrix(w, p + "attn_q.weight", type, q_dim, d.n_embd, v.normal(q_dim * d.n_embd, 0.0f, 2.0f * s));
-    add_matrix(w, p + "attn_k.weight", type, kv_dim, d.n_embd, v.normal(kv_dim * d.n_embd, 0.0f, 2.0f * s));
-    add_matrix(w, p + "attn_v.weight", type, kv_dim, d.n_embd, v.normal(kv_dim * d.n_embd, 0.0f, s));
+    auto wq = v.normal(q_dim * d.n_embd, 0.0f, 2.0f * s);
+    auto wk = v.normal(kv_dim * d.n_embd, 0.0f, 2.0f * s);
+    const auto wv = v.normal(kv_dim * d.n_embd, 0.0f, s);
+    if (fused) {  // rows of Q, then K, then V
+      wq.insert(wq.end(), wk.begin(), wk.end());
+      wq.insert(wq.end(), wv.begin(), wv.end());
+      add_matrix(w, p + "attn_qkv.weight", type, q_dim + 2 * kv_dim, d.n_embd, wq);
+    } else {
+      add_matrix(w, p + "attn_q.weight", type, q_dim, d.n_embd, wq);
+      add_matrix(w, p + "attn_k.weight", type, kv_dim, d.n_embd, wk);
+      add_matrix(w, p + "attn_v.weight", type, kv_dim, d.n_embd, wv);
+    }
+    if (arch == model_arch::qwen3) {
+      add_vector(w, p + "attn_q_norm.weight", v.normal(head_dim, 1.0f, 0.1f));
+      if (d.k_norm) add_vector(w, p + "attn_k_norm.weight", v.normal(head_dim, 1.0f, 0.1f));
+    }
     if (arch == model_arch::qwen2) {
       add_vector(w, p + "attn_q.bias", v.normal(q_dim, 0.0f, 0.2f));
       add_vector(w, p + "attn_k.bias", v.normal(kv_dim, 0.0f, 0.2f));
@@ -114,11 +144,27 @@ void write_synthetic(const fs::path& path, model_arch arch, ggml_type type, cons
     }
     add_matrix(w, p + "attn_output.weight", type, d.n_embd, q_dim, v.normal(d.n_embd * q_dim, 0.0f, s));
     add_vector(w, p + "ffn_norm.weight", v.normal(d.n_embd, 1.0f, 0.1f));
-    add_matrix(w, p + "ffn_gate.weight", type, d.n_ff, d.n_embd, v.normal(d.n_ff * d.n_embd, 0.0f, s));
-    add_matrix(w, p + "ffn_up.weight", type, d.n_ff, d.n_embd, v.normal(d.n_ff * d.n_embd, 0.0f, s));
+    auto gate = v.normal(d.n_ff * d.n_embd, 0.0f, s);
+    const auto up = v.normal(d.n_ff * d.n_embd, 0.0f, s);
+    if (fused) {  // the gate's rows first
+      gate.insert(gate.end(), up.begin(), up.end());
+      add_matrix(w, p + "ffn_up.weight", type, 2 * d.n_ff, d.n_embd, gate);
+    } else {
+      add_matrix(w, p + "ffn_gate.weight", type, d.n_ff, d.n_embd, gate);
+      add_matrix(w, p + "ffn_up.weight", type, d.n_ff, d.n_embd, up);
+    }
     add_matrix(w, p + "ffn_down.weight", type, d.n_embd, d.n_ff, v.normal(d.n_embd * d.n_ff, 0.0f, s));
   }
   REQUIRE(w.write(path).ok());
+}
+
+// Each architecture's distinguishing shape: qwen3 with heads wider than n_embd / n_head (so
+// q_dim != n_embd), phi3 with partial rotary as Phi-4 mini has.
+synthetic_dims dims_of(model_arch arch) {
+  synthetic_dims d;
+  if (arch == model_arch::qwen3) d.head_dim = 128;
+  if (arch == model_arch::phi3) d.rope_dim = 48;
+  return d;
 }
 
 struct comparison {
@@ -213,8 +259,8 @@ TEST_CASE("every weight type agrees with the f32 path of a synthetic model") {
   test::temp_dir dir("chatai-forward");
   const synthetic_dims d;
   const auto tokens = synthetic_tokens(24, d.n_vocab);
-  for (model_arch arch : {model_arch::llama, model_arch::qwen2}) {
-    write_synthetic(dir.path() / "f32.gguf", arch, ggml_type::f32);
+  for (model_arch arch : {model_arch::llama, model_arch::qwen2, model_arch::qwen3, model_arch::phi3}) {
+    write_synthetic(dir.path() / "f32.gguf", arch, ggml_type::f32, dims_of(arch));
     const auto reference = all_logits(*make_backend(load(dir.path() / "f32.gguf"), 2), tokens);
     // Bounds on the relative RMS logit error and the top-1 agreement, per type, about 1.4
     // times the measured errors. They follow the weights' round-trip error (relative RMS
@@ -237,7 +283,7 @@ TEST_CASE("every weight type agrees with the f32 path of a synthetic model") {
       CAPTURE(to_string(arch));
       CAPTURE(to_string(bound.type));
       const fs::path path = dir.path() / (std::string(to_string(bound.type)) + ".gguf");
-      write_synthetic(path, arch, bound.type);
+      write_synthetic(path, arch, bound.type, dims_of(arch));
       const auto m = load(path);
       for (cpu_isa isa : supported_cpu_isas()) {
         CAPTURE(to_string(isa));
@@ -248,6 +294,44 @@ TEST_CASE("every weight type agrees with the f32 path of a synthetic model") {
         CHECK(c.top1_agreement >= bound.top1);
       }
     }
+  }
+}
+
+TEST_CASE("qwen3 and phi3 bind their own tensors") {
+  test::temp_dir dir("chatai-forward");
+  const auto tokens = synthetic_tokens(20, synthetic_dims{}.n_vocab);
+
+  SUBCASE("qwen3: head norms, and heads wider than n_embd / n_head") {
+    const fs::path p = dir.path() / "qwen3.gguf";
+    write_synthetic(p, model_arch::qwen3, ggml_type::f32, dims_of(model_arch::qwen3));
+    const auto m = load(p);
+    CHECK(m->hparams().arch == model_arch::qwen3);
+    CHECK(m->hparams().rope_pairs == rope_pairing::neox);
+    CHECK(m->hparams().head_dim == 128);
+    CHECK(m->hparams().q_dim() == 512);
+    CHECK(m->layers()[0].wq.rows == 512);
+    CHECK(m->layers()[0].wo.cols == 512);
+    CHECK(m->layers()[1].q_norm.size() == 128);
+    CHECK(m->layers()[1].k_norm.size() == 128);
+    CHECK(m->layers()[0].bq.empty());
+  }
+
+  SUBCASE("phi3: fused matrices compute exactly what separate ones do") {
+    synthetic_dims d = dims_of(model_arch::phi3);
+    write_synthetic(dir.path() / "fused.gguf", model_arch::phi3, ggml_type::q8_0, d);
+    d.fused = false;
+    write_synthetic(dir.path() / "separate.gguf", model_arch::phi3, ggml_type::q8_0, d);
+    const auto fused = load(dir.path() / "fused.gguf");
+    const layer_weights& l = fused->layers()[1];
+    CHECK(l.wq.name == "blk.1.attn_qkv.weight");
+    CHECK(l.wk.data == l.wq.row(l.wq.rows));
+    CHECK(l.wv.data == l.wk.row(l.wk.rows));
+    CHECK(l.w_gate.name == "blk.1.ffn_up.weight");
+    CHECK(l.w_up.data == l.w_gate.row(d.n_ff));
+    CHECK(fused->hparams().rope_dim == 48);
+    CHECK(fused->hparams().rope_pairs == rope_pairing::neox);
+    const auto separate = load(dir.path() / "separate.gguf");
+    CHECK(all_logits(*make_backend(fused, 2), tokens) == all_logits(*make_backend(separate, 2), tokens));
   }
 }
 
@@ -485,6 +569,36 @@ TEST_CASE("loading names what is missing or inconsistent") {
     return f->find_tensor("blk.0.attn_q.bias") != nullptr;
   };
   CHECK(qwen_without_bias());
+
+  {
+    gguf_writer w;
+    REQUIRE(w.add_string("general.architecture", "gemma2").ok());
+    REQUIRE(w.add_uint32("gemma2.block_count", 2).ok());
+    const fs::path p = dir.path() / "gemma2.gguf";
+    REQUIRE(w.write(p).ok());
+    auto gemma = model::load(p);
+    REQUIRE_FALSE(gemma.ok());
+    CHECK(gemma.err().code() == errc::unsupported);
+    CHECK(gemma.err().message().find("architecture 'gemma2' is not supported (llama, qwen2, qwen3, phi3)") !=
+          std::string::npos);
+  }
+
+  synthetic_dims no_k_norm = dims_of(model_arch::qwen3);
+  no_k_norm.k_norm = false;
+  write_synthetic(dir.path() / "qwen3.gguf", model_arch::qwen3, ggml_type::f16, no_k_norm);
+  auto qwen3 = model::load(dir.path() / "qwen3.gguf");
+  REQUIRE_FALSE(qwen3.ok());
+  CHECK(qwen3.err().message().find("tensor blk.0.attn_k_norm.weight is missing; expected shape [128] (head_dim)") !=
+        std::string::npos);
+
+  synthetic_dims longrope = dims_of(model_arch::phi3);
+  longrope.longrope = true;
+  write_synthetic(dir.path() / "phi3.gguf", model_arch::phi3, ggml_type::f16, longrope);
+  auto phi3 = model::load(dir.path() / "phi3.gguf");
+  REQUIRE_FALSE(phi3.ok());
+  CHECK(phi3.err().code() == errc::unsupported);
+  CHECK(phi3.err().message().find("tensor rope_factors_long.weight: LongRoPE scaling (the long-context phi3 variants) "
+                                  "is not supported") != std::string::npos);
 }
 
 TEST_CASE("an f32 conversion of the real model reproduces the reference exactly") {

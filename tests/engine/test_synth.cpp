@@ -117,6 +117,47 @@ TEST_CASE("synthetic weights depend on the seed alone") {
   CHECK_FALSE(fs::exists(dir.path() / "d.gguf"));
 }
 
+TEST_CASE("synthetic models carry each architecture's tensors and keys") {
+  test::temp_dir dir("chatai-synth");
+  synth_options o;
+  o.shape = tiny_shape();
+  o.shape.head_dim = 128;  // q_dim 512, twice n_embd
+  o.shape.rope_dim = 64;
+  o.type = ggml_type::q8_0;
+  for (model_arch arch : {model_arch::llama, model_arch::qwen2, model_arch::qwen3, model_arch::phi3}) {
+    CAPTURE(to_string(arch));
+    o.arch = arch;
+    const fs::path path = dir.path() / (std::string(to_string(arch)) + ".gguf");
+    REQUIRE(synthesize_model(o, path).ok());
+    auto f = gguf_file::open(path);
+    REQUIRE(f.ok());
+    CHECK((f->find_tensor("blk.0.attn_q.bias") != nullptr) == (arch == model_arch::qwen2));
+    CHECK((f->find_tensor("blk.0.attn_k_norm.weight") != nullptr) == (arch == model_arch::qwen3));
+    CHECK((f->find_tensor("blk.0.attn_qkv.weight") != nullptr) == (arch == model_arch::phi3));
+    CHECK((f->find_tensor("blk.0.ffn_gate.weight") != nullptr) == (arch != model_arch::phi3));
+    auto m = model::load(path);
+    REQUIRE_MESSAGE(m.ok(), (m.ok() ? std::string() : m.err().message()));
+    const auto& hp = (*m)->hparams();
+    CHECK(hp.arch == arch);
+    CHECK(hp.head_dim == 128);
+    CHECK(hp.q_dim() == 512);
+    CHECK(hp.rope_dim == 64);
+    std::int64_t bytes = 0;  // the fused matrices weigh what the separate ones do
+    for (const layer_weights& l : (*m)->layers()) {
+      for (const weight_matrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+        bytes += w->rows * static_cast<std::int64_t>(w->row_bytes);
+      }
+    }
+    bytes += static_cast<std::int64_t>((*m)->output().row_bytes) * hp.n_vocab;
+    CHECK(bytes == synth_matrix_bytes(o.shape, o.type));
+    CHECK(prompt_logits(path).size() == 16 * 512);
+  }
+  o.shape.rope_dim = 130;
+  const auto bad = synthesize_model(o, dir.path() / "bad.gguf");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.err().message().find("rope_dim 130 must be even and at most head_dim 128") != std::string::npos);
+}
+
 TEST_CASE("synthetic models of the 5-, 3- and 2-bit types compute like their f32 version") {
   test::temp_dir dir("chatai-synth");
   synth_options o;

@@ -20,6 +20,8 @@ namespace chatai::engine {
 enum class model_arch {
   llama,  // Llama 2 and 3.x, Mistral, SmolLM2, TinyLlama
   qwen2,  // biases on Q, K and V; NEOX rotary pairs
+  qwen3,  // qwen2 without biases; each head of Q and K RMS-normalized before rotary
+  phi3,   // Phi-3 and Phi-4 mini: fused QKV and gate-up matrices; NEOX rotary pairs
 };
 
 std::string_view to_string(model_arch arch) noexcept;
@@ -27,7 +29,7 @@ std::string_view to_string(model_arch arch) noexcept;
 // Which elements of a head rotary embedding rotates together.
 enum class rope_pairing {
   adjacent,  // (2i, 2i + 1): llama
-  neox,      // (i, i + rope_dim / 2): qwen2
+  neox,      // (i, i + rope_dim / 2): qwen2, qwen3, phi3
 };
 
 // Thread safety: a value type.
@@ -65,7 +67,9 @@ struct weight_matrix {
   const std::byte* row(std::int64_t r) const noexcept { return data + static_cast<std::size_t>(r) * row_bytes; }
 };
 
-// One transformer block's weights. Thread safety: immutable once its model is loaded.
+// One transformer block's weights. A fused matrix in the file (phi3's attn_qkv and ffn_up) is
+// bound as views of its row ranges, so backends see the same separate matrices for every
+// architecture. Thread safety: immutable once its model is loaded.
 struct layer_weights {
   std::vector<float> attn_norm;  // [n_embd]
   weight_matrix wq;              // [q_dim × n_embd]
@@ -74,6 +78,8 @@ struct layer_weights {
   std::vector<float> bq;         // [q_dim], or empty when the model has no bias
   std::vector<float> bk;         // [kv_dim], or empty
   std::vector<float> bv;         // [kv_dim], or empty
+  std::vector<float> q_norm;     // [head_dim]: RMSNorm of each query head before rotary, or empty
+  std::vector<float> k_norm;     // [head_dim]: the same for each key head (empty with q_norm)
   weight_matrix wo;              // [n_embd × q_dim]
   std::vector<float> ffn_norm;   // [n_embd]
   weight_matrix w_gate;          // [n_ff × n_embd]
@@ -85,8 +91,8 @@ struct layer_weights {
 class model {
  public:
   // Maps and validates a GGUF file. Errors: those of gguf_file::open; unsupported for other
-  // architectures, weight types the backends do not compute with, or RoPE scaling other than
-  // none, linear and llama3; invalid_argument for a missing or inconsistent key or tensor,
+  // architectures, weight types the backends do not compute with, RoPE scaling other than
+  // none, linear and llama3, or phi3's LongRoPE factors; invalid_argument for a missing or inconsistent key or tensor,
   // with its name and, for tensors, the expected shape.
   static result<std::shared_ptr<const model>> load(const std::filesystem::path& path);
   // The same, over an opened file.

@@ -10,11 +10,12 @@
 #include <string_view>
 
 #include "chatai/core/status.hpp"
+#include "chatai/engine/model.hpp"
 #include "chatai/engine/tensor_type.hpp"
 
 namespace chatai::engine {
 
-// The dimensions of a llama-architecture model. Thread safety: a value type.
+// The dimensions of a llama-family model. Thread safety: a value type.
 struct synth_shape {
   std::string_view name;
   std::int64_t n_vocab = 0;
@@ -26,6 +27,8 @@ struct synth_shape {
   std::int64_t n_ff = 0;
   float rope_freq_base = 10000.0f;
   bool tied_output = false;  // no output.weight: the embedding serves
+  std::int64_t head_dim = 0;  // 0: n_embd / n_head
+  std::int64_t rope_dim = 0;  // rotated leading elements of each head; 0: head_dim
 };
 
 // The named shapes: smollm2-135m, llama-3.2-1b, llama-3.1-8b.
@@ -35,6 +38,9 @@ std::optional<synth_shape> find_synth_shape(std::string_view name) noexcept;
 // Thread safety: a value type.
 struct synth_options {
   synth_shape shape;
+  // The tensors and keys of this architecture's conversions: qwen2's biases, qwen3's head
+  // norms, phi3's fused matrices.
+  model_arch arch = model_arch::llama;
   ggml_type type = ggml_type::q8_0;  // of every matrix; norms stay f32
   std::uint64_t seed = 1;
   // A GGUF file whose tokenizer.* keys are copied (the vocabulary padded with unused tokens

@@ -375,7 +375,7 @@ class cpu_backend final : public backend {
       multiply(qkv, n_tokens, thread, n_threads);
       pool_.barrier();
 
-      // Biases, rotary embedding, and the new keys and values into the caches.
+      // Biases, head norms, rotary embedding, and the new keys and values into the caches.
       for (std::int64_t t = t_begin; t < t_end; ++t) {
         float* q = q_.data() + t * q_dim;
         float* k = k_.data() + t * kv_dim;
@@ -388,6 +388,10 @@ class cpu_backend final : public backend {
         }
         if (!l.bv.empty()) {
           for (std::int64_t i = 0; i < kv_dim; ++i) v[i] += l.bv[static_cast<std::size_t>(i)];
+        }
+        if (!l.q_norm.empty()) {  // each head normalized in place, as a row of head_dim
+          rms_norm_rows(q, l.q_norm, q, nullptr, false, hp_.head_dim, 0, hp_.n_head);
+          rms_norm_rows(k, l.k_norm, k, nullptr, false, hp_.head_dim, 0, hp_.n_head_kv);
         }
         const token_slot& slot = slots_[static_cast<std::size_t>(t)];
         for (std::size_t i = 0; i < inv_freq_.size(); ++i) {

@@ -111,6 +111,8 @@ struct device_layer {
   const float* bk = nullptr;  // [kv_dim] or null
   const float* bv = nullptr;  // [kv_dim] or null
   const float* ffn_norm = nullptr;  // [n_embd]
+  const float* q_norm = nullptr;    // [head_dim] or null: RMSNorm of each query head
+  const float* k_norm = nullptr;    // [head_dim] or null with q_norm
 };
 
 struct sequence_state {
@@ -363,7 +365,7 @@ class cuda_backend final : public backend {
       return v.empty() ? static_cast<std::size_t>(-1) : add(v.data(), v.size_bytes());
     };
     struct layer_offsets {
-      std::size_t attn_norm, bq, bk, bv, ffn_norm;
+      std::size_t attn_norm, bq, bk, bv, ffn_norm, q_norm, k_norm;
       std::pair<weight_matrix, std::size_t> wq, wk, wv, wo, w_gate, w_up, w_down;
     };
     std::vector<layer_offsets> offsets;
@@ -381,8 +383,9 @@ class cuda_backend final : public backend {
     const std::size_t inv_freq_at = add(inv_freq.data(), inv_freq.size() * sizeof(double));
     for (const layer_weights& l : model_->layers()) {
       offsets.push_back({add_vector(l.attn_norm), add_vector(l.bq), add_vector(l.bk), add_vector(l.bv),
-                         add_vector(l.ffn_norm), add_matrix(l.wq), add_matrix(l.wk), add_matrix(l.wv), add_matrix(l.wo),
-                         add_matrix(l.w_gate), add_matrix(l.w_up), add_matrix(l.w_down)});
+                         add_vector(l.ffn_norm), add_vector(l.q_norm), add_vector(l.k_norm), add_matrix(l.wq),
+                         add_matrix(l.wk), add_matrix(l.wv), add_matrix(l.wo), add_matrix(l.w_gate), add_matrix(l.w_up),
+                         add_matrix(l.w_down)});
     }
     std::size_t free = 0, total = 0;
     CHATAI_CUDA_CHECK(cudaMemGetInfo(&free, &total));
@@ -410,7 +413,8 @@ class cuda_backend final : public backend {
     inv_freq_ = reinterpret_cast<const double*>(base + inv_freq_at);
     for (const layer_offsets& o : offsets) {
       layers_.push_back({vector(o.attn_norm), matrix(o.wq), matrix(o.wk), matrix(o.wv), matrix(o.wo), matrix(o.w_gate),
-                         matrix(o.w_up), matrix(o.w_down), vector(o.bq), vector(o.bk), vector(o.bv), vector(o.ffn_norm)});
+                         matrix(o.w_up), matrix(o.w_down), vector(o.bq), vector(o.bk), vector(o.bv), vector(o.ffn_norm),
+                         vector(o.q_norm), vector(o.k_norm)});
     }
     return {};
   }
@@ -560,6 +564,12 @@ class cuda_backend final : public backend {
       const device_layer& l = layers_[static_cast<std::size_t>(li)];
       CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(x, li > 0 ? proj : nullptr, l.attn_norm, hp_.rms_eps, n, n_embd, nullptr, h, stream_));
       CHATAI_RETURN_IF_ERROR(matmul({{&l.wq, q, q_dim}, {&l.wk, k, kv_dim}, {&l.wv, v, kv_dim}}, h, n));
+      if (l.q_norm) {  // each head in place, as a row of head_dim: q [n × n_head × head_dim]
+        CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(q, nullptr, l.q_norm, hp_.rms_eps, n * hp_.n_head, hp_.head_dim,
+                                                  nullptr, q, stream_));
+        CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(k, nullptr, l.k_norm, hp_.rms_eps, n * hp_.n_head_kv, hp_.head_dim,
+                                                  nullptr, k, stream_));
+      }
       CHATAI_RETURN_IF_ERROR(launch_rope_store(rp, q, k, v, l.bq, l.bk, l.bv, inv_freq_, n, map(), layout_, li,
                                                k_cache_.as<std::uint16_t>(), v_cache_.as<std::uint16_t>(), stream_));
       attention_args a;

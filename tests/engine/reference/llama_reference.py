@@ -2,7 +2,8 @@
 """Independent NumPy reference of the llama-family forward pass, for golden files and perplexity.
 
 Reads the weights with the `gguf` package (dequantized to float32), runs the plain
-transformer (RMSNorm, RoPE, grouped-query attention, SwiGLU; qwen2 biases and NEOX rotary),
+transformer (RMSNorm, RoPE, grouped-query attention, SwiGLU; qwen2 biases and NEOX rotary,
+qwen3 per-head RMSNorm of queries and keys, phi3 fused QKV and gate-up matrices),
 and writes golden files of the top logits at every position, or prints a perplexity computed
 the way llama.cpp's llama-perplexity does. Model.hidden_states gives the final hidden states
 that embeddings pool. Token ids come from `chatai tokenize` so the
@@ -28,7 +29,7 @@ class Model:
         reader = GGUFReader(str(path))
         self.fields = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("tokenizer.ggml.")}
         arch = self.fields["general.architecture"]
-        if arch not in ("llama", "qwen2"):
+        if arch not in ("llama", "qwen2", "qwen3", "phi3"):
             raise SystemExit(f"unsupported architecture {arch}")
         self.arch = arch
         hp = lambda key, default=None: self.fields.get(f"{arch}.{key}", default)  # noqa: E731
@@ -36,7 +37,7 @@ class Model:
         self.n_embd = int(hp("embedding_length"))
         self.n_head = int(hp("attention.head_count"))
         self.n_head_kv = int(hp("attention.head_count_kv", self.n_head))
-        self.head_dim = self.n_embd // self.n_head
+        self.head_dim = int(hp("attention.key_length", self.n_embd // self.n_head))
         self.eps = float(hp("attention.layer_norm_rms_epsilon"))
         self.rope_base = float(hp("rope.freq_base", 10000.0))
         self.rope_dim = int(hp("rope.dimension_count", self.head_dim))
@@ -45,6 +46,20 @@ class Model:
             w = dequantize(t.data, t.tensor_type).astype(np.float32)
             shape = [int(d) for d in reversed(t.shape)]  # rows first, as NumPy sees them
             self.weights[t.name] = w.reshape(shape)
+        if "rope_factors_long.weight" in self.weights:
+            raise SystemExit("LongRoPE factors are not supported")
+        q_dim, kv_dim = self.n_head * self.head_dim, self.n_head_kv * self.head_dim
+        for layer in range(self.n_layer):  # phi3's fused matrices, split by rows
+            p = f"blk.{layer}."
+            qkv = self.weights.pop(p + "attn_qkv.weight", None)
+            if qkv is not None:
+                self.weights[p + "attn_q.weight"] = qkv[:q_dim]
+                self.weights[p + "attn_k.weight"] = qkv[q_dim : q_dim + kv_dim]
+                self.weights[p + "attn_v.weight"] = qkv[q_dim + kv_dim :]
+            if p + "ffn_gate.weight" not in self.weights:  # gate rows first, then up
+                gate_up = self.weights[p + "ffn_up.weight"]
+                half = gate_up.shape[0] // 2
+                self.weights[p + "ffn_gate.weight"], self.weights[p + "ffn_up.weight"] = gate_up[:half], gate_up[half:]
         self.output = self.weights.get("output.weight", self.weights["token_embd.weight"])
 
     def w(self, name):
@@ -61,7 +76,7 @@ class Model:
         cos = np.cos(angles)[:, None, :].astype(np.float32)
         sin = np.sin(angles)[:, None, :].astype(np.float32)
         out = x.copy()
-        if self.arch == "qwen2":  # NEOX: pairs are (i, i + half)
+        if self.arch in ("qwen2", "qwen3", "phi3"):  # NEOX: pairs are (i, i + half)
             a, b = x[..., :half], x[..., half : 2 * half]
             out[..., :half] = a * cos - b * sin
             out[..., half : 2 * half] = a * sin + b * cos
@@ -90,6 +105,9 @@ class Model:
             q = self.linear(h, p + "attn_q").reshape(n, self.n_head, self.head_dim)
             k = self.linear(h, p + "attn_k").reshape(n, self.n_head_kv, self.head_dim)
             v = self.linear(h, p + "attn_v").reshape(n, self.n_head_kv, self.head_dim)
+            if self.w(p + "attn_q_norm.weight") is not None:  # qwen3: each head normalized
+                q = self.rms_norm(q, self.weights[p + "attn_q_norm.weight"])
+                k = self.rms_norm(k, self.weights[p + "attn_k_norm.weight"])
             q, k = self.rope(q, positions), self.rope(k, positions)
             k = np.repeat(k, group, axis=1)
             v = np.repeat(v, group, axis=1)
@@ -97,7 +115,7 @@ class Model:
             scores -= scores.max(axis=-1, keepdims=True)
             probs = np.exp(scores)
             probs /= probs.sum(axis=-1, keepdims=True)
-            attn = np.einsum("hqk,khd->qhd", probs, v).reshape(n, self.n_embd)
+            attn = np.einsum("hqk,khd->qhd", probs, v).reshape(n, self.n_head * self.head_dim)
             x = x + self.linear(attn, p + "attn_output")
             h = self.rms_norm(x, self.weights[p + "ffn_norm.weight"])
             gate = self.linear(h, p + "ffn_gate")
