@@ -287,8 +287,11 @@ def test_the_tunnel_recovers_when_sshd_is_killed_and_restarted(env):
 
 def test_the_local_transport_runs_the_gate_as_a_child(env, tmp_path):
     # A copy of the state, so that files the gate writes as root stay out of the sshd user's.
+    # In-flight markers stay behind: the session gates of earlier tests still own (and rename
+    # or remove) theirs while the copy runs.
     state = tmp_path / "state"
-    shutil.copytree(env.state, state)
+    shutil.copytree(env.state, state,
+                    ignore=lambda folder, names: names if pathlib.Path(folder).name == "inflight" else [])
     config = tmp_path / "gate.json"
     config.write_text(json.dumps({**json.loads(env.config.read_text()), "state_dir": str(state)}))
     with chatai.Tunnel.local(str(env.gate), str(config), keep_alive_interval=0) as t:
