@@ -7,6 +7,10 @@
 #
 # Usage: benchmarks/gpu_check.sh [--device cuda|cpu] [--quick] [--deps DIR] [--build-dir DIR]
 #                                [--scratch DIR] [--no-build] [--no-tests] [--shapes LIST] [--types LIST]
+#                                [--cuda-arch LIST] [--archs LIST]
+#   --archs LIST           architectures each shape is synthesized in (default llama); rows are
+#                          named shape/arch when more than llama is asked for.
+#   --cuda-arch LIST       CMAKE_CUDA_ARCHITECTURES of the build (default native: the GPU present).
 #   --deps DIR             what benchmarks/gpu_deps.sh prepared: its packages are added to the
 #                          system where files are missing (never replacing one), and its
 #                          tokenizers serve `chatai synth`.
@@ -27,8 +31,10 @@ batches="1 8 64"
 prompt=512
 decode=64
 jobs=16
+cuda_arch=native
+archs=llama
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 need() { [ "$#" -ge 2 ] || { echo "gpu_check.sh: $1 needs a value" >&2; exit 2; }; }
 
 while [ "$#" -gt 0 ]; do
@@ -42,6 +48,8 @@ while [ "$#" -gt 0 ]; do
     --no-tests) tests=0; shift ;;
     --shapes) need "$@"; shapes=${2//,/ }; shift 2 ;;
     --types) need "$@"; types=${2//,/ }; shift 2 ;;
+    --cuda-arch) need "$@"; cuda_arch=$2; shift 2 ;;
+    --archs) need "$@"; archs=${2//,/ }; shift 2 ;;
     -h|--help) usage ;;
     *) echo "gpu_check.sh: unknown argument '$1'" >&2; usage ;;
   esac
@@ -91,6 +99,7 @@ fi
 if [ "$build" = 1 ]; then
   log "configure and build $build_dir (Release, CUDA, -j$jobs)"
   cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCHATAI_WITH_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="$cuda_arch" \
     -DCHATAI_BUILD_PYTHON=OFF -DCHATAI_BUILD_TESTS=ON -DCHATAI_BUILD_BENCHMARKS=ON >"$scratch/configure.log" 2>&1 ||
     { cat "$scratch/configure.log" >&2; exit 1; }
   cmake --build "$build_dir" -j"$jobs" --target chatai_cli test_engine_cuda test_engine_cuda_host copy_bandwidth
@@ -119,21 +128,25 @@ fi
 results=$scratch/results.txt
 : >"$results"
 for shape in $shapes; do
-  for type in $types; do
-    model=$scratch/$shape-$type.gguf
-    if [ ! -s "$model" ]; then
-      log "synth $shape $type"
-      "$chatai" synth --shape "$shape" --type "$type" --seed 1 "${synth_flags[@]}" -o "$model" >&2
-    fi
-    log "bench $shape $type, batches $batches"
-    echo "$shape $type - {}" >>"$results"  # the model's row, whatever the bench does
-    output=$("$chatai" --log-level warn bench -m "$model" --device "$device" -p "$prompt" -n "$decode" \
-             -b "${batches// /,}" -r 2 --json) || { echo "gpu_check.sh: bench $shape $type FAILED" >&2; failed=1; }
-    while IFS= read -r json; do
-      [ -n "$json" ] || continue
-      batch=$(sed -n 's/.*"batch":\([0-9]*\).*/\1/p' <<<"$json")
-      echo "$shape $type $batch $json" >>"$results"
-    done <<<"$output"
+  for arch in $archs; do
+    row=$shape
+    [ "$archs" = llama ] || row=$shape/$arch
+    for type in $types; do
+      model=$scratch/$shape-$arch-$type.gguf
+      if [ ! -s "$model" ]; then
+        log "synth $shape $arch $type"
+        "$chatai" synth --shape "$shape" --arch "$arch" --type "$type" --seed 1 "${synth_flags[@]}" -o "$model" >&2
+      fi
+      log "bench $row $type, batches $batches"
+      echo "$row $type - {}" >>"$results"  # the model's row, whatever the bench does
+      output=$("$chatai" --log-level warn bench -m "$model" --device "$device" -p "$prompt" -n "$decode" \
+               -b "${batches// /,}" -r 2 --json) || { echo "gpu_check.sh: bench $row $type FAILED" >&2; failed=1; }
+      while IFS= read -r json; do
+        [ -n "$json" ] || continue
+        batch=$(sed -n 's/.*"batch":\([0-9]*\).*/\1/p' <<<"$json")
+        echo "$row $type $batch $json" >>"$results"
+      done <<<"$output"
+    done
   done
 done
 
@@ -157,12 +170,12 @@ awk -v bw="$bandwidth" -v batches="$batches" -v prompt="$prompt" '
   }
   END {
     nb = split(batches, b, " ")
-    printf "%-14s %-5s %9s", "shape", "type", "weights"
+    printf "%-20s %-5s %9s", "shape", "type", "weights"
     for (i = 1; i <= nb; i++) printf " %20s", "decode b" b[i] " tok/s"
     printf " %16s\n", "prefill " prompt " tok/s"
     for (r = 1; r <= n; r++) {
       split(order[r], k, " ")
-      printf "%-14s %-5s %8.0fM", k[1], k[2], wbytes[order[r]] / 1e6
+      printf "%-20s %-5s %8.0fM", k[1], k[2], wbytes[order[r]] / 1e6
       for (i = 1; i <= nb; i++) {
         if (!((order[r], b[i]) in decode) || decode[order[r], b[i]] < 0) { printf " %20s", "failed"; continue }
         t = decode[order[r], b[i]]
@@ -182,6 +195,7 @@ awk -v bw="$bandwidth" -v batches="$batches" -v prompt="$prompt" '
     # 1B batch 64 at least 10 times batch 1.
     for (r = 1; r <= n; r++) {
       split(order[r], k, " ")
+      sub(/\/llama$/, "", k[1])
       one = ((order[r], 1) in decode) ? decode[order[r], 1] : -1
       if (one <= 0) continue
       if (k[1] == "llama-3.2-1b" && bw != "" && wbytes[order[r]] > 0) {

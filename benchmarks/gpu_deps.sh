@@ -12,6 +12,7 @@ packages=(
   libasio-dev rapidjson-dev doctest-dev libcli11-dev
   libssh-dev libssh-4 libgssapi-krb5-2 libkrb5-3 libk5crypto3 libkrb5support0 libkeyutils1 libcom-err2
   pkg-config pkgconf pkgconf-bin libpkgconf3
+  libsqlite3-dev libsqlite3-0
 )
 tokenizers=(ggml-vocab-llama-spm.gguf ggml-vocab-deepseek-llm.gguf)
 

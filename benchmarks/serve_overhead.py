@@ -1,7 +1,9 @@
 """What the server costs one stream: decode tokens/s of `chatai bench` (the engine alone, one
 sequence) against one streamed chat through `chatai serve` (the official openai client, decode
 rate from the first to the last content token), interleaved round by round on the same model
-and threads, and the ratio of the two per round.
+and threads, and the ratio of the two per round. The bench decodes from the same position as
+the chat (its prompt is as long as the templated chat prompt), so both attend over the same
+context.
 
 Usage: .venv/bin/python benchmarks/serve_overhead.py [--build build] [--model FILE]
        [--tokens 192] [--rounds 5] [--threads 0] [--temperature 0]
@@ -25,18 +27,27 @@ def default_model():
     return str(next(pathlib.Path(spec.submodule_search_locations[0]).glob("*.gguf")))
 
 
-def bench_decode(chatai, model, tokens, threads):
+def bench_decode(chatai, model, tokens, threads, decode_prompt):
     out = subprocess.run([chatai, "bench", "--model", model, "--threads", str(threads), "--prompt-tokens", "16",
-                          "--decode-tokens", str(tokens), "--batch", "1", "--repeat", "1", "--json"],
+                          "--decode-tokens", str(tokens), "--decode-prompt", str(decode_prompt), "--batch", "1",
+                          "--repeat", "1", "--json"],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.splitlines()[-1])["decode_tokens_per_s"]
+
+
+def messages(seed):
+    return [{"role": "user", "content": f"Write a very long story about ship number {seed}."}]
+
+
+def prompt_tokens(client, seed):
+    answer = client.chat.completions.create(model="bench", max_tokens=1, messages=messages(seed))
+    return answer.usage.prompt_tokens
 
 
 def serve_decode(client, tokens, temperature, seed):
     stamps = []
     stream = client.chat.completions.create(
-        model="bench", stream=True, max_tokens=tokens, temperature=temperature, seed=seed,
-        messages=[{"role": "user", "content": f"Write a very long story about ship number {seed}."}])
+        model="bench", stream=True, max_tokens=tokens, temperature=temperature, seed=seed, messages=messages(seed))
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             stamps.append(time.perf_counter())
@@ -67,7 +78,7 @@ def main():
         serve_decode(client, 32, args.temperature, 0)  # warm-up
         ratios = []
         for r in range(args.rounds):
-            engine = bench_decode(chatai, model, args.tokens, args.threads)
+            engine = bench_decode(chatai, model, args.tokens, args.threads, prompt_tokens(client, r + 1))
             served, counted = serve_decode(client, args.tokens, args.temperature, r + 1)
             ratios.append(served / engine)
             print(json.dumps({"round": r + 1, "bench_tokens_per_s": round(engine, 1),

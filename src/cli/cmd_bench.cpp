@@ -36,6 +36,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     model_flags model;
     std::int64_t prompt = 128;
     std::int64_t decode = 64;
+    std::int64_t decode_prompt = 4;
     std::vector<std::int64_t> batches{1};
     std::int64_t repeat = 3;
     bool json = false;
@@ -45,6 +46,9 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   opts->model.add_to(cmd);
   cmd->add_option("-p,--prompt-tokens", opts->prompt, "prompt length")->check(CLI::Range(1, 1 << 16));
   cmd->add_option("-n,--decode-tokens", opts->decode, "tokens decoded per sequence")->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--decode-prompt", opts->decode_prompt,
+                  "prompt length of each decoding sequence (decode starts at this position)")
+      ->check(CLI::Range(1, 1 << 16));
   cmd->add_option("-b,--batch", opts->batches, "sequences decoding together; several (1,8,64) measure each in turn")
       ->delimiter(',')
       ->check(CLI::Range(1, 256));
@@ -85,16 +89,17 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       best_prefill = std::max(best_prefill, static_cast<double>(opts->prompt) / s);
     }
 
-    // Decode: `batch` sequences with a short prompt each, greedy, past EOS. The first two
+    // Decode: `batch` sequences with a short prompt each (--decode-prompt), greedy, past EOS. The first two
     // steps (the prompts, then the first decode step, which may set up the backend's graph
     // of this batch shape) are not timed.
     for (const std::int64_t batch : opts->batches) {
       engine::generator_options go;
-      go.context = 16 + opts->decode + 8;
+      go.context = std::max<std::int64_t>(16, opts->decode_prompt) + opts->decode + 8;
       engine::generator gen(compute, rt->vocab(), go);
       for (std::int64_t i = 0; i < batch; ++i) {
         engine::generation_request req;
-        req.prompt = {any_token(rng), any_token(rng), any_token(rng), any_token(rng)};
+        req.prompt.resize(static_cast<std::size_t>(opts->decode_prompt));
+        for (auto& t : req.prompt) t = any_token(rng);
         req.sampling.temperature = 0.0f;
         req.max_tokens = opts->decode + 2;
         req.ignore_eos = true;

@@ -1,6 +1,9 @@
 // Sampling: bias and penalties, then greedy or top-k / top-p / min-p with temperature.
 #include "chatai/engine/sampler.hpp"
 
+#include "chatai/engine/cpu_backend.hpp"
+#include "cpu/kernels.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -78,6 +81,12 @@ token_id sampler::sample(std::span<const float> logits) {
     return static_cast<token_id>(std::max_element(scratch_.begin(), scratch_.end()) - scratch_.begin());
   }
 
+  // Plain temperature sampling draws from the whole vocabulary: the weights in place, the
+  // exponentials vectorised, and the draw found block by block.
+  const bool whole_vocabulary = (params_.top_k <= 0 || static_cast<std::size_t>(params_.top_k) >= scratch_.size()) &&
+                                params_.min_p <= 0.0f && params_.top_p >= 1.0f;
+  if (whole_vocabulary) return draw_from_all();
+
   candidates_.resize(scratch_.size());
   for (std::size_t i = 0; i < scratch_.size(); ++i) candidates_[i] = {scratch_[i], static_cast<token_id>(i)};
   auto by_logit = [](const candidate& a, const candidate& b) { return a.logit > b.logit; };
@@ -146,6 +155,38 @@ token_id sampler::sample(std::span<const float> logits) {
     if (r <= 0.0) return candidates_[i].token;
   }
   return candidates_[n - 1].token;
+}
+
+token_id sampler::draw_from_all() {
+  static const cpu::softmax_fn softmax = cpu::kernels_for(best_cpu_isa()).softmax;
+  float* w = scratch_.data();
+  const std::size_t n = scratch_.size();
+  constexpr std::size_t block = 256;
+  const float total = softmax(w, static_cast<std::int64_t>(n), 1.0f / params_.temperature);
+  std::uniform_real_distribution<float> uniform(0.0f, total);
+  float r = uniform(rng_);
+  std::size_t at = 0;
+  // Whole blocks first: each one's sum in eight independent lanes.
+  for (; at + block <= n; at += block) {
+    float lanes[8] = {};
+    for (std::size_t i = 0; i < block; i += 8)
+      for (std::size_t l = 0; l < 8; ++l) lanes[l] += w[at + i + l];
+    float sum = 0.0f;
+    for (const float v : lanes) sum += v;
+    if (r < sum) break;
+    r -= sum;
+  }
+  token_id last = -1;
+  for (std::size_t i = at; i < n; ++i) {
+    if (w[i] <= 0.0f) continue;
+    last = static_cast<token_id>(i);
+    r -= w[i];
+    if (r < 0.0f) return last;
+  }
+  // Rounding left a sliver past the end: the last token that had any weight.
+  for (std::size_t i = n; last < 0 && i-- > 0;)
+    if (w[i] > 0.0f) last = static_cast<token_id>(i);
+  return last;
 }
 
 namespace {

@@ -281,8 +281,8 @@ TEST_CASE("paged attention matches the CPU backend's attention over contiguous k
       const float* value_page = values.data() + g * p.head_dim;
       const cpu::kv_columns key_rows{&key_page, static_cast<std::size_t>(g * p.head_dim * length), length};
       const cpu::kv_rows value_rows{&value_page, 0, positions[t] + 1, kv_dim};
-      cpu::portable_kernels().attend(p.head_dim, q.data() + (t * p.n_head + h) * p.head_dim, key_rows, value_rows,
-                                     positions[t] + 1, scale, scores.data(), want.data());
+      cpu::portable_kernels().attend(p.head_dim, q.data() + (t * p.n_head + h) * p.head_dim, key_rows, value_rows, 0,
+                                     positions[t] + 1, scale, 0.0f, scores.data(), want.data());
       for (std::int64_t i = 0; i < p.head_dim; ++i) {
         CHECK(got[(t * p.n_head + h) * p.head_dim + i] == doctest::Approx(want[i]).epsilon(1e-4));
       }

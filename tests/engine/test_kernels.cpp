@@ -203,70 +203,111 @@ TEST_CASE("dot-product kernels match the scalar reference for every type and ins
   }
 }
 
-TEST_CASE("attention kernels match a double-precision softmax for every instruction set") {
+TEST_CASE("attention kernels match a double-precision softmax for every instruction set, window and soft cap") {
   std::mt19937 rng(5);
   const std::int64_t kv_stride = 200;
   // Head sizes: the usual one, and one that ends inside a vector.
   for (std::int64_t head_dim : {64, 37}) {
     for (std::int64_t n : {1, 5, 70}) {
-      const auto q = random_values(rng, head_dim, 1.0f);
-      const auto keys = random_values(rng, n * kv_stride, 1.0f);
-      const auto values = random_values(rng, n * kv_stride, 1.0f);
-      const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-      std::vector<double> weights(static_cast<std::size_t>(n));
-      double max = -INFINITY, sum = 0;
-      for (std::int64_t j = 0; j < n; ++j) {
-        double s = 0;
-        for (std::int64_t i = 0; i < head_dim; ++i) s += static_cast<double>(q[i]) * keys[j * kv_stride + i];
-        weights[j] = s * scale;
-        max = std::max(max, weights[j]);
-      }
-      for (double& w : weights) sum += (w = std::exp(w - max));
-      // The same keys and values in pages of n (one page), 16 and 3 positions, laid out in
-      // reverse order in memory, 7 floats into each page: values by position, keys by
-      // dimension; the slots of a last page past n hold NaN.
-      struct layout {
-        std::int64_t page_rows;
-        std::vector<float> key_store, value_store;
-        std::vector<const float*> key_pages, value_pages;
-      };
-      std::vector<layout> layouts;
-      for (std::int64_t page_rows : {n, std::int64_t{16}, std::int64_t{3}}) {
-        layout l{page_rows, {}, {}, {}, {}};
-        const std::int64_t n_pages = (n + page_rows - 1) / page_rows, page_floats = 7 + page_rows * kv_stride;
-        l.key_store.assign(static_cast<std::size_t>(n_pages * page_floats), NAN);
-        l.value_store.assign(l.key_store.size(), NAN);
-        for (std::int64_t p = 0; p < n_pages; ++p) {
-          const std::int64_t at = (n_pages - 1 - p) * page_floats;
-          l.key_pages.push_back(l.key_store.data() + at);
-          l.value_pages.push_back(l.value_store.data() + at);
-          for (std::int64_t r = 0; r < page_rows && p * page_rows + r < n; ++r) {
-            const std::int64_t j = p * page_rows + r;
-            for (std::int64_t i = 0; i < kv_stride; ++i) l.key_store[at + 7 + i * page_rows + r] = keys[j * kv_stride + i];
-            std::copy_n(values.begin() + j * kv_stride, kv_stride, l.value_store.begin() + at + 7 + r * kv_stride);
+      // A window that starts inside a page and one that starts at a page's first position;
+      // a soft cap that bends the scores (they are a few units here).
+      for (const auto& [first, softcap] : {std::pair<std::int64_t, float>{0, 0.0f}, {n / 2 + n / 7, 0.0f},
+                                           {n > 16 ? 16 : 0, 1.5f}, {n - 1, 0.0f}}) {
+        const auto q = random_values(rng, head_dim, 1.0f);
+        const auto keys = random_values(rng, n * kv_stride, 1.0f);
+        const auto values = random_values(rng, n * kv_stride, 1.0f);
+        const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+        std::vector<double> weights(static_cast<std::size_t>(n));
+        double max = -INFINITY, sum = 0;
+        for (std::int64_t j = 0; j < n; ++j) {
+          double s = 0;
+          for (std::int64_t i = 0; i < head_dim; ++i) s += static_cast<double>(q[i]) * keys[j * kv_stride + i];
+          weights[j] = s * scale;
+          if (softcap > 0) weights[j] = softcap * std::tanh(weights[j] / softcap);
+          if (j >= first) max = std::max(max, weights[j]);
+        }
+        for (std::int64_t j = 0; j < n; ++j) sum += (weights[j] = j < first ? 0.0 : std::exp(weights[j] - max));
+        // The same keys and values in pages of n (one page), 16 and 3 positions, laid out in
+        // reverse order in memory, 7 floats into each page: values by position, keys by
+        // dimension; the slots of a last page past n hold NaN.
+        struct layout {
+          std::int64_t page_rows;
+          std::vector<float> key_store, value_store;
+          std::vector<const float*> key_pages, value_pages;
+        };
+        std::vector<layout> layouts;
+        for (std::int64_t page_rows : {n, std::int64_t{16}, std::int64_t{3}}) {
+          layout l{page_rows, {}, {}, {}, {}};
+          const std::int64_t n_pages = (n + page_rows - 1) / page_rows, page_floats = 7 + page_rows * kv_stride;
+          l.key_store.assign(static_cast<std::size_t>(n_pages * page_floats), NAN);
+          l.value_store.assign(l.key_store.size(), NAN);
+          for (std::int64_t p = 0; p < n_pages; ++p) {
+            const std::int64_t at = (n_pages - 1 - p) * page_floats;
+            l.key_pages.push_back(l.key_store.data() + at);
+            l.value_pages.push_back(l.value_store.data() + at);
+            for (std::int64_t r = 0; r < page_rows && p * page_rows + r < n; ++r) {
+              const std::int64_t j = p * page_rows + r;
+              for (std::int64_t i = 0; i < kv_stride; ++i) l.key_store[at + 7 + i * page_rows + r] = keys[j * kv_stride + i];
+              std::copy_n(values.begin() + j * kv_stride, kv_stride, l.value_store.begin() + at + 7 + r * kv_stride);
+            }
+          }
+          layouts.push_back(std::move(l));
+        }
+        for (cpu_isa isa : supported_cpu_isas()) {
+          for (const layout& l : layouts) {
+            CAPTURE(to_string(isa));
+            CAPTURE(head_dim);
+            CAPTURE(n);
+            CAPTURE(l.page_rows);
+            CAPTURE(first);
+            CAPTURE(softcap);
+            const cpu::kv_columns key_rows{l.key_pages.data(), 7, l.page_rows};
+            const cpu::kv_rows value_rows{l.value_pages.data(), 7, l.page_rows, kv_stride};
+            std::vector<float> scores(static_cast<std::size_t>((n + 15) / 16 * 16));
+            std::vector<float> out(static_cast<std::size_t>(head_dim + 1), -1.0f);
+            kernels_for(isa).attend(head_dim, q.data(), key_rows, value_rows, first, n, static_cast<float>(scale), softcap,
+                                    scores.data(), out.data());
+            for (std::int64_t i = 0; i < head_dim; ++i) {
+              double want = 0;
+              for (std::int64_t j = 0; j < n; ++j) want += weights[j] / sum * values[j * kv_stride + i];
+              CHECK(std::abs(out[i] - want) <= 1e-5);
+            }
+            CHECK(out[head_dim] == -1.0f);
           }
         }
-        layouts.push_back(std::move(l));
       }
+    }
+  }
+}
+
+TEST_CASE("softmax kernels match double-precision exponentials for every instruction set") {
+  std::mt19937 rng(9);
+  for (std::int64_t n : {1, 7, 8, 9, 17, 255, 1000, 49155}) {
+    for (float scale : {1.0f, 1.0f / 0.7f, 2.5f}) {
+      auto x = random_values(rng, n + 1, 8.0f);
+      x[static_cast<std::size_t>(n)] = -2.0f;  // past n: never read or written
+      if (n > 3) {
+        x[2] = -INFINITY;  // a masked logit
+        x[3] = x[0] - 200.0f;  // far below the maximum after scaling
+      }
+      double max = -INFINITY;
+      for (std::int64_t j = 0; j < n; ++j) max = std::max(max, static_cast<double>(x[j]));
+      std::vector<double> want(static_cast<std::size_t>(n));
+      double want_sum = 0;
+      for (std::int64_t j = 0; j < n; ++j) want_sum += want[j] = std::exp((x[j] - max) * scale);
       for (cpu_isa isa : supported_cpu_isas()) {
-        for (const layout& l : layouts) {
-          CAPTURE(to_string(isa));
-          CAPTURE(head_dim);
-          CAPTURE(n);
-          CAPTURE(l.page_rows);
-          const cpu::kv_columns key_rows{l.key_pages.data(), 7, l.page_rows};
-          const cpu::kv_rows value_rows{l.value_pages.data(), 7, l.page_rows, kv_stride};
-          std::vector<float> scores(static_cast<std::size_t>((n + 15) / 16 * 16));
-          std::vector<float> out(static_cast<std::size_t>(head_dim + 1), -1.0f);
-          kernels_for(isa).attend(head_dim, q.data(), key_rows, value_rows, n, static_cast<float>(scale), scores.data(),
-                                  out.data());
-          for (std::int64_t i = 0; i < head_dim; ++i) {
-            double want = 0;
-            for (std::int64_t j = 0; j < n; ++j) want += weights[j] / sum * values[j * kv_stride + i];
-            CHECK(std::abs(out[i] - want) <= 1e-5);
-          }
-          CHECK(out[head_dim] == -1.0f);
+        CAPTURE(to_string(isa));
+        CAPTURE(n);
+        CAPTURE(scale);
+        auto got = x;
+        const float sum = kernels_for(isa).softmax(got.data(), n, scale);
+        CHECK(sum == doctest::Approx(want_sum).epsilon(1e-5));
+        for (std::int64_t j = 0; j < n; ++j) CHECK(std::abs(got[j] - want[j]) <= 1e-6 * (1.0 + want[j]));
+        if (n > 3) {
+          CHECK(got[2] == 0.0f);
+          CHECK(got[3] == 0.0f);
         }
+        CHECK(got[static_cast<std::size_t>(n)] == -2.0f);
       }
     }
   }

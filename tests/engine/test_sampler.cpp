@@ -1,6 +1,7 @@
 // Tests of the sampler and the stop-string matcher.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -57,6 +58,44 @@ TEST_CASE("temperature 1 follows the softmax distribution") {
   const int draws = 20000;
   for (int i = 0; i < draws; ++i) ones += s.sample(logits) == 1;
   CHECK(static_cast<double>(ones) / draws == doctest::Approx(0.75).epsilon(0.03));
+}
+
+TEST_CASE("temperature sampling over a large vocabulary follows the tempered softmax") {
+  // 1,003 tokens (several blocks and a ragged end): five likely ones spread over the
+  // vocabulary, the rest far less likely, one masked with -inf.
+  const std::size_t n = 1003;
+  std::vector<float> logits(n, -4.0f);
+  const std::vector<std::size_t> likely = {0, 255, 256, 700, 1002};
+  for (std::size_t i = 0; i < likely.size(); ++i) logits[likely[i]] = static_cast<float>(i) * 0.5f;
+  logits[500] = -INFINITY;
+  for (float temperature : {1.0f, 0.5f, 2.0f}) {
+    CAPTURE(temperature);
+    sampling_params p;
+    p.seed = 11;
+    p.temperature = temperature;
+    sampler s(p, static_cast<std::int32_t>(n));
+    std::vector<double> want(n);
+    double total = 0;
+    for (std::size_t i = 0; i < n; ++i) total += want[i] = std::exp(static_cast<double>(logits[i]) / temperature);
+    std::vector<int> counts(n, 0);
+    const int draws = 40000;
+    for (int d = 0; d < draws; ++d) ++counts[static_cast<std::size_t>(s.sample(logits))];
+    CHECK(counts[500] == 0);
+    for (const std::size_t i : likely) {
+      CAPTURE(i);
+      const double expected = want[i] / total;
+      // Within four standard deviations of the binomial count.
+      CHECK(std::abs(counts[i] / double(draws) - expected) <= 4 * std::sqrt(expected * (1 - expected) / draws));
+    }
+    double rest = 0;
+    int rest_count = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (std::find(likely.begin(), likely.end(), i) != likely.end()) continue;
+      rest += want[i] / total;
+      rest_count += counts[i];
+    }
+    CHECK(std::abs(rest_count / double(draws) - rest) <= 4 * std::sqrt(rest * (1 - rest) / draws) + 1e-4);
+  }
 }
 
 TEST_CASE("top_k, top_p and min_p keep only the head of the distribution") {

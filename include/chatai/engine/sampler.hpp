@@ -67,6 +67,7 @@ class sampler {
   };
 
   void apply_bias_and_penalties(std::vector<float>& logits) const;
+  token_id draw_from_all();  // temperature sampling over the whole vocabulary (in scratch_)
 
   sampling_params params_;
   std::int32_t vocab_size_;

@@ -336,7 +336,7 @@ class cpu_backend final : public backend {
     const cpu::kv_rows values{slot.sequence->value_pages.data(), offset, kv_page_tokens, kv_dim};
     const float* q = q_.data() + t * hp_.q_dim() + h * hd;  // [hd]
     float* o = attn_.data() + t * hp_.q_dim() + h * hd;     // [hd]
-    kernels_.attend(hd, q, keys, values, n, 1.0f / std::sqrt(static_cast<float>(hd)), scores, o);
+    kernels_.attend(hd, q, keys, values, 0, n, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, scores, o);
   }
 
   // The whole step; every thread runs it, phases separated by barriers.

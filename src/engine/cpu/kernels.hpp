@@ -46,16 +46,19 @@ struct kv_columns {
   std::int64_t page_rows = 0;
 };
 
-// out[0, head_dim) = sum over j < n of softmax_j(scale * q . k_j) * v_j, with k_j position j's
-// key in `keys` and v_j its row in `values`; scores is scratch for n floats (rounded up to
-// a multiple of 16).
+// out[0, head_dim) = sum over first <= j < n of softmax_j(s_j) * v_j, with k_j position j's key
+// in `keys`, v_j its row in `values`, and s_j = scale * q . k_j, or softcap * tanh(scale * q .
+// k_j / softcap) when softcap > 0 (Gemma 2); positions before `first` are outside a sliding
+// window. scores is scratch for n floats (rounded up to a multiple of 16), indexed by position.
 using attention_fn = void (*)(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values,
-                              std::int64_t n, float scale, float* scores, float* out);
+                              std::int64_t first, std::int64_t n, float scale, float softcap, float* scores,
+                              float* out);
 
-// scores[j] = scale * q . k_j for j < n, the plain way (any page size).
-inline void score_columns(std::int64_t head_dim, const float* q, const kv_columns& keys, std::int64_t n, float scale,
-                          float* scores) {
-  for (std::int64_t j0 = 0, p = 0; j0 < n; j0 += keys.page_rows, ++p) {
+// scores[j] = scale * q . k_j for the positions of the pages that hold [first, n), the plain
+// way (any page size).
+inline void score_columns(std::int64_t head_dim, const float* q, const kv_columns& keys, std::int64_t first,
+                          std::int64_t n, float scale, float* scores) {
+  for (std::int64_t p = first / keys.page_rows, j0 = p * keys.page_rows; j0 < n; j0 += keys.page_rows, ++p) {
     const float* base = keys.pages[p] + keys.offset;
     const std::int64_t rows = std::min(keys.page_rows, n - j0);
     float* s = scores + j0;
@@ -69,13 +72,13 @@ inline void score_columns(std::int64_t head_dim, const float* q, const kv_column
   }
 }
 
-// Calls fn(j, row) for the rows of positions 0..n-1, a page at a time.
+// Calls fn(j, row) for the rows of positions first..n-1, a page at a time.
 template <class Fn>
-inline void for_each_row(const kv_rows& rows, std::int64_t n, Fn&& fn) {
-  std::int64_t j = 0;
-  for (const float* const* page = rows.pages; j < n; ++page) {
-    const float* row = *page + rows.offset;
-    const std::int64_t end = std::min(n, j + rows.page_rows);
+inline void for_each_row(const kv_rows& rows, std::int64_t first, std::int64_t n, Fn&& fn) {
+  std::int64_t j = first;
+  for (const float* const* page = rows.pages + first / rows.page_rows; j < n; ++page) {
+    const float* row = *page + rows.offset + (j % rows.page_rows) * static_cast<std::int64_t>(rows.stride);
+    const std::int64_t end = std::min(n, (j / rows.page_rows + 1) * rows.page_rows);
     for (; j < end; ++j, row += rows.stride) fn(j, row);
   }
 }
@@ -83,11 +86,11 @@ inline void for_each_row(const kv_rows& rows, std::int64_t n, Fn&& fn) {
 // The same two rows at a time within a page: pair(j, row j, row j + 1), then one(j, row j) for
 // a page's odd row out, so that a kernel keeps two independent sums in flight.
 template <class Pair, class One>
-inline void for_each_row_pair(const kv_rows& rows, std::int64_t n, Pair&& pair, One&& one) {
-  std::int64_t j = 0;
-  for (const float* const* page = rows.pages; j < n; ++page) {
-    const float* row = *page + rows.offset;
-    const std::int64_t end = std::min(n, j + rows.page_rows);
+inline void for_each_row_pair(const kv_rows& rows, std::int64_t first, std::int64_t n, Pair&& pair, One&& one) {
+  std::int64_t j = first;
+  for (const float* const* page = rows.pages + first / rows.page_rows; j < n; ++page) {
+    const float* row = *page + rows.offset + (j % rows.page_rows) * static_cast<std::int64_t>(rows.stride);
+    const std::int64_t end = std::min(n, (j / rows.page_rows + 1) * rows.page_rows);
     for (; j + 1 < end; j += 2, row += 2 * rows.stride) pair(j, row, row + rows.stride);
     if (j < end) {
       one(j, row);
@@ -95,6 +98,10 @@ inline void for_each_row_pair(const kv_rows& rows, std::int64_t n, Pair&& pair, 
     }
   }
 }
+
+// x[i] = e^((x[i] - max) * scale) for i < n, with max the largest x and scale > 0; returns their
+// sum. An argument below -87 (a -inf logit among them) gives exactly 0.
+using softmax_fn = float (*)(float* x, std::int64_t n, float scale);
 
 struct weight_kernel {
   activation_kind activations = activation_kind::f32;
@@ -119,6 +126,7 @@ struct kernel_table {
   row_dot_fn dot_q6_k = nullptr;
   quantize_q8_fn quantize_q8 = nullptr;
   attention_fn attend = nullptr;
+  softmax_fn softmax = nullptr;
 
   // The kernel for weights of `type`.
   weight_kernel for_type(ggml_type type) const noexcept;

@@ -495,14 +495,55 @@ inline float softmax_numerators(float* scores, std::int64_t n) {
   return sum;
 }
 
+float softmax(float* x, std::int64_t n, float scale) {
+  __m256 top = _mm256_set1_ps(-INFINITY);
+  std::int64_t j = 0;
+  for (; j + 8 <= n; j += 8) top = _mm256_max_ps(top, _mm256_loadu_ps(x + j));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, top);
+  float max = -INFINITY;
+  for (const float v : lanes) max = std::max(max, v);
+  for (std::int64_t i = j; i < n; ++i) max = std::max(max, x[i]);
+  const __m256 m = _mm256_set1_ps(max), s = _mm256_set1_ps(scale), floor = _mm256_set1_ps(-87.0f);
+  __m256 total = _mm256_setzero_ps();
+  for (j = 0; j + 8 <= n; j += 8) {
+    const __m256 a = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), m), s);
+    const __m256 e = _mm256_and_ps(exp_nonpositive(a), _mm256_cmp_ps(a, floor, _CMP_GE_OQ));
+    _mm256_storeu_ps(x + j, e);
+    total = _mm256_add_ps(total, e);
+  }
+  float sum = hsum(total);
+  for (; j < n; ++j) {
+    const float a = (x[j] - max) * scale;
+    x[j] = a >= -87.0f ? std::exp(a) : 0.0f;
+    sum += x[j];
+  }
+  return sum;
+}
+
 // Scores a position at a time; the weighted values in 32-float slices of the head, held in
 // registers over all positions.
-void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values, std::int64_t n,
-            float scale, float* scores, float* out) {
+// scores[j] = cap * tanh(scores[j] / cap) for j < n: tanh(y) = sign(y) (1 - e) / (1 + e) with
+// e = e^(-2|y|).
+void soft_cap(float* scores, std::int64_t n, float cap) {
+  const __m256 c = _mm256_set1_ps(cap), inv = _mm256_set1_ps(-2.0f / cap), sign = _mm256_set1_ps(-0.0f);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  std::int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 x = _mm256_loadu_ps(scores + j);
+    const __m256 e = exp_nonpositive(_mm256_mul_ps(_mm256_andnot_ps(sign, x), inv));
+    const __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+    _mm256_storeu_ps(scores + j, _mm256_or_ps(_mm256_mul_ps(c, t), _mm256_and_ps(sign, x)));
+  }
+  for (; j < n; ++j) scores[j] = cap * std::tanh(scores[j] / cap);
+}
+
+void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values, std::int64_t first,
+            std::int64_t n, float scale, float softcap, float* scores, float* out) {
   if (keys.page_rows == 16) {
     // A page's 16 scores in two vectors: per dimension, one broadcast of q times that
     // dimension of the 16 keys; four pairs of sums in flight.
-    for (std::int64_t j0 = 0, p = 0; j0 < n; j0 += 16, ++p) {
+    for (std::int64_t p = first / 16, j0 = p * 16; j0 < n; j0 += 16, ++p) {
       const float* base = keys.pages[p] + keys.offset;
       __m256 lo[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
       __m256 hi[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -528,9 +569,10 @@ void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const
       _mm256_storeu_ps(scores + j0 + 8, b);
     }
   } else {
-    score_columns(head_dim, q, keys, n, scale, scores);
+    score_columns(head_dim, q, keys, first, n, scale, scores);
   }
-  const float sum = softmax_numerators(scores, n);
+  if (softcap > 0.0f) soft_cap(scores + first, n - first, softcap);
+  const float sum = softmax_numerators(scores + first, n - first);
   const __m256 inverse = _mm256_set1_ps(1.0f / sum);
   for (std::int64_t c = 0; c < head_dim; c += 32) {
     const __m256i mask[4] = {first_lanes(head_dim - c), first_lanes(head_dim - c - 8), first_lanes(head_dim - c - 16),
@@ -538,7 +580,7 @@ void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     __m256 odd[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for_each_row_pair(
-        values, n,
+        values, first, n,
         [&](std::int64_t j, const float* row, const float* next) {
           const __m256 p = _mm256_set1_ps(scores[j]), p1 = _mm256_set1_ps(scores[j + 1]);
           for (int u = 0; u < 4; ++u) {
@@ -560,7 +602,7 @@ void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const
 const kernel_table& avx2_kernels() noexcept {
   static const kernel_table table{cpu_isa::avx2, dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0,
                                   dot_q4_1, dot_q5_0, dot_q5_1, dot_q2_k, dot_q3_k, dot_q4_k,
-                                  dot_q5_k, dot_q6_k, quantize_q8, attend};
+                                  dot_q5_k, dot_q6_k, quantize_q8, attend, softmax};
   return table;
 }
 

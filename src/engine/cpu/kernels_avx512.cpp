@@ -548,14 +548,45 @@ inline float softmax_numerators(float* scores, std::int64_t n) {
   return _mm512_reduce_add_ps(total);
 }
 
+float softmax(float* x, std::int64_t n, float scale) {
+  __m512 top = _mm512_set1_ps(-INFINITY);
+  for (std::int64_t j = 0; j < n; j += 16)
+    top = _mm512_mask_max_ps(top, first_lanes(n - j), top, _mm512_maskz_loadu_ps(first_lanes(n - j), x + j));
+  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(top)), s = _mm512_set1_ps(scale);
+  const __m512 floor = _mm512_set1_ps(-87.0f);
+  __m512 total = _mm512_setzero_ps();
+  for (std::int64_t j = 0; j < n; j += 16) {
+    const __mmask16 lanes = first_lanes(n - j);
+    const __m512 a = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, x + j), m), s);
+    const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, floor, _CMP_GE_OQ), exp_nonpositive(a));
+    _mm512_mask_storeu_ps(x + j, lanes, e);
+    total = _mm512_mask_add_ps(total, lanes, total, e);
+  }
+  return _mm512_reduce_add_ps(total);
+}
+
 // Scores a position at a time; the weighted values in 64-float slices of the head, held in
 // registers over all positions.
-void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values, std::int64_t n,
-            float scale, float* scores, float* out) {
+// scores[j] = cap * tanh(scores[j] / cap) for j < n: tanh(y) = sign(y) (1 - e) / (1 + e) with
+// e = e^(-2|y|).
+void soft_cap(float* scores, std::int64_t n, float cap) {
+  const __m512 c = _mm512_set1_ps(cap), inv = _mm512_set1_ps(-2.0f / cap), one = _mm512_set1_ps(1.0f);
+  for (std::int64_t j = 0; j < n; j += 16) {
+    const __mmask16 lanes = first_lanes(n - j);
+    const __m512 x = _mm512_maskz_loadu_ps(lanes, scores + j);
+    const __m512 e = exp_nonpositive(_mm512_mul_ps(_mm512_abs_ps(x), inv));
+    const __m512 t = _mm512_mul_ps(c, _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e)));
+    const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(static_cast<int>(0x80000000u)));
+    _mm512_mask_storeu_ps(scores + j, lanes, _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), sign)));
+  }
+}
+
+void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values, std::int64_t first,
+            std::int64_t n, float scale, float softcap, float* scores, float* out) {
   if (keys.page_rows == 16) {
     // A page's 16 scores in one vector: per dimension, one broadcast of q times that dimension
     // of the 16 keys; four sums in flight.
-    for (std::int64_t j0 = 0, p = 0; j0 < n; j0 += 16, ++p) {
+    for (std::int64_t p = first / 16, j0 = p * 16; j0 < n; j0 += 16, ++p) {
       const float* base = keys.pages[p] + keys.offset;
       __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
       std::int64_t i = 0;
@@ -568,9 +599,10 @@ void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const
       _mm512_mask_storeu_ps(scores + j0, first_lanes(n - j0), _mm512_mul_ps(sum, _mm512_set1_ps(scale)));
     }
   } else {
-    score_columns(head_dim, q, keys, n, scale, scores);
+    score_columns(head_dim, q, keys, first, n, scale, scores);
   }
-  const float sum = softmax_numerators(scores, n);
+  if (softcap > 0.0f) soft_cap(scores + first, n - first, softcap);
+  const float sum = softmax_numerators(scores + first, n - first);
   const __m512 inverse = _mm512_set1_ps(1.0f / sum);
   for (std::int64_t c = 0; c < head_dim; c += 64) {
     const __mmask16 mask[4] = {first_lanes(head_dim - c), first_lanes(head_dim - c - 16), first_lanes(head_dim - c - 32),
@@ -578,7 +610,7 @@ void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     __m512 odd[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for_each_row_pair(
-        values, n,
+        values, first, n,
         [&](std::int64_t j, const float* row, const float* next) {
           const __m512 p = _mm512_set1_ps(scores[j]), p1 = _mm512_set1_ps(scores[j + 1]);
           for (int u = 0; u < 4; ++u) {
@@ -626,7 +658,7 @@ CHATAI_COLUMN_DISPATCH(dot_q6_k)
 const kernel_table& avx512_kernels() noexcept {
   static const kernel_table table{cpu_isa::avx512, dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0,
                                   dot_q4_1, dot_q5_0, dot_q5_1, dot_q2_k, dot_q3_k, dot_q4_k,
-                                  dot_q5_k, dot_q6_k, quantize_q8, attend};
+                                  dot_q5_k, dot_q6_k, quantize_q8, attend, softmax};
   return table;
 }
 

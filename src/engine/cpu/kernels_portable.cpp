@@ -261,22 +261,37 @@ void quantize_q8(const float* src, std::byte* dst, std::int64_t n) {
   }
 }
 
-void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values, std::int64_t n,
-            float scale, float* scores, float* out) {
-  score_columns(head_dim, q, keys, n, scale, scores);
+void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values, std::int64_t first,
+            std::int64_t n, float scale, float softcap, float* scores, float* out) {
+  score_columns(head_dim, q, keys, first, n, scale, scores);
+  if (softcap > 0.0f) {
+    for (std::int64_t j = first; j < n; ++j) scores[j] = softcap * std::tanh(scores[j] / softcap);
+  }
   float max = -INFINITY;
-  for (std::int64_t j = 0; j < n; ++j) max = std::max(max, scores[j]);
+  for (std::int64_t j = first; j < n; ++j) max = std::max(max, scores[j]);
   float sum = 0.0f;
-  for (std::int64_t j = 0; j < n; ++j) {
+  for (std::int64_t j = first; j < n; ++j) {
     scores[j] = std::exp(scores[j] - max);
     sum += scores[j];
   }
   std::fill(out, out + head_dim, 0.0f);
-  for_each_row(values, n, [&](std::int64_t j, const float* v) {
+  for_each_row(values, first, n, [&](std::int64_t j, const float* v) {
     for (std::int64_t i = 0; i < head_dim; ++i) out[i] += scores[j] * v[i];
   });
   const float inverse = 1.0f / sum;
   for (std::int64_t i = 0; i < head_dim; ++i) out[i] *= inverse;
+}
+
+float softmax(float* x, std::int64_t n, float scale) {
+  float max = -INFINITY;
+  for (std::int64_t j = 0; j < n; ++j) max = std::max(max, x[j]);
+  float sum = 0.0f;
+  for (std::int64_t j = 0; j < n; ++j) {
+    const float a = (x[j] - max) * scale;
+    x[j] = a >= -87.0f ? std::exp(a) : 0.0f;
+    sum += x[j];
+  }
+  return sum;
 }
 
 }  // namespace
@@ -299,6 +314,7 @@ const kernel_table& portable_kernels() noexcept {
       columns<dot_q6_k_one>,
       quantize_q8,
       attend,
+      softmax,
   };
   return table;
 }
