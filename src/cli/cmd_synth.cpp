@@ -40,14 +40,18 @@ void add_synth_command(CLI::App& app, int& exit_code) {
     int threads = 0;
     std::int64_t head_dim = 0;
     std::int64_t rope_dim = 0;
+    std::int64_t sliding_window = 0;
+    float attn_softcap = -1.0f;
+    float final_softcap = -1.0f;
   };
   auto opts = std::make_shared<options>();
   auto* cmd = app.add_subcommand("synth", "write a model of a real shape with random weights");
   std::vector<std::string> shape_names;
   for (const auto& s : engine::synth_shapes()) shape_names.emplace_back(s.name);
   cmd->add_option("--arch", opts->arch,
-                  "architecture: its tensors and keys (qwen2 biases, qwen3 head norms, phi3 fused matrices)")
-      ->check(CLI::IsMember({"llama", "qwen2", "qwen3", "phi3"}));
+                  "architecture: its tensors and keys (qwen2 biases, qwen3 head norms, phi3 fused matrices, "
+                  "gemma2/gemma3 post-norms, soft caps and sliding windows)")
+      ->check(CLI::IsMember({"llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"}));
   cmd->add_option("--shape", opts->shape, "model shape")->required()->check(CLI::IsMember(shape_names));
   cmd->add_option("--type", opts->type, "weight type")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k",
@@ -56,6 +60,14 @@ void add_synth_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(2, 1024));
   cmd->add_option("--rope-dim", opts->rope_dim, "rotated elements of each head (partial rotary) instead of all")
       ->check(CLI::Range(2, 1024));
+  cmd->add_option("--sliding-window", opts->sliding_window,
+                  "gemma2/gemma3: positions a windowed layer sees (default 4096 and 512)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 30));
+  cmd->add_option("--attn-softcap", opts->attn_softcap, "gemma2: the soft cap of attention scores (default 50; 0: none)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--final-softcap", opts->final_softcap,
+                  "gemma2/gemma3: the soft cap of the logits (default 30 and none; 0: none)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("-o,--output", opts->out, "GGUF file to write")->required();
   cmd->add_option("--seed", opts->seed, "random seed");
   cmd->add_option("--tokenizer", opts->tokenizer,
@@ -70,9 +82,12 @@ void add_synth_command(CLI::App& app, int& exit_code) {
     if (opts->head_dim > 0) o.shape.head_dim = opts->head_dim;
     if (opts->rope_dim > 0) o.shape.rope_dim = opts->rope_dim;
     for (engine::model_arch arch : {engine::model_arch::llama, engine::model_arch::qwen2, engine::model_arch::qwen3,
-                                    engine::model_arch::phi3}) {
+                                    engine::model_arch::phi3, engine::model_arch::gemma2, engine::model_arch::gemma3}) {
       if (engine::to_string(arch) == opts->arch) o.arch = arch;
     }
+    o.sliding_window = opts->sliding_window;
+    o.attn_softcap = opts->attn_softcap;
+    o.final_softcap = opts->final_softcap;
     o.type = *engine::parse_ggml_type(opts->type);
     o.seed = opts->seed;
     o.threads = opts->threads;

@@ -112,6 +112,48 @@ std::vector<float> llama3_factors(const model_hparams& hp, float factor, float l
   return out;
 }
 
+// An optional non-negative real "<key>", or `fallback` when absent.
+result<float> optional_real(const gguf_file& f, const std::string& key, float fallback) {
+  if (!f.has(key)) return fallback;
+  auto v = real(f, key);
+  if (!v) return std::move(v).err();
+  if (*v < 0.0f) return invalid("metadata " + key + " must not be negative");
+  return *v;
+}
+
+// What Gemma 2 and 3 add to the common keys (the rules of their reference implementation):
+// scaled embeddings, GELU, soft caps, the sliding window and its layers, the query scale of
+// the 27B models (n_embd / n_head instead of the head size), Gemma 3's local rotary base.
+status read_gemma(const gguf_file& f, const std::string& a, model_hparams& hp) {
+  hp.embed_scale = std::sqrt(static_cast<float>(hp.n_embd));
+  const bool two = hp.arch == model_arch::gemma2;
+  auto attn_cap = optional_real(f, a + ".attn_logit_softcapping", two ? 50.0f : 0.0f);
+  if (!attn_cap) return std::move(attn_cap).err();
+  auto final_cap = optional_real(f, a + ".final_logit_softcapping", two ? 30.0f : 0.0f);
+  if (!final_cap) return std::move(final_cap).err();
+  hp.attn_softcap = two ? *attn_cap : 0.0f;  // Gemma 3 normalizes queries and keys instead
+  hp.final_softcap = *final_cap;
+  std::int64_t window = two ? 4096 : 0;
+  const std::string window_key = a + ".attention.sliding_window";
+  if (f.has(window_key)) {
+    auto v = f.get_uint(window_key);
+    if (!v) return invalid("metadata " + window_key + ": " + v.err().message());
+    if (*v > (1ull << 40)) return invalid("metadata " + window_key + ": " + std::to_string(*v) + " is not a usable size");
+    window = static_cast<std::int64_t>(*v);
+  }
+  hp.sliding_window = window;
+  hp.swa_pattern = two ? 2 : 6;
+  if (!two) {
+    hp.rope_freq_base_swa = 10000.0f;
+    hp.rope_freq_scale_swa = 1.0f;
+  }
+  // The 27B models: Gemma 2 with 46 layers, Gemma 3 with 62.
+  if ((two && hp.n_layer == 46) || (!two && hp.n_layer == 62)) {
+    hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.n_embd / hp.n_head));
+  }
+  return {};
+}
+
 result<model_hparams> read_hparams(const gguf_file& f) {
   auto arch_name = f.architecture();
   if (!arch_name) return invalid("metadata general.architecture: " + arch_name.err().message());
@@ -128,9 +170,13 @@ result<model_hparams> read_hparams(const gguf_file& f) {
   } else if (*arch_name == "phi3") {
     hp.arch = model_arch::phi3;
     hp.rope_pairs = rope_pairing::neox;
+  } else if (*arch_name == "gemma2" || *arch_name == "gemma3") {
+    hp.arch = *arch_name == "gemma2" ? model_arch::gemma2 : model_arch::gemma3;
+    hp.rope_pairs = rope_pairing::neox;
+    hp.activation = ffn_activation::gelu_tanh;
   } else {
-    return error(errc::unsupported,
-                 "architecture '" + std::string(*arch_name) + "' is not supported (llama, qwen2, qwen3, phi3)");
+    return error(errc::unsupported, "architecture '" + std::string(*arch_name) +
+                                        "' is not supported (llama, qwen2, qwen3, phi3, gemma2, gemma3)");
   }
   const std::string a(*arch_name);
   auto read = [&](const char* name, std::int64_t& out) -> status {
@@ -181,6 +227,10 @@ result<model_hparams> read_hparams(const gguf_file& f) {
     return invalid("metadata " + a + ".rope.dimension_count " + std::to_string(hp.rope_dim) +
                    " must be even and at most the head size " + std::to_string(hp.head_dim));
   }
+  hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));
+  if (hp.arch == model_arch::gemma2 || hp.arch == model_arch::gemma3) {
+    CHATAI_RETURN_IF_ERROR(read_gemma(f, a, hp));
+  }
   if (f.has(a + ".vocab_size")) {
     CHATAI_RETURN_IF_ERROR(read("vocab_size", hp.n_vocab));
   } else if (const gguf_tensor* embd = f.find_tensor("token_embd.weight"); embd && embd->shape.size() == 2) {
@@ -199,8 +249,22 @@ std::string_view to_string(model_arch arch) noexcept {
     case model_arch::qwen2: return "qwen2";
     case model_arch::qwen3: return "qwen3";
     case model_arch::phi3: return "phi3";
+    case model_arch::gemma2: return "gemma2";
+    case model_arch::gemma3: return "gemma3";
   }
   return "unknown";
+}
+
+std::vector<double> model::rope_inv_freq(std::int64_t layer) const {
+  const model_hparams& hp = hparams_;
+  const bool own = hp.windowed(layer) && hp.rope_freq_base_swa > 0.0f;
+  const double base = own ? hp.rope_freq_base_swa : hp.rope_freq_base;
+  std::vector<double> out(static_cast<std::size_t>(hp.rope_dim / 2));
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const double freq = std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(hp.rope_dim));
+    out[i] = own ? freq * hp.rope_freq_scale_swa : freq / rope_freq_factors_[i] * hp.rope_freq_scale;
+  }
+  return out;
 }
 
 model::model(gguf_file file, model_hparams hparams) : file_(std::move(file)), hparams_(hparams) {}
@@ -243,8 +307,10 @@ status model::bind_weights() {
 
   layers_.resize(static_cast<std::size_t>(hp.n_layer));
   const bool biases_required = hp.arch == model_arch::qwen2;
-  // Only qwen3 normalizes heads, and it has no biases: backends may add biases after the norm.
-  const bool head_norms = hp.arch == model_arch::qwen3;
+  // Only qwen3 and gemma3 normalize heads, and they have no biases: backends may add biases
+  // after the norm.
+  const bool head_norms = hp.arch == model_arch::qwen3 || hp.arch == model_arch::gemma3;
+  const bool post_norms = hp.arch == model_arch::gemma2 || hp.arch == model_arch::gemma3;
   for (std::int64_t i = 0; i < hp.n_layer; ++i) {
     layer_weights& l = layers_[static_cast<std::size_t>(i)];
     const std::string p = "blk." + std::to_string(i) + ".";
@@ -283,6 +349,10 @@ status model::bind_weights() {
       CHATAI_RETURN_IF_ERROR(bind_vector(l.k_norm, "attn_k_norm.weight", hp.head_dim, "head_dim", true));
     }
     CHATAI_RETURN_IF_ERROR(bind(l.wo, "attn_output.weight", hp.n_embd, hp.q_dim(), "n_head * head_dim, n_embd"));
+    if (post_norms) {
+      CHATAI_RETURN_IF_ERROR(bind_vector(l.post_attn_norm, "post_attention_norm.weight", hp.n_embd, "n_embd", true));
+      CHATAI_RETURN_IF_ERROR(bind_vector(l.post_ffn_norm, "post_ffw_norm.weight", hp.n_embd, "n_embd", true));
+    }
     CHATAI_RETURN_IF_ERROR(bind_vector(l.ffn_norm, "ffn_norm.weight", hp.n_embd, "n_embd", true));
     // phi3 conversions fuse the gate and up projections into ffn_up, the gate's rows first.
     if (hp.arch == model_arch::phi3 && !f.find_tensor(p + "ffn_gate.weight")) {

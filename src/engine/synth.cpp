@@ -194,6 +194,16 @@ status synthesize_model(const synth_options& options, const std::filesystem::pat
   CHATAI_RETURN_IF_ERROR(w.add_uint32(a + ".rope.dimension_count", static_cast<std::uint32_t>(rope_dim)));
   CHATAI_RETURN_IF_ERROR(w.add_float32(a + ".attention.layer_norm_rms_epsilon", 1e-5f));
   CHATAI_RETURN_IF_ERROR(w.add_float32(a + ".rope.freq_base", s.rope_freq_base));
+  const bool gemma = options.arch == model_arch::gemma2 || options.arch == model_arch::gemma3;
+  if (gemma) {
+    const bool two = options.arch == model_arch::gemma2;
+    const std::int64_t window = options.sliding_window > 0 ? options.sliding_window : two ? 4096 : 512;
+    CHATAI_RETURN_IF_ERROR(w.add_uint32(a + ".attention.sliding_window", static_cast<std::uint32_t>(window)));
+    const float attn_cap = options.attn_softcap >= 0.0f ? options.attn_softcap : two ? 50.0f : 0.0f;
+    const float final_cap = options.final_softcap >= 0.0f ? options.final_softcap : two ? 30.0f : 0.0f;
+    if (two) CHATAI_RETURN_IF_ERROR(w.add_float32(a + ".attn_logit_softcapping", attn_cap));
+    if (two || final_cap > 0.0f) CHATAI_RETURN_IF_ERROR(w.add_float32(a + ".final_logit_softcapping", final_cap));
+  }
   if (!options.tokenizer.empty()) CHATAI_RETURN_IF_ERROR(copy_tokenizer(w, options.tokenizer, s.n_vocab));
 
   int n_threads = options.threads;
@@ -221,12 +231,13 @@ status synthesize_model(const synth_options& options, const std::filesystem::pat
       CHATAI_RETURN_IF_ERROR(sw.vector(p + "attn_k.bias", kv_dim, 0.0f, 0.1f));
       CHATAI_RETURN_IF_ERROR(sw.vector(p + "attn_v.bias", kv_dim, 0.0f, 0.1f));
     }
-    if (options.arch == model_arch::qwen3) {
+    if (options.arch == model_arch::qwen3 || options.arch == model_arch::gemma3) {
       CHATAI_RETURN_IF_ERROR(sw.norm(p + "attn_q_norm.weight", head_dim));
       CHATAI_RETURN_IF_ERROR(sw.norm(p + "attn_k_norm.weight", head_dim));
     }
     CHATAI_RETURN_IF_ERROR(sw.matrix(p + "attn_output.weight", s.n_embd, q_dim,
                                      out_scale / std::sqrt(static_cast<float>(q_dim))));
+    if (gemma) CHATAI_RETURN_IF_ERROR(sw.norm(p + "post_attention_norm.weight", s.n_embd));
     CHATAI_RETURN_IF_ERROR(sw.norm(p + "ffn_norm.weight", s.n_embd));
     if (options.arch == model_arch::phi3) {  // gate rows first, then up
       CHATAI_RETURN_IF_ERROR(sw.matrix(p + "ffn_up.weight", 2 * s.n_ff, s.n_embd, in));
@@ -236,6 +247,7 @@ status synthesize_model(const synth_options& options, const std::filesystem::pat
     }
     CHATAI_RETURN_IF_ERROR(sw.matrix(p + "ffn_down.weight", s.n_embd, s.n_ff,
                                      out_scale / std::sqrt(static_cast<float>(s.n_ff))));
+    if (gemma) CHATAI_RETURN_IF_ERROR(sw.norm(p + "post_ffw_norm.weight", s.n_embd));
   }
   return w.write(out);
 }

@@ -61,6 +61,8 @@ struct synthetic_dims {
   bool fused = true;          // phi3: attn_qkv and a gate-up ffn_up, as its conversions write
   bool k_norm = true;         // qwen3: attn_k_norm beside attn_q_norm
   bool longrope = false;      // rope_factors_long and _short, as 128k-context phi3 conversions have
+  bool post_norms = true;     // gemma: post_attention_norm and post_ffw_norm
+  std::int64_t sliding_window = 5;  // gemma: short, so that the synthetic tokens outrun it
 };
 
 // Deterministic values: the same for every weight type, so that only the encoding differs.
@@ -106,6 +108,13 @@ void write_synthetic(const fs::path& path, model_arch arch, ggml_type type, cons
     REQUIRE(w.add_uint32(a + ".attention.value_length", static_cast<std::uint32_t>(head_dim)).ok());
   }
   if (d.rope_dim > 0) REQUIRE(w.add_uint32(a + ".rope.dimension_count", static_cast<std::uint32_t>(d.rope_dim)).ok());
+  const bool gemma = arch == model_arch::gemma2 || arch == model_arch::gemma3;
+  if (gemma) {
+    REQUIRE(w.add_uint32(a + ".attention.sliding_window", static_cast<std::uint32_t>(d.sliding_window)).ok());
+    // Caps the synthetic scores and logits (a few units) reach, so that they bend them.
+    if (arch == model_arch::gemma2) REQUIRE(w.add_float32(a + ".attn_logit_softcapping", 1.5f).ok());
+    REQUIRE(w.add_float32(a + ".final_logit_softcapping", 2.0f).ok());
+  }
   synthetic_values v;
   const std::int64_t q_dim = d.n_head * head_dim, kv_dim = d.n_head_kv * head_dim;
   const bool fused = arch == model_arch::phi3 && d.fused;
@@ -133,7 +142,7 @@ void write_synthetic(const fs::path& path, model_arch arch, ggml_type type, cons
       add_matrix(w, p + "attn_k.weight", type, kv_dim, d.n_embd, wk);
       add_matrix(w, p + "attn_v.weight", type, kv_dim, d.n_embd, wv);
     }
-    if (arch == model_arch::qwen3) {
+    if (arch == model_arch::qwen3 || arch == model_arch::gemma3) {
       add_vector(w, p + "attn_q_norm.weight", v.normal(head_dim, 1.0f, 0.1f));
       if (d.k_norm) add_vector(w, p + "attn_k_norm.weight", v.normal(head_dim, 1.0f, 0.1f));
     }
@@ -143,6 +152,7 @@ void write_synthetic(const fs::path& path, model_arch arch, ggml_type type, cons
       add_vector(w, p + "attn_v.bias", v.normal(kv_dim, 0.0f, 0.2f));
     }
     add_matrix(w, p + "attn_output.weight", type, d.n_embd, q_dim, v.normal(d.n_embd * q_dim, 0.0f, s));
+    if (gemma && d.post_norms) add_vector(w, p + "post_attention_norm.weight", v.normal(d.n_embd, 1.0f, 0.1f));
     add_vector(w, p + "ffn_norm.weight", v.normal(d.n_embd, 1.0f, 0.1f));
     auto gate = v.normal(d.n_ff * d.n_embd, 0.0f, s);
     const auto up = v.normal(d.n_ff * d.n_embd, 0.0f, s);
@@ -154,16 +164,24 @@ void write_synthetic(const fs::path& path, model_arch arch, ggml_type type, cons
       add_matrix(w, p + "ffn_up.weight", type, d.n_ff, d.n_embd, up);
     }
     add_matrix(w, p + "ffn_down.weight", type, d.n_embd, d.n_ff, v.normal(d.n_embd * d.n_ff, 0.0f, s));
+    if (gemma && d.post_norms) add_vector(w, p + "post_ffw_norm.weight", v.normal(d.n_embd, 1.0f, 0.1f));
   }
   REQUIRE(w.write(path).ok());
 }
 
 // Each architecture's distinguishing shape: qwen3 with heads wider than n_embd / n_head (so
-// q_dim != n_embd), phi3 with partial rotary as Phi-4 mini has.
+// q_dim != n_embd), phi3 with partial rotary as Phi-4 mini has, gemma3 with 7 layers, so that
+// its pattern of five windowed layers in six has a global one (the sixth) and windowed ones on
+// either side of it, and Gemma's wide heads.
 synthetic_dims dims_of(model_arch arch) {
   synthetic_dims d;
   if (arch == model_arch::qwen3) d.head_dim = 128;
   if (arch == model_arch::phi3) d.rope_dim = 48;
+  if (arch == model_arch::gemma2) d.head_dim = 128;
+  if (arch == model_arch::gemma3) {
+    d.n_layer = 7;
+    d.head_dim = 128;
+  }
   return d;
 }
 
@@ -259,7 +277,8 @@ TEST_CASE("every weight type agrees with the f32 path of a synthetic model") {
   test::temp_dir dir("chatai-forward");
   const synthetic_dims d;
   const auto tokens = synthetic_tokens(24, d.n_vocab);
-  for (model_arch arch : {model_arch::llama, model_arch::qwen2, model_arch::qwen3, model_arch::phi3}) {
+  for (model_arch arch : {model_arch::llama, model_arch::qwen2, model_arch::qwen3, model_arch::phi3, model_arch::gemma2,
+                          model_arch::gemma3}) {
     write_synthetic(dir.path() / "f32.gguf", arch, ggml_type::f32, dims_of(arch));
     const auto reference = all_logits(*make_backend(load(dir.path() / "f32.gguf"), 2), tokens);
     // Bounds on the relative RMS logit error and the top-1 agreement, per type, about 1.4
@@ -297,7 +316,7 @@ TEST_CASE("every weight type agrees with the f32 path of a synthetic model") {
   }
 }
 
-TEST_CASE("qwen3 and phi3 bind their own tensors") {
+TEST_CASE("qwen3, phi3 and gemma bind their own tensors") {
   test::temp_dir dir("chatai-forward");
   const auto tokens = synthetic_tokens(20, synthetic_dims{}.n_vocab);
 
@@ -332,6 +351,65 @@ TEST_CASE("qwen3 and phi3 bind their own tensors") {
     CHECK(fused->hparams().rope_pairs == rope_pairing::neox);
     const auto separate = load(dir.path() / "separate.gguf");
     CHECK(all_logits(*make_backend(fused, 2), tokens) == all_logits(*make_backend(separate, 2), tokens));
+  }
+
+  SUBCASE("gemma2 and gemma3: their keys, norms and windowed layers") {
+    for (model_arch arch : {model_arch::gemma2, model_arch::gemma3}) {
+      CAPTURE(to_string(arch));
+      const fs::path p = dir.path() / "gemma.gguf";
+      write_synthetic(p, arch, ggml_type::f32, dims_of(arch));
+      const auto m = load(p);
+      const model_hparams& hp = m->hparams();
+      CHECK(hp.arch == arch);
+      CHECK(hp.rope_pairs == rope_pairing::neox);
+      CHECK(hp.activation == ffn_activation::gelu_tanh);
+      CHECK(hp.embed_scale == doctest::Approx(16.0));
+      CHECK(hp.attn_scale == doctest::Approx(1.0 / std::sqrt(128.0)));
+      CHECK(hp.sliding_window == 5);
+      CHECK(hp.final_softcap == 2.0f);
+      CHECK(m->layers()[0].post_attn_norm.size() == 256);
+      CHECK(m->layers()[0].post_ffn_norm.size() == 256);
+      // A query at position 9 of a windowed layer sees positions 5..9.
+      CHECK(hp.first_visible(0, 9) == 5);
+      CHECK(hp.first_visible(0, 3) == 0);
+      if (arch == model_arch::gemma2) {
+        CHECK(hp.attn_softcap == 1.5f);
+        CHECK(m->layers()[0].q_norm.empty());
+        CHECK(hp.windowed(0));
+        CHECK_FALSE(hp.windowed(1));  // every other layer
+      } else {
+        CHECK(hp.attn_softcap == 0.0f);
+        CHECK(m->layers()[0].q_norm.size() == 128);
+        for (std::int64_t l = 0; l < 7; ++l) CHECK(hp.windowed(l) == (l != 5));  // five in six
+        // Windowed layers rotate with base 10000; the global one with the file's base.
+        const auto local = m->rope_inv_freq(0), global = m->rope_inv_freq(5);
+        CHECK(local[1] == doctest::Approx(std::pow(10000.0, -2.0 / 128.0)));
+        CHECK(global == local);  // the file's base is 10000 here too
+      }
+    }
+  }
+}
+
+TEST_CASE("gemma's windows, caps and post-norms give the same logits one token at a time") {
+  test::temp_dir dir("chatai-forward");
+  for (model_arch arch : {model_arch::gemma2, model_arch::gemma3}) {
+    CAPTURE(to_string(arch));
+    write_synthetic(dir.path() / "g.gguf", arch, ggml_type::f16, dims_of(arch));
+    const auto m = load(dir.path() / "g.gguf");
+    const std::int64_t n_vocab = m->hparams().n_vocab;
+    const auto tokens = synthetic_tokens(13, n_vocab);  // more than twice the window of 5
+    const auto reference = all_logits(*make_backend(m, 1), tokens);
+    auto b = make_backend(m, 2);
+    auto seq = b->create_sequence(0);
+    REQUIRE(seq.ok());
+    logits_out out;
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      REQUIRE(b->forward({{{*seq, std::span(&tokens[i], 1), logits_mode::last}}}, out).ok());
+      const auto want = std::span(reference).subspan(i * n_vocab, n_vocab);
+      for (std::int64_t k = 0; k < n_vocab; ++k) REQUIRE(out.last_row(0)[k] == doctest::Approx(want[k]).epsilon(1e-4));
+    }
+    // The capped logits stay inside the cap.
+    for (const float x : reference) REQUIRE(std::abs(x) < 2.0f);
   }
 }
 
@@ -572,16 +650,24 @@ TEST_CASE("loading names what is missing or inconsistent") {
 
   {
     gguf_writer w;
-    REQUIRE(w.add_string("general.architecture", "gemma2").ok());
-    REQUIRE(w.add_uint32("gemma2.block_count", 2).ok());
-    const fs::path p = dir.path() / "gemma2.gguf";
+    REQUIRE(w.add_string("general.architecture", "mamba").ok());
+    REQUIRE(w.add_uint32("mamba.block_count", 2).ok());
+    const fs::path p = dir.path() / "mamba.gguf";
     REQUIRE(w.write(p).ok());
-    auto gemma = model::load(p);
-    REQUIRE_FALSE(gemma.ok());
-    CHECK(gemma.err().code() == errc::unsupported);
-    CHECK(gemma.err().message().find("architecture 'gemma2' is not supported (llama, qwen2, qwen3, phi3)") !=
-          std::string::npos);
+    auto mamba = model::load(p);
+    REQUIRE_FALSE(mamba.ok());
+    CHECK(mamba.err().code() == errc::unsupported);
+    CHECK(mamba.err().message().find(
+              "architecture 'mamba' is not supported (llama, qwen2, qwen3, phi3, gemma2, gemma3)") != std::string::npos);
   }
+
+  synthetic_dims no_post_norm = dims_of(model_arch::gemma2);
+  no_post_norm.post_norms = false;
+  write_synthetic(dir.path() / "gemma2.gguf", model_arch::gemma2, ggml_type::f16, no_post_norm);
+  auto gemma2 = model::load(dir.path() / "gemma2.gguf");
+  REQUIRE_FALSE(gemma2.ok());
+  CHECK(gemma2.err().message().find("tensor blk.0.post_attention_norm.weight is missing; expected shape [256] (n_embd)") !=
+        std::string::npos);
 
   synthetic_dims no_k_norm = dims_of(model_arch::qwen3);
   no_k_norm.k_norm = false;

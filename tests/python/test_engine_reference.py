@@ -131,6 +131,11 @@ def test_tokenize_matches_the_reference_tokenizer(build_dir, test_model):
     ("qwen2", []),
     ("qwen3", ["--head-dim", "96"]),  # q_dim 864 != n_embd 576, as Qwen3's heads are wider
     ("phi3", ["--rope-dim", "32"]),   # partial rotary, as Phi-4 mini has
+    # Windows shorter than the scored windows of 64 tokens, and caps the synthetic scores and
+    # logits reach; gemma3's windowed layers rotate with base 10000, its global ones (every
+    # sixth) with the shape's 100000.
+    ("gemma2", ["--head-dim", "128", "--sliding-window", "24", "--attn-softcap", "1.5", "--final-softcap", "3"]),
+    ("gemma3", ["--head-dim", "128", "--sliding-window", "20", "--final-softcap", "3"]),
 ])
 def test_synthetic_architectures_match_the_numpy_reference(build_dir, tmp_path, arch, options):
     """A synthetic model of each architecture in f32 (`chatai synth`), its perplexity on the CPU

@@ -39,8 +39,15 @@ std::optional<synth_shape> find_synth_shape(std::string_view name) noexcept;
 struct synth_options {
   synth_shape shape;
   // The tensors and keys of this architecture's conversions: qwen2's biases, qwen3's head
-  // norms, phi3's fused matrices.
+  // norms, phi3's fused matrices, gemma2's post-norms and soft caps, gemma3's post-norms and
+  // head norms.
   model_arch arch = model_arch::llama;
+  // Gemma only (the keys are written when set): the sliding window (0: the architecture's
+  // default, 4096 for gemma2 and 512 for gemma3) and the soft caps (negative: gemma2's 50 on
+  // scores and 30 on logits; gemma3 none).
+  std::int64_t sliding_window = 0;
+  float attn_softcap = -1.0f;
+  float final_softcap = -1.0f;
   ggml_type type = ggml_type::q8_0;  // of every matrix; norms stay f32
   std::uint64_t seed = 1;
   // A GGUF file whose tokenizer.* keys are copied (the vocabulary padded with unused tokens

@@ -80,13 +80,7 @@ class cpu_backend final : public backend {
  public:
   cpu_backend(std::shared_ptr<const model> m, const kernel_table& kernels, int n_threads)
       : model_(std::move(m)), hp_(model_->hparams()), kernels_(kernels), pool_(n_threads) {
-    inv_freq_.resize(static_cast<std::size_t>(hp_.rope_dim / 2));
-    const auto factors = model_->rope_freq_factors();
-    for (std::size_t i = 0; i < inv_freq_.size(); ++i) {
-      inv_freq_[i] = std::pow(static_cast<double>(hp_.rope_freq_base),
-                              -2.0 * static_cast<double>(i) / static_cast<double>(hp_.rope_dim)) /
-                     factors[i] * hp_.rope_freq_scale;
-    }
+    for (std::int64_t li = 0; li < hp_.n_layer; ++li) inv_freq_.push_back(model_->rope_inv_freq(li));
   }
 
   std::string description() const override {
@@ -330,13 +324,14 @@ class cpu_backend final : public backend {
     const std::int64_t hd = hp_.head_dim, kv_dim = hp_.kv_dim();
     const std::int64_t g = h / (hp_.n_head / hp_.n_head_kv);
     const std::int64_t n = slot.position + 1;
+    const std::int64_t first = hp_.first_visible(layer, slot.position);
     const auto offset = static_cast<std::size_t>(layer * kv_page_tokens * kv_dim + g * hd);  // this head's hd columns
     const cpu::kv_columns keys{slot.sequence->key_pages.data(),
                                static_cast<std::size_t>((layer * hp_.n_head_kv + g) * hd * kv_page_tokens), kv_page_tokens};
     const cpu::kv_rows values{slot.sequence->value_pages.data(), offset, kv_page_tokens, kv_dim};
     const float* q = q_.data() + t * hp_.q_dim() + h * hd;  // [hd]
     float* o = attn_.data() + t * hp_.q_dim() + h * hd;     // [hd]
-    kernels_.attend(hd, q, keys, values, 0, n, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, scores, o);
+    kernels_.attend(hd, q, keys, values, first, n, hp_.attn_scale, hp_.attn_softcap, scores, o);
   }
 
   // The whole step; every thread runs it, phases separated by barriers.
@@ -347,7 +342,11 @@ class cpu_backend final : public backend {
 
     for (std::int64_t t = t_begin; t < t_end; ++t) {
       const weight_matrix& e = model_->token_embedding();
-      cpu::dequantize_row(e.type, e.row(tokens_[static_cast<std::size_t>(t)]), x_.data() + t * n_embd, n_embd);
+      float* xr = x_.data() + t * n_embd;
+      cpu::dequantize_row(e.type, e.row(tokens_[static_cast<std::size_t>(t)]), xr, n_embd);
+      if (hp_.embed_scale != 1.0f) {
+        for (std::int64_t i = 0; i < n_embd; ++i) xr[i] *= hp_.embed_scale;
+      }
     }
     double* cos_sin = rope_scratch_.data() + static_cast<std::size_t>(thread * hp_.rope_dim);
     float* scores = scores_.data() + static_cast<std::size_t>(thread) * (scores_.size() / static_cast<std::size_t>(n_threads));
@@ -357,12 +356,9 @@ class cpu_backend final : public backend {
       const layer_weights& l = layers[static_cast<std::size_t>(li)];
       const bool qkv_q8 = kernel(l.wq).activations == activation_kind::q8 || kernel(l.wk).activations == activation_kind::q8 ||
                           kernel(l.wv).activations == activation_kind::q8;
-      // x += the previous layer's down projection; h = norm(x).
-      for (std::int64_t t = t_begin; t < t_end; ++t) {
-        if (li > 0) {
-          for (std::int64_t i = 0; i < n_embd; ++i) x_[t * n_embd + i] += proj_[t * n_embd + i];
-        }
-      }
+      // x += the previous layer's down projection (normalized first where the model says);
+      // h = norm(x).
+      if (li > 0) add_output(layers[static_cast<std::size_t>(li - 1)].post_ffn_norm, t_begin, t_end);
       rms_norm_rows(x_.data(), l.attn_norm, h_.data(), hq_.data(), qkv_q8, n_embd, t_begin, t_end);
       pool_.barrier();
 
@@ -394,8 +390,9 @@ class cpu_backend final : public backend {
           rms_norm_rows(k, l.k_norm, k, nullptr, false, hp_.head_dim, 0, hp_.n_head_kv);
         }
         const token_slot& slot = slots_[static_cast<std::size_t>(t)];
-        for (std::size_t i = 0; i < inv_freq_.size(); ++i) {
-          const double angle = static_cast<double>(slot.position) * inv_freq_[i];
+        const std::vector<double>& inv_freq = inv_freq_[static_cast<std::size_t>(li)];
+        for (std::size_t i = 0; i < inv_freq.size(); ++i) {
+          const double angle = static_cast<double>(slot.position) * inv_freq[i];
           cos_sin[2 * i] = std::cos(angle);
           cos_sin[2 * i + 1] = std::sin(angle);
         }
@@ -428,9 +425,7 @@ class cpu_backend final : public backend {
       pool_.barrier();
 
       const bool ffn_q8 = kernel(l.w_gate).activations == activation_kind::q8 || kernel(l.w_up).activations == activation_kind::q8;
-      for (std::int64_t t = t_begin; t < t_end; ++t) {
-        for (std::int64_t i = 0; i < n_embd; ++i) x_[t * n_embd + i] += proj_[t * n_embd + i];
-      }
+      add_output(l.post_attn_norm, t_begin, t_end);
       rms_norm_rows(x_.data(), l.ffn_norm, h_.data(), hq_.data(), ffn_q8, n_embd, t_begin, t_end);
       pool_.barrier();
 
@@ -445,7 +440,11 @@ class cpu_backend final : public backend {
       for (std::int64_t t = t_begin; t < t_end; ++t) {
         float* g = gate_.data() + t * n_ff;
         const float* u = up_.data() + t * n_ff;
-        for (std::int64_t i = 0; i < n_ff; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+        if (hp_.activation == ffn_activation::gelu_tanh) {
+          for (std::int64_t i = 0; i < n_ff; ++i) g[i] = gelu_tanh(g[i]) * u[i];
+        } else {
+          for (std::int64_t i = 0; i < n_ff; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+        }
         if (down_q8) kernels_.quantize_q8(g, ffq_.data() + t * cpu::q8_row_layout::bytes(n_ff), n_ff);
       }
       pool_.barrier();
@@ -464,9 +463,11 @@ class cpu_backend final : public backend {
     const bool out_q8 = !hidden_ && kernel(output).activations == activation_kind::q8;
     float* final = hidden_ ? out.values.data() : final_.data();  // [n_outputs × n_embd]
     const auto [r_begin, r_end] = share(n_outputs, thread, n_threads);
+    const auto& last_norm = layers.back().post_ffn_norm;
     for (std::int64_t r = r_begin; r < r_end; ++r) {
       const std::int64_t t = output_tokens_[static_cast<std::size_t>(r)];
       float* xr = final + r * n_embd;
+      if (!last_norm.empty()) rms_norm_rows(proj_.data(), last_norm, proj_.data(), nullptr, false, n_embd, t, t + 1);
       for (std::int64_t i = 0; i < n_embd; ++i) xr[i] = x_[t * n_embd + i] + proj_[t * n_embd + i];
     }
     rms_norm_rows(final, model_->output_norm(), final, finalq_.data(), out_q8, n_embd, r_begin, r_end);
@@ -475,13 +476,34 @@ class cpu_backend final : public backend {
     const product logits[1] = {{&output, kernel(output), act(final_.data(), finalq_.data(), n_embd), out.values.data(),
                                 static_cast<std::size_t>(hp_.n_vocab)}};
     multiply(logits, n_outputs, thread, n_threads);
+    if (hp_.final_softcap > 0.0f) {
+      pool_.barrier();
+      const float cap = hp_.final_softcap;
+      const auto [v_begin, v_end] = share(n_outputs * hp_.n_vocab, thread, n_threads);
+      for (std::int64_t i = v_begin; i < v_end; ++i) out.values[i] = cap * std::tanh(out.values[i] / cap);
+    }
+  }
+
+  // x += proj for tokens [begin, end), proj RMS-normalized first by `norm` unless it is empty.
+  void add_output(std::span<const float> norm, std::int64_t begin, std::int64_t end) {
+    const std::int64_t n_embd = hp_.n_embd;
+    if (!norm.empty()) rms_norm_rows(proj_.data(), norm, proj_.data(), nullptr, false, n_embd, begin, end);
+    for (std::int64_t t = begin; t < end; ++t) {
+      for (std::int64_t i = 0; i < n_embd; ++i) x_[t * n_embd + i] += proj_[t * n_embd + i];
+    }
+  }
+
+  // GELU with the tanh approximation: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+  static float gelu_tanh(float x) {
+    constexpr float c = 0.7978845608028654f;
+    return 0.5f * x * (1.0f + std::tanh(c * (x + 0.044715f * x * x * x)));
   }
 
   std::shared_ptr<const model> model_;
   model_hparams hp_;
   const kernel_table& kernels_;
   thread_pool pool_;
-  std::vector<double> inv_freq_;  // [rope_dim / 2]: rotary angle per position
+  std::vector<std::vector<double>> inv_freq_;  // [n_layer][rope_dim / 2]: rotary angle per position
   std::unordered_map<sequence_id, sequence_state> sequences_;
   sequence_id next_id_ = 1;
   // Pages no sequence holds, kept for the next ones.

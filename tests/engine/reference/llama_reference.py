@@ -3,7 +3,9 @@
 
 Reads the weights with the `gguf` package (dequantized to float32), runs the plain
 transformer (RMSNorm, RoPE, grouped-query attention, SwiGLU; qwen2 biases and NEOX rotary,
-qwen3 per-head RMSNorm of queries and keys, phi3 fused QKV and gate-up matrices),
+qwen3 per-head RMSNorm of queries and keys, phi3 fused QKV and gate-up matrices; gemma2 and
+gemma3 scaled embeddings, post-attention and post-FFN norms, GeGLU, soft caps, sliding windows
+on their layers and gemma3's local rotary base),
 and writes golden files of the top logits at every position, or prints a perplexity computed
 the way llama.cpp's llama-perplexity does. Model.hidden_states gives the final hidden states
 that embeddings pool. Token ids come from `chatai tokenize` so the
@@ -29,7 +31,7 @@ class Model:
         reader = GGUFReader(str(path))
         self.fields = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("tokenizer.ggml.")}
         arch = self.fields["general.architecture"]
-        if arch not in ("llama", "qwen2", "qwen3", "phi3"):
+        if arch not in ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"):
             raise SystemExit(f"unsupported architecture {arch}")
         self.arch = arch
         hp = lambda key, default=None: self.fields.get(f"{arch}.{key}", default)  # noqa: E731
@@ -41,6 +43,21 @@ class Model:
         self.eps = float(hp("attention.layer_norm_rms_epsilon"))
         self.rope_base = float(hp("rope.freq_base", 10000.0))
         self.rope_dim = int(hp("rope.dimension_count", self.head_dim))
+        self.gemma = arch in ("gemma2", "gemma3")
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.embed_scale, self.attn_cap, self.final_cap, self.window, self.pattern = 1.0, 0.0, 0.0, 0, 0
+        self.local_rope_base = None
+        if self.gemma:  # the rules of Gemma's reference implementation
+            two = arch == "gemma2"
+            self.embed_scale = math.sqrt(self.n_embd)
+            self.attn_cap = float(hp("attn_logit_softcapping", 50.0)) if two else 0.0
+            self.final_cap = float(hp("final_logit_softcapping", 30.0 if two else 0.0))
+            self.window = int(hp("attention.sliding_window", 4096 if two else 0))
+            self.pattern = 2 if two else 6
+            if not two:
+                self.local_rope_base = 10000.0
+            if self.n_layer == (46 if two else 62):  # the 27B models
+                self.scale = 1.0 / math.sqrt(self.n_embd // self.n_head)
         self.weights = {}
         for t in reader.tensors:
             w = dequantize(t.data, t.tensor_type).astype(np.float32)
@@ -68,15 +85,18 @@ class Model:
     def rms_norm(self, x, weight):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * weight
 
-    def rope(self, x, positions):
+    def windowed(self, layer):
+        return self.window > 0 and layer % self.pattern < self.pattern - 1
+
+    def rope(self, x, positions, base):
         # x: [n_tokens, n_heads, head_dim]
         half = self.rope_dim // 2
-        inv_freq = self.rope_base ** (-np.arange(0, half, dtype=np.float64) * 2.0 / self.rope_dim)
+        inv_freq = base ** (-np.arange(0, half, dtype=np.float64) * 2.0 / self.rope_dim)
         angles = positions[:, None].astype(np.float64) * inv_freq[None, :]  # [n_tokens, half]
         cos = np.cos(angles)[:, None, :].astype(np.float32)
         sin = np.sin(angles)[:, None, :].astype(np.float32)
         out = x.copy()
-        if self.arch in ("qwen2", "qwen3", "phi3"):  # NEOX: pairs are (i, i + half)
+        if self.arch != "llama":  # NEOX: pairs are (i, i + half)
             a, b = x[..., :half], x[..., half : 2 * half]
             out[..., :half] = a * cos - b * sin
             out[..., half : 2 * half] = a * sin + b * cos
@@ -96,36 +116,56 @@ class Model:
         the last layer's output after the output RMSNorm, before the output projection."""
         n = len(tokens)
         positions = np.arange(n)
-        x = self.weights["token_embd.weight"][tokens].astype(np.float32)  # [n, n_embd]
-        mask = np.triu(np.full((n, n), -np.inf, dtype=np.float32), k=1)
+        x = self.weights["token_embd.weight"][tokens].astype(np.float32) * np.float32(self.embed_scale)  # [n, n_embd]
+        causal = np.triu(np.full((n, n), -np.inf, dtype=np.float32), k=1)
+        # A windowed layer's query at position i sees positions i - window + 1 .. i.
+        windowed = causal + np.tril(np.full((n, n), -np.inf, dtype=np.float32), k=-self.window) if self.window else causal
         group = self.n_head // self.n_head_kv
         for layer in range(self.n_layer):
             p = f"blk.{layer}."
+            local = self.windowed(layer)
+            base = self.local_rope_base if local and self.local_rope_base else self.rope_base
             h = self.rms_norm(x, self.weights[p + "attn_norm.weight"])
             q = self.linear(h, p + "attn_q").reshape(n, self.n_head, self.head_dim)
             k = self.linear(h, p + "attn_k").reshape(n, self.n_head_kv, self.head_dim)
             v = self.linear(h, p + "attn_v").reshape(n, self.n_head_kv, self.head_dim)
-            if self.w(p + "attn_q_norm.weight") is not None:  # qwen3: each head normalized
+            if self.w(p + "attn_q_norm.weight") is not None:  # qwen3, gemma3: each head normalized
                 q = self.rms_norm(q, self.weights[p + "attn_q_norm.weight"])
                 k = self.rms_norm(k, self.weights[p + "attn_k_norm.weight"])
-            q, k = self.rope(q, positions), self.rope(k, positions)
+            q, k = self.rope(q, positions, base), self.rope(k, positions, base)
             k = np.repeat(k, group, axis=1)
             v = np.repeat(v, group, axis=1)
-            scores = np.einsum("qhd,khd->hqk", q, k) / math.sqrt(self.head_dim) + mask[None]
+            scores = np.einsum("qhd,khd->hqk", q, k) * self.scale
+            if self.attn_cap:
+                scores = self.attn_cap * np.tanh(scores / self.attn_cap)
+            scores = scores + (windowed if local else causal)[None]
             scores -= scores.max(axis=-1, keepdims=True)
             probs = np.exp(scores)
             probs /= probs.sum(axis=-1, keepdims=True)
             attn = np.einsum("hqk,khd->qhd", probs, v).reshape(n, self.n_head * self.head_dim)
-            x = x + self.linear(attn, p + "attn_output")
+            out = self.linear(attn, p + "attn_output")
+            if self.gemma:
+                out = self.rms_norm(out, self.weights[p + "post_attention_norm.weight"])
+            x = x + out
             h = self.rms_norm(x, self.weights[p + "ffn_norm.weight"])
             gate = self.linear(h, p + "ffn_gate")
             up = self.linear(h, p + "ffn_up")
-            x = x + self.linear(gate / (1.0 + np.exp(-gate)) * up, p + "ffn_down")
+            if self.gemma:  # GELU, tanh approximation
+                act = 0.5 * gate * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (gate + 0.044715 * gate ** 3)))
+            else:
+                act = gate / (1.0 + np.exp(-gate))
+            out = self.linear(act * up, p + "ffn_down")
+            if self.gemma:
+                out = self.rms_norm(out, self.weights[p + "post_ffw_norm.weight"])
+            x = x + out
         return self.rms_norm(x, self.weights["output_norm.weight"])
 
     def forward(self, tokens: list[int]) -> np.ndarray:
         """Logits [n_tokens, n_vocab] for a causal pass over `tokens` from position 0."""
-        return self.hidden_states(tokens) @ self.output.T
+        logits = self.hidden_states(tokens) @ self.output.T
+        if self.final_cap:
+            logits = self.final_cap * np.tanh(logits / self.final_cap)
+        return logits
 
 
 def tokenize(chatai: str, model: pathlib.Path, text: str) -> list[int]:
