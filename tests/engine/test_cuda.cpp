@@ -314,6 +314,19 @@ TEST_CASE("norm, SwiGLU and rotary embedding with the KV store match the referen
   reference_swiglu(gate.data(), up.data(), 3000);
   CHECK(relative_error(dg.download(), gate) < 1e-5);
 
+  // GeGLU, scaling and the soft cap: element-wise, against the host.
+  auto gate2 = random_values(rng, 3000, 3.0f);
+  device_vector<float> dg2(gate2);
+  require_ok(launch_geglu(dg2.get(), du.get(), 3000, nullptr));
+  reference_geglu(gate2.data(), up.data(), 3000);
+  CHECK(relative_error(dg2.download(), gate2) < 1e-5);
+  auto capped = random_values(rng, 3000, 10.0f);
+  device_vector<float> dc(capped);
+  require_ok(launch_scale(dc.get(), 3000, 1.5f, nullptr));
+  require_ok(launch_soft_cap(dc.get(), 3000, 4.0f, nullptr));
+  for (float& c : capped) c = 4.0f * std::tanh(c * 1.5f / 4.0f);
+  CHECK(relative_error(dc.download(), capped) < 1e-5);
+
   for (bool neox : {false, true}) {
     CAPTURE(neox);
     const rope_params p{8, 2, 64, 64, neox};
@@ -368,52 +381,69 @@ TEST_CASE("split attention over scrambled pages matches the reference") {
     const std::vector<std::int32_t> positions{699, 3, 511, 19}, tables{0, 0, 0, 44};
     const std::int64_t n_tokens = 4, q_dim = p.n_head * head_dim;
     const auto q = random_values(rng, n_tokens * q_dim, 1.0f);
-    std::vector<float> want(n_tokens * q_dim);
     const float scale = 1.0f / std::sqrt(float(head_dim));
-    reference_attention(p, q.data(), kc.data(), vc.data(), n_tokens, {positions.data(), tables.data(), pages.data()},
-                        layout, 1, scale, want.data());
     device_vector<std::uint16_t> dk(kc), dv(vc);
     device_vector<float> dq(q), dout(n_tokens * q_dim);
     device_vector<std::int32_t> dpos(positions), dtab(tables), dpages(pages);
-    for (std::int64_t splits : {1, 3, 4, 8}) {
-      CAPTURE(head_dim);
-      CAPTURE(splits);
-      const std::int64_t split_keys = (700 + splits - 1) / splits;
-      device_vector<float> partial(attention_partial_floats(n_tokens, p.n_head, splits, head_dim));
-      partial.poison();
-      dout.poison();
-      attention_args a;
-      a.p = p;
-      a.q = dq.get();
-      a.k_cache = dk.get();
-      a.v_cache = dv.get();
-      a.n_tokens = n_tokens;
-      a.map = {dpos.get(), dtab.get(), dpages.get()};
-      a.layout = layout;
-      a.layer = 1;
-      a.scale = scale;
-      a.n_splits = splits;
-      a.split_keys = (split_keys + attention_chunk - 1) / attention_chunk * attention_chunk;
-      a.partial = partial.get();
-      a.out = dout.get();
-      if (a.n_splits * a.split_keys < 700) continue;
-      require_ok(launch_attention(a, nullptr));
-      const auto got = dout.download();
-      REQUIRE(all_finite(got));
-      CHECK(relative_error(got, want) < 1e-4);
+    // Plain; a window that leaves whole splits of the long sequence empty; a short window with
+    // a soft cap (Gemma 2's kind of layer) that bends these scores.
+    for (const auto& [window, softcap] : {std::pair<std::int64_t, float>{0, 0.0f}, {100, 0.0f}, {37, 2.0f}}) {
+      std::vector<float> want(n_tokens * q_dim);
+      reference_attention(p, q.data(), kc.data(), vc.data(), n_tokens, {positions.data(), tables.data(), pages.data()},
+                          layout, 1, scale, want.data(), window, softcap);
+      for (std::int64_t splits : {1, 3, 4, 8}) {
+        CAPTURE(head_dim);
+        CAPTURE(splits);
+        CAPTURE(window);
+        CAPTURE(softcap);
+        const std::int64_t split_keys = (700 + splits - 1) / splits;
+        device_vector<float> partial(attention_partial_floats(n_tokens, p.n_head, splits, head_dim));
+        partial.poison();
+        dout.poison();
+        attention_args a;
+        a.p = p;
+        a.q = dq.get();
+        a.k_cache = dk.get();
+        a.v_cache = dv.get();
+        a.n_tokens = n_tokens;
+        a.map = {dpos.get(), dtab.get(), dpages.get()};
+        a.layout = layout;
+        a.layer = 1;
+        a.scale = scale;
+        a.window = window;
+        a.softcap = softcap;
+        a.n_splits = splits;
+        a.split_keys = (split_keys + attention_chunk - 1) / attention_chunk * attention_chunk;
+        a.partial = partial.get();
+        a.out = dout.get();
+        if (a.n_splits * a.split_keys < 700) continue;
+        require_ok(launch_attention(a, nullptr));
+        const auto got = dout.download();
+        REQUIRE(all_finite(got));
+        CHECK(relative_error(got, want) < 1e-4);
+      }
     }
   }
 }
 
 namespace {
 
-// A synthetic model of a small shape in `type`; qwen3's heads are wider than n_embd / n_head
-// (q_dim != n_embd) and phi3's rotate part of each head, as Phi-4 mini's do.
+// A synthetic model of a small shape in `type`; qwen3's and gemma's heads are wider than n_embd
+// / n_head (q_dim != n_embd) and phi3's rotate part of each head, as Phi-4 mini's do; gemma's
+// windows (64) are shorter than the tests' prompts and their caps bend the synthetic scores
+// and logits; gemma3 has 7 layers, so that its sixth is global between windowed ones.
 std::shared_ptr<const model> synthetic(ggml_type type, const fs::path& dir, model_arch arch = model_arch::llama) {
   synth_options o;
   o.shape = {"tiny", 512, 2048, 256, 2, 4, 2, 512, 10000.0f, false};
   if (arch == model_arch::qwen3) o.shape.head_dim = 128;
   if (arch == model_arch::phi3) o.shape.rope_dim = 48;
+  if (arch == model_arch::gemma2 || arch == model_arch::gemma3) {
+    o.shape.head_dim = 128;
+    o.sliding_window = 64;
+    o.attn_softcap = 1.5f;
+    o.final_softcap = 3.0f;
+    if (arch == model_arch::gemma3) o.shape.n_layer = 7;
+  }
   o.arch = arch;
   o.type = type;
   o.seed = 9;
@@ -503,10 +533,10 @@ TEST_CASE("whole-model logits of the CUDA backend match the CPU backend for ever
   }
 }
 
-TEST_CASE("CUDA logits match the CPU backend for qwen2 biases, qwen3 head norms and phi3 fused matrices") {
+TEST_CASE("CUDA logits match the CPU backend for qwen2 biases, qwen3 head norms, phi3 fused matrices and gemma") {
   SKIP_WITHOUT_GPU();
   test::temp_dir dir("chatai-cuda");
-  for (model_arch arch : {model_arch::qwen2, model_arch::qwen3, model_arch::phi3}) {
+  for (model_arch arch : {model_arch::qwen2, model_arch::qwen3, model_arch::phi3, model_arch::gemma2, model_arch::gemma3}) {
     for (ggml_type t : {ggml_type::f16, ggml_type::q8_0, ggml_type::q4_k}) {
       const std::string label = std::string(to_string(arch)) + " " + std::string(to_string(t));
       CAPTURE(label);

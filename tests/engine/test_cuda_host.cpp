@@ -222,6 +222,12 @@ TEST_CASE("the norm, SwiGLU and rotary references compute the formulas") {
   const auto g0 = gate;
   reference_swiglu(gate.data(), up.data(), n);
   for (std::int64_t i = 0; i < n; ++i) CHECK(gate[i] == doctest::Approx(g0[i] / (1 + std::exp(-g0[i])) * up[i]));
+  auto gelu = g0;
+  reference_geglu(gelu.data(), up.data(), n);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double g = g0[i], exact = 0.5 * g * (1 + std::erf(g / std::sqrt(2.0)));  // the tanh form is within 1e-3
+    CHECK(gelu[i] == doctest::Approx(exact * up[i]).epsilon(1e-3).scale(1.0));
+  }
 
   // Rotary embedding at position 0 is the identity; elsewhere it keeps each pair's length.
   rope_params p{2, 1, 8, 8, false};
@@ -266,25 +272,32 @@ TEST_CASE("paged attention matches the CPU backend's attention over contiguous k
   }
   const std::int32_t positions[] = {69, 17}, tables[] = {0, 0};
   const auto q = random_values(rng, 2 * p.n_head * p.head_dim, 1.0f);
-  std::vector<float> got(q.size(), NAN);
   const float scale = 1.0f / std::sqrt(float(p.head_dim));
-  reference_attention(p, q.data(), kc.data(), vc.data(), 2, {positions, tables, pages}, layout, 1, scale, got.data());
-  std::vector<float> want(p.head_dim), scores((length + 15) / 16 * 16);
   // The keys by dimension, one page of `length` positions: [kv_dim × length].
   std::vector<float> key_columns(static_cast<std::size_t>(kv_dim * length));
   for (std::int64_t j = 0; j < length; ++j)
     for (std::int64_t c = 0; c < kv_dim; ++c) key_columns[c * length + j] = keys[j * kv_dim + c];
-  for (int t = 0; t < 2; ++t) {
-    for (std::int64_t h = 0; h < p.n_head; ++h) {
-      const std::int64_t g = h / (p.n_head / p.n_head_kv);
-      const float* key_page = key_columns.data();
-      const float* value_page = values.data() + g * p.head_dim;
-      const cpu::kv_columns key_rows{&key_page, static_cast<std::size_t>(g * p.head_dim * length), length};
-      const cpu::kv_rows value_rows{&value_page, 0, positions[t] + 1, kv_dim};
-      cpu::portable_kernels().attend(p.head_dim, q.data() + (t * p.n_head + h) * p.head_dim, key_rows, value_rows, 0,
-                                     positions[t] + 1, scale, 0.0f, scores.data(), want.data());
-      for (std::int64_t i = 0; i < p.head_dim; ++i) {
-        CHECK(got[(t * p.n_head + h) * p.head_dim + i] == doctest::Approx(want[i]).epsilon(1e-4));
+  // Whole sequences; sliding windows (Gemma's), one with a soft cap that bends these scores.
+  for (const auto& [window, softcap] : {std::pair<std::int64_t, float>{0, 0.0f}, {10, 0.0f}, {25, 1.5f}}) {
+    CAPTURE(window);
+    CAPTURE(softcap);
+    std::vector<float> got(q.size(), NAN);
+    reference_attention(p, q.data(), kc.data(), vc.data(), 2, {positions, tables, pages}, layout, 1, scale, got.data(),
+                        window, softcap);
+    std::vector<float> want(p.head_dim), scores((length + 15) / 16 * 16);
+    for (int t = 0; t < 2; ++t) {
+      const std::int64_t n = positions[t] + 1, first = window > 0 && n > window ? n - window : 0;
+      for (std::int64_t h = 0; h < p.n_head; ++h) {
+        const std::int64_t g = h / (p.n_head / p.n_head_kv);
+        const float* key_page = key_columns.data();
+        const float* value_page = values.data() + g * p.head_dim;
+        const cpu::kv_columns key_rows{&key_page, static_cast<std::size_t>(g * p.head_dim * length), length};
+        const cpu::kv_rows value_rows{&value_page, 0, n, kv_dim};
+        cpu::portable_kernels().attend(p.head_dim, q.data() + (t * p.n_head + h) * p.head_dim, key_rows, value_rows,
+                                       first, n, scale, softcap, scores.data(), want.data());
+        for (std::int64_t i = 0; i < p.head_dim; ++i) {
+          CHECK(got[(t * p.n_head + h) * p.head_dim + i] == doctest::Approx(want[i]).epsilon(1e-4));
+        }
       }
     }
   }

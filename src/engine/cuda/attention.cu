@@ -21,8 +21,9 @@ __global__ void __launch_bounds__(attention_threads) attention_kernel(attention_
   const std::int64_t split = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
   const std::int64_t hd = a.p.head_dim;
   const std::int64_t n = a.map.positions[t] + 1;
-  const std::int64_t begin = split * a.split_keys;
-  const std::int64_t end = min(n, begin + a.split_keys);
+  const std::int64_t first = a.window > 0 && n > a.window ? n - a.window : 0;  // the window's first key
+  const std::int64_t begin = max(first, split * a.split_keys);
+  const std::int64_t end = min(n, split * a.split_keys + a.split_keys);
   const std::int64_t column = (h / (a.p.n_head / a.p.n_head_kv)) * hd;
   const std::int32_t* table = a.map.pages + a.map.tables[t];
   const std::int64_t pt = a.layout.page_tokens;
@@ -30,7 +31,7 @@ __global__ void __launch_bounds__(attention_threads) attention_kernel(attention_
   const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
   constexpr int warps = attention_threads / 32;
 
-  if (begin >= n) {  // a part past this sequence's end: no keys
+  if (begin >= end) {  // a part past this sequence's end or before its window: no keys
     if (threadIdx.x == 0) {
       float* part = a.partial + item * (hd + 2);
       part[hd] = -INFINITY;
@@ -50,6 +51,7 @@ __global__ void __launch_bounds__(attention_threads) attention_kernel(attention_
       float dot = 0.0f;
       for (std::int64_t i = lane; i < hd; i += 32) dot += q[i] * f16(k[i]);
       for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+      if (a.softcap > 0.0f) dot = a.softcap * tanhf(dot / a.softcap);
       if (lane == 0) scores[j - c0] = dot;
     }
     __syncthreads();

@@ -23,6 +23,8 @@ struct attention_args {
   kv_layout layout;
   std::int64_t layer = 0;
   float scale = 1.0f;
+  std::int64_t window = 0;        // > 0: a query at position p sees positions p - window + 1 .. p
+  float softcap = 0.0f;           // > 0: scores become softcap * tanh(score / softcap)
   std::int64_t n_splits = 1;      // parts per (token, head); keys per part: split_keys
   std::int64_t split_keys = 0;    // a multiple of attention_chunk; n_splits * split_keys >= every length
   float* partial = nullptr;       // [n_tokens × n_head × n_splits × (head_dim + 2)] when n_splits > 1

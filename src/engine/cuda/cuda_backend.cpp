@@ -113,6 +113,8 @@ struct device_layer {
   const float* ffn_norm = nullptr;  // [n_embd]
   const float* q_norm = nullptr;    // [head_dim] or null: RMSNorm of each query head
   const float* k_norm = nullptr;    // [head_dim] or null with q_norm
+  const float* post_attn_norm = nullptr;  // [n_embd] or null: RMSNorm of the attention output
+  const float* post_ffn_norm = nullptr;   // [n_embd] or null: RMSNorm of the FFN output
 };
 
 struct sequence_state {
@@ -365,7 +367,7 @@ class cuda_backend final : public backend {
       return v.empty() ? static_cast<std::size_t>(-1) : add(v.data(), v.size_bytes());
     };
     struct layer_offsets {
-      std::size_t attn_norm, bq, bk, bv, ffn_norm, q_norm, k_norm;
+      std::size_t attn_norm, bq, bk, bv, ffn_norm, q_norm, k_norm, post_attn_norm, post_ffn_norm;
       std::pair<weight_matrix, std::size_t> wq, wk, wv, wo, w_gate, w_up, w_down;
     };
     std::vector<layer_offsets> offsets;
@@ -373,17 +375,16 @@ class cuda_backend final : public backend {
     const bool tied = model_->output().data == model_->token_embedding().data;
     const auto output = tied ? embd : add_matrix(model_->output());
     const std::size_t output_norm = add_vector(model_->output_norm());
-    std::vector<double> inv_freq(static_cast<std::size_t>(hp_.rope_dim / 2));  // [rope_dim / 2]
-    const auto factors = model_->rope_freq_factors();
-    for (std::size_t i = 0; i < inv_freq.size(); ++i) {
-      inv_freq[i] = std::pow(static_cast<double>(hp_.rope_freq_base),
-                             -2.0 * static_cast<double>(i) / static_cast<double>(hp_.rope_dim)) /
-                    factors[i] * hp_.rope_freq_scale;
+    std::vector<double> inv_freq;  // [n_layer × rope_dim / 2]: each layer's rotary angles per position
+    for (std::int64_t li = 0; li < hp_.n_layer; ++li) {
+      const auto layer = model_->rope_inv_freq(li);
+      inv_freq.insert(inv_freq.end(), layer.begin(), layer.end());
     }
     const std::size_t inv_freq_at = add(inv_freq.data(), inv_freq.size() * sizeof(double));
     for (const layer_weights& l : model_->layers()) {
       offsets.push_back({add_vector(l.attn_norm), add_vector(l.bq), add_vector(l.bk), add_vector(l.bv),
-                         add_vector(l.ffn_norm), add_vector(l.q_norm), add_vector(l.k_norm), add_matrix(l.wq),
+                         add_vector(l.ffn_norm), add_vector(l.q_norm), add_vector(l.k_norm), add_vector(l.post_attn_norm),
+                         add_vector(l.post_ffn_norm), add_matrix(l.wq),
                          add_matrix(l.wk), add_matrix(l.wv), add_matrix(l.wo), add_matrix(l.w_gate), add_matrix(l.w_up),
                          add_matrix(l.w_down)});
     }
@@ -414,7 +415,7 @@ class cuda_backend final : public backend {
     for (const layer_offsets& o : offsets) {
       layers_.push_back({vector(o.attn_norm), matrix(o.wq), matrix(o.wk), matrix(o.wv), matrix(o.wo), matrix(o.w_gate),
                          matrix(o.w_up), matrix(o.w_down), vector(o.bq), vector(o.bk), vector(o.bv), vector(o.ffn_norm),
-                         vector(o.q_norm), vector(o.k_norm)});
+                         vector(o.q_norm), vector(o.k_norm), vector(o.post_attn_norm), vector(o.post_ffn_norm)});
     }
     return {};
   }
@@ -498,21 +499,25 @@ class cuda_backend final : public backend {
     const bool uniform = std::all_of(group.begin(), group.end(), [&](const product& p) {
       return p.w->type == first.w->type && p.w->cols == first.w->cols && (!glu || p.w->rows == first.w->rows);
     });
+    const bool gelu = glu && hp_.activation == ffn_activation::gelu_tanh;
     if (plan_matmul(first.w->type, n) == matmul_kernel::matvec && uniform) {
       matvec_args a;
       a.n_parts = 0;
       for (const product& p : group) a.parts[a.n_parts++] = {p.w->data, p.w->rows, p.y, p.y_stride};
-      a.glu = glu;
+      a.glu = glu && !gelu;  // the kernel fuses SiLU only
       a.row_bytes = first.w->row_bytes;
       a.cols = first.w->cols;
       a.x = x;
       a.n_tokens = n;
-      return launch_matvec(first.w->type, a, stream_);
+      CHATAI_RETURN_IF_ERROR(launch_matvec(first.w->type, a, stream_));
+      if (gelu) CHATAI_RETURN_IF_ERROR(launch_geglu(first.y, (group.begin() + 1)->y, n * first.w->rows, stream_));
+      return {};
     }
     for (const product& p : group) CHATAI_RETURN_IF_ERROR(matmul_one(*p.w, x, n, p.y, p.y_stride));
     if (glu) {
       const product& up = *(group.begin() + 1);
-      CHATAI_RETURN_IF_ERROR(launch_swiglu(first.y, up.y, n * first.w->rows, stream_));
+      CHATAI_RETURN_IF_ERROR(gelu ? launch_geglu(first.y, up.y, n * first.w->rows, stream_)
+                                  : launch_swiglu(first.y, up.y, n * first.w->rows, stream_));
     }
     return {};
   }
@@ -559,9 +564,14 @@ class cuda_backend final : public backend {
     float* up = up_.as<float>();      // [n × n_ff]
     CHATAI_RETURN_IF_ERROR(launch_embedding(embedding_.type, embedding_.data, embedding_.row_bytes, n_embd,
                                             meta + meta_.tokens, n, x, stream_));
+    if (hp_.embed_scale != 1.0f) CHATAI_RETURN_IF_ERROR(launch_scale(x, n * n_embd, hp_.embed_scale, stream_));
     const rope_params rp{hp_.n_head, hp_.n_head_kv, hp_.head_dim, hp_.rope_dim, hp_.rope_pairs == rope_pairing::neox};
     for (std::int64_t li = 0; li < hp_.n_layer; ++li) {
       const device_layer& l = layers_[static_cast<std::size_t>(li)];
+      if (li > 0 && layers_[static_cast<std::size_t>(li - 1)].post_ffn_norm) {  // the FFN output normalized first
+        CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(proj, nullptr, layers_[static_cast<std::size_t>(li - 1)].post_ffn_norm,
+                                                  hp_.rms_eps, n, n_embd, nullptr, proj, stream_));
+      }
       CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(x, li > 0 ? proj : nullptr, l.attn_norm, hp_.rms_eps, n, n_embd, nullptr, h, stream_));
       CHATAI_RETURN_IF_ERROR(matmul({{&l.wq, q, q_dim}, {&l.wk, k, kv_dim}, {&l.wv, v, kv_dim}}, h, n));
       if (l.q_norm) {  // each head in place, as a row of head_dim: q [n × n_head × head_dim]
@@ -570,7 +580,8 @@ class cuda_backend final : public backend {
         CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(k, nullptr, l.k_norm, hp_.rms_eps, n * hp_.n_head_kv, hp_.head_dim,
                                                   nullptr, k, stream_));
       }
-      CHATAI_RETURN_IF_ERROR(launch_rope_store(rp, q, k, v, l.bq, l.bk, l.bv, inv_freq_, n, map(), layout_, li,
+      const double* inv_freq = inv_freq_ + li * (hp_.rope_dim / 2);
+      CHATAI_RETURN_IF_ERROR(launch_rope_store(rp, q, k, v, l.bq, l.bk, l.bv, inv_freq, n, map(), layout_, li,
                                                k_cache_.as<std::uint16_t>(), v_cache_.as<std::uint16_t>(), stream_));
       attention_args a;
       a.p = rp;
@@ -581,16 +592,25 @@ class cuda_backend final : public backend {
       a.map = map();
       a.layout = layout_;
       a.layer = li;
-      a.scale = 1.0f / std::sqrt(static_cast<float>(hp_.head_dim));
+      a.scale = hp_.attn_scale;
+      a.window = hp_.windowed(li) ? hp_.sliding_window : 0;
+      a.softcap = hp_.attn_softcap;
       a.n_splits = n_splits;
       a.split_keys = split_keys;
       a.partial = partial_.as<float>();
       a.out = attn;
       CHATAI_RETURN_IF_ERROR(launch_attention(a, stream_));
       CHATAI_RETURN_IF_ERROR(matmul({{&l.wo, proj, n_embd}}, attn, n));
+      if (l.post_attn_norm) {
+        CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(proj, nullptr, l.post_attn_norm, hp_.rms_eps, n, n_embd, nullptr, proj, stream_));
+      }
       CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(x, proj, l.ffn_norm, hp_.rms_eps, n, n_embd, nullptr, h, stream_));
-      CHATAI_RETURN_IF_ERROR(matmul({{&l.w_gate, gate, n_ff}, {&l.w_up, up, n_ff}}, h, n, true));  // gate = silu(gate) * up
+      CHATAI_RETURN_IF_ERROR(matmul({{&l.w_gate, gate, n_ff}, {&l.w_up, up, n_ff}}, h, n, true));  // gate = act(gate) * up
       CHATAI_RETURN_IF_ERROR(matmul({{&l.w_down, proj, n_embd}}, gate, n));
+    }
+    // The last FFN output, normalized where the model says: the outputs add it to x.
+    if (const float* norm = layers_.back().post_ffn_norm) {
+      CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(proj, nullptr, norm, hp_.rms_eps, n, n_embd, nullptr, proj, stream_));
     }
     return {};
   }
@@ -602,7 +622,11 @@ class cuda_backend final : public backend {
     CHATAI_RETURN_IF_ERROR(launch_add_rmsnorm(x_.as<float>(), proj_.as<float>(), output_norm_, hp_.rms_eps, count,
                                               hp_.n_embd, meta + meta_.logit_rows + first, final_.as<float>(), stream_));
     if (hidden) return {};
-    return matmul({{&output_, logits_.as<float>(), hp_.n_vocab}}, final_.as<float>(), count);
+    CHATAI_RETURN_IF_ERROR(matmul({{&output_, logits_.as<float>(), hp_.n_vocab}}, final_.as<float>(), count));
+    if (hp_.final_softcap > 0.0f) {
+      CHATAI_RETURN_IF_ERROR(launch_soft_cap(logits_.as<float>(), count * hp_.n_vocab, hp_.final_softcap, stream_));
+    }
+    return {};
   }
 
   // One chunk of n tokens whose n_outputs output rows (logits, or hidden states) are copied
@@ -668,7 +692,7 @@ class cuda_backend final : public backend {
   device_matrix embedding_;  // [n_vocab × n_embd]
   device_matrix output_;     // [n_vocab × n_embd]
   const float* output_norm_ = nullptr;  // [n_embd]
-  const double* inv_freq_ = nullptr;    // [rope_dim / 2]
+  const double* inv_freq_ = nullptr;    // [n_layer × rope_dim / 2]
   std::vector<device_layer> layers_;    // [n_layer]
 
   kv_layout layout_;

@@ -104,7 +104,7 @@ void reference_rope_store(const rope_params& p, float* q, float* k, const float*
 
 void reference_attention(const rope_params& p, const float* q, const std::uint16_t* k_cache, const std::uint16_t* v_cache,
                          std::int64_t n_tokens, const step_map& map, const kv_layout& layout, std::int64_t layer,
-                         float scale, float* out) {
+                         float scale, float* out, std::int64_t window, float softcap) {
   const std::int64_t hd = p.head_dim, q_dim = p.n_head * hd, group = p.n_head / p.n_head_kv;
   std::vector<double> scores;
   for (std::int64_t t = 0; t < n_tokens; ++t) {
@@ -119,11 +119,17 @@ void reference_attention(const rope_params& p, const float* q, const std::uint16
         const std::uint16_t* kj = k_cache + layout.offset(layer, page, j % layout.page_tokens) + column;  // [hd]
         double dot = 0.0;
         for (std::int64_t i = 0; i < hd; ++i) dot += static_cast<double>(qh[i]) * cpu::f16_to_f32(kj[i]);
-        scores[static_cast<std::size_t>(j)] = dot * scale;
-        max = std::max(max, dot * scale);
+        double score = dot * scale;
+        if (softcap > 0.0f) score = softcap * std::tanh(score / softcap);
+        scores[static_cast<std::size_t>(j)] = score;
+        if (window <= 0 || n - j <= window) max = std::max(max, score);
       }
       double total = 0.0;
-      for (double& s : scores) total += (s = std::exp(s - max));
+      for (std::int64_t j = 0; j < n; ++j) {
+        double& s = scores[static_cast<std::size_t>(j)];
+        s = window > 0 && n - j > window ? 0.0 : std::exp(s - max);
+        total += s;
+      }
       float* oh = out + t * q_dim + h * hd;  // [hd]
       for (std::int64_t i = 0; i < hd; ++i) {
         double sum = 0.0;
@@ -140,6 +146,13 @@ void reference_attention(const rope_params& p, const float* q, const std::uint16
 
 void reference_swiglu(float* gate, const float* up, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void reference_geglu(float* gate, const float* up, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double g = gate[i];
+    gate[i] = static_cast<float>(0.5 * g * (1.0 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g))) * up[i]);
+  }
 }
 
 }  // namespace chatai::engine::cuda

@@ -51,11 +51,16 @@ void reference_rope_store(const rope_params& p, float* q, float* k, const float*
 // attention: out[t, h] = sum over positions j <= positions[t] of softmax_j(scale q[t, h] · k_j) v_j,
 // where k_j and v_j are head h / (n_head / n_head_kv) of position j in the caches.
 // q, out: [n_tokens × n_head × head_dim].
+// With window > 0 a query at position p sees positions p - window + 1 .. p; with softcap > 0
+// scores are softcap * tanh(score / softcap).
 void reference_attention(const rope_params& p, const float* q, const std::uint16_t* k_cache, const std::uint16_t* v_cache,
                          std::int64_t n_tokens, const step_map& map, const kv_layout& layout, std::int64_t layer,
-                         float scale, float* out);
+                         float scale, float* out, std::int64_t window = 0, float softcap = 0.0f);
 
 // swiglu: gate[i] = silu(gate[i]) * up[i] for i < n.
 void reference_swiglu(float* gate, const float* up, std::int64_t n);
+
+// geglu: gate[i] = gelu(gate[i]) * up[i] for i < n, GELU by its tanh approximation.
+void reference_geglu(float* gate, const float* up, std::int64_t n);
 
 }  // namespace chatai::engine::cuda
