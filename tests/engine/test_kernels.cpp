@@ -312,3 +312,29 @@ TEST_CASE("softmax kernels match double-precision exponentials for every instruc
     }
   }
 }
+
+TEST_CASE("gated activations match double precision for every instruction set") {
+  std::mt19937 rng(13);
+  for (std::int64_t n : {1, 7, 8, 17, 1000}) {
+    auto gate = random_values(rng, n + 1, 12.0f);
+    const auto up = random_values(rng, n, 2.0f);
+    gate[0] = -0.0f;
+    gate[static_cast<std::size_t>(n)] = 7.0f;  // past n: untouched
+    for (cpu_isa isa : supported_cpu_isas()) {
+      CAPTURE(to_string(isa));
+      CAPTURE(n);
+      auto silu = gate, gelu = gate;
+      kernels_for(isa).swiglu(silu.data(), up.data(), n);
+      kernels_for(isa).geglu(gelu.data(), up.data(), n);
+      for (std::int64_t i = 0; i < n; ++i) {
+        const double x = gate[i], u = up[i];
+        const double want_silu = x / (1.0 + std::exp(-x)) * u;
+        const double want_gelu = 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))) * u;
+        CHECK(std::abs(silu[i] - want_silu) <= 1e-6 * (1.0 + std::abs(want_silu)));
+        CHECK(std::abs(gelu[i] - want_gelu) <= 1e-6 * (1.0 + std::abs(want_gelu)));
+      }
+      CHECK(silu[static_cast<std::size_t>(n)] == 7.0f);
+      CHECK(gelu[static_cast<std::size_t>(n)] == 7.0f);
+    }
+  }
+}

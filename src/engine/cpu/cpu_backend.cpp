@@ -440,11 +440,7 @@ class cpu_backend final : public backend {
       for (std::int64_t t = t_begin; t < t_end; ++t) {
         float* g = gate_.data() + t * n_ff;
         const float* u = up_.data() + t * n_ff;
-        if (hp_.activation == ffn_activation::gelu_tanh) {
-          for (std::int64_t i = 0; i < n_ff; ++i) g[i] = gelu_tanh(g[i]) * u[i];
-        } else {
-          for (std::int64_t i = 0; i < n_ff; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-        }
+        (hp_.activation == ffn_activation::gelu_tanh ? kernels_.geglu : kernels_.swiglu)(g, u, n_ff);
         if (down_q8) kernels_.quantize_q8(g, ffq_.data() + t * cpu::q8_row_layout::bytes(n_ff), n_ff);
       }
       pool_.barrier();
@@ -491,12 +487,6 @@ class cpu_backend final : public backend {
     for (std::int64_t t = begin; t < end; ++t) {
       for (std::int64_t i = 0; i < n_embd; ++i) x_[t * n_embd + i] += proj_[t * n_embd + i];
     }
-  }
-
-  // GELU with the tanh approximation: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-  static float gelu_tanh(float x) {
-    constexpr float c = 0.7978845608028654f;
-    return 0.5f * x * (1.0f + std::tanh(c * (x + 0.044715f * x * x * x)));
   }
 
   std::shared_ptr<const model> model_;

@@ -103,6 +103,10 @@ inline void for_each_row_pair(const kv_rows& rows, std::int64_t first, std::int6
 // sum. An argument below -87 (a -inf logit among them) gives exactly 0.
 using softmax_fn = float (*)(float* x, std::int64_t n, float scale);
 
+// gate[i] = act(gate[i]) * up[i] for i < n: SiLU (SwiGLU) or GELU by its tanh approximation
+// (GeGLU).
+using gated_fn = void (*)(float* gate, const float* up, std::int64_t n);
+
 struct weight_kernel {
   activation_kind activations = activation_kind::f32;
   row_dot_fn dot = nullptr;  // nullptr for types the backend does not compute with
@@ -127,6 +131,8 @@ struct kernel_table {
   quantize_q8_fn quantize_q8 = nullptr;
   attention_fn attend = nullptr;
   softmax_fn softmax = nullptr;
+  gated_fn swiglu = nullptr;
+  gated_fn geglu = nullptr;
 
   // The kernel for weights of `type`.
   weight_kernel for_type(ggml_type type) const noexcept;

@@ -521,6 +521,39 @@ float softmax(float* x, std::int64_t n, float scale) {
   return sum;
 }
 
+// e = e^(-|x|) for the logistic function and tanh: sigmoid(x) = 1 / (1 + e) for x >= 0 and
+// e / (1 + e) below; tanh(|y|) = (1 - e') / (1 + e') with e' = e^(-2|y|).
+void swiglu(float* gate, const float* up, std::int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(gate + i);
+    const __m256 e = exp_nonpositive(_mm256_or_ps(x, sign));  // e^(-|x|)
+    const __m256 inv = _mm256_div_ps(one, _mm256_add_ps(one, e));
+    const __m256 sig = _mm256_blendv_ps(inv, _mm256_mul_ps(e, inv), x);  // the sign bit picks e / (1 + e)
+    _mm256_storeu_ps(gate + i, _mm256_mul_ps(_mm256_mul_ps(x, sig), _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void geglu(float* gate, const float* up, std::int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f), sign = _mm256_set1_ps(-0.0f);
+  const __m256 c = _mm256_set1_ps(0.7978845608028654f), k = _mm256_set1_ps(0.044715f), m2 = _mm256_set1_ps(-2.0f);
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(gate + i);
+    const __m256 y = _mm256_mul_ps(c, _mm256_fmadd_ps(_mm256_mul_ps(k, x), _mm256_mul_ps(x, x), x));
+    const __m256 e = exp_nonpositive(_mm256_mul_ps(m2, _mm256_andnot_ps(sign, y)));
+    const __m256 t = _mm256_or_ps(_mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e)), _mm256_and_ps(sign, y));
+    const __m256 g = _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, t));
+    _mm256_storeu_ps(gate + i, _mm256_mul_ps(g, _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) {
+    const float x = gate[i];
+    gate[i] = 0.5f * x * (1.0f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x))) * up[i];
+  }
+}
+
 // Scores a position at a time; the weighted values in 32-float slices of the head, held in
 // registers over all positions.
 // scores[j] = cap * tanh(scores[j] / cap) for j < n: tanh(y) = sign(y) (1 - e) / (1 + e) with
@@ -602,7 +635,7 @@ void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const
 const kernel_table& avx2_kernels() noexcept {
   static const kernel_table table{cpu_isa::avx2, dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0,
                                   dot_q4_1, dot_q5_0, dot_q5_1, dot_q2_k, dot_q3_k, dot_q4_k,
-                                  dot_q5_k, dot_q6_k, quantize_q8, attend, softmax};
+                                  dot_q5_k, dot_q6_k, quantize_q8, attend, softmax, swiglu, geglu};
   return table;
 }
 

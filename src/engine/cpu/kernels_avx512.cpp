@@ -565,6 +565,36 @@ float softmax(float* x, std::int64_t n, float scale) {
   return _mm512_reduce_add_ps(total);
 }
 
+// e = e^(-|x|) for the logistic function and tanh: sigmoid(x) = 1 / (1 + e) for x >= 0 and
+// e / (1 + e) below; tanh(|y|) = (1 - e') / (1 + e') with e' = e^(-2|y|).
+void swiglu(float* gate, const float* up, std::int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (std::int64_t i = 0; i < n; i += 16) {
+    const __mmask16 lanes = first_lanes(n - i);
+    const __m512 x = _mm512_maskz_loadu_ps(lanes, gate + i);
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x)));
+    const __m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
+    const __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+    const __m512 sig = _mm512_mask_mul_ps(inv, negative, e, inv);
+    _mm512_mask_storeu_ps(gate + i, lanes, _mm512_mul_ps(_mm512_mul_ps(x, sig), _mm512_maskz_loadu_ps(lanes, up + i)));
+  }
+}
+
+void geglu(float* gate, const float* up, std::int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f);
+  const __m512 c = _mm512_set1_ps(0.7978845608028654f), k = _mm512_set1_ps(0.044715f), m2 = _mm512_set1_ps(-2.0f);
+  for (std::int64_t i = 0; i < n; i += 16) {
+    const __mmask16 lanes = first_lanes(n - i);
+    const __m512 x = _mm512_maskz_loadu_ps(lanes, gate + i);
+    const __m512 y = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(k, x), _mm512_mul_ps(x, x), x));
+    const __m512 e = exp_nonpositive(_mm512_mul_ps(m2, _mm512_abs_ps(y)));
+    __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+    t = _mm512_mask_sub_ps(t, _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps(), t);
+    const __m512 g = _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, t));
+    _mm512_mask_storeu_ps(gate + i, lanes, _mm512_mul_ps(g, _mm512_maskz_loadu_ps(lanes, up + i)));
+  }
+}
+
 // Scores a position at a time; the weighted values in 64-float slices of the head, held in
 // registers over all positions.
 // scores[j] = cap * tanh(scores[j] / cap) for j < n: tanh(y) = sign(y) (1 - e) / (1 + e) with
@@ -658,7 +688,7 @@ CHATAI_COLUMN_DISPATCH(dot_q6_k)
 const kernel_table& avx512_kernels() noexcept {
   static const kernel_table table{cpu_isa::avx512, dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0,
                                   dot_q4_1, dot_q5_0, dot_q5_1, dot_q2_k, dot_q3_k, dot_q4_k,
-                                  dot_q5_k, dot_q6_k, quantize_q8, attend, softmax};
+                                  dot_q5_k, dot_q6_k, quantize_q8, attend, softmax, swiglu, geglu};
   return table;
 }
 

@@ -294,6 +294,18 @@ float softmax(float* x, std::int64_t n, float scale) {
   return sum;
 }
 
+void swiglu(float* gate, const float* up, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void geglu(float* gate, const float* up, std::int64_t n) {
+  constexpr float c = 0.7978845608028654f;  // sqrt(2 / pi)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float x = gate[i];
+    gate[i] = 0.5f * x * (1.0f + std::tanh(c * (x + 0.044715f * x * x * x))) * up[i];
+  }
+}
+
 }  // namespace
 
 const kernel_table& portable_kernels() noexcept {
@@ -315,6 +327,8 @@ const kernel_table& portable_kernels() noexcept {
       quantize_q8,
       attend,
       softmax,
+      swiglu,
+      geglu,
   };
   return table;
 }
