@@ -3,13 +3,18 @@ sequence) against one streamed chat through `chatai serve` (the official openai 
 rate from the first to the last content token), interleaved round by round on the same model
 and threads, and the ratio of the two per round. The bench decodes from the same position as
 the chat (its prompt is as long as the templated chat prompt), so both attend over the same
-context.
+context. Each round brackets the streams with two bench runs (their mean is the round's engine
+figure, so that a machine's drift cancels) and streams twice: through the official client, and
+through a raw HTTP reader that only timestamps the content events. The raw reader measures the
+server; the official client adds its own per-chunk parsing, which on a small machine takes CPU
+from the engine's threads.
 
 Usage: .venv/bin/python benchmarks/serve_overhead.py [--build build] [--model FILE]
        [--tokens 192] [--rounds 5] [--threads 0] [--temperature 0]
 """
 
 import argparse
+import http.client
 import importlib.util
 import json
 import pathlib
@@ -56,6 +61,24 @@ def serve_decode(client, tokens, temperature, seed):
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]), len(stamps)
 
 
+def raw_decode(port, tokens, temperature, seed):
+    body = json.dumps({"model": "bench", "stream": True, "max_tokens": tokens, "temperature": temperature,
+                       "seed": seed, "messages": messages(seed)})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    stamps = []
+    for line in response:
+        if line.startswith(b"data: [DONE]"):
+            break
+        if line.startswith(b"data: ") and b'"content":"' in line and b'"content":""' not in line:
+            stamps.append(time.perf_counter())
+    conn.close()
+    if len(stamps) < 16:
+        raise RuntimeError(f"the answer ended after {len(stamps)} tokens; too few to time")
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]), len(stamps)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build", default=str(ROOT / "build"))
@@ -76,16 +99,25 @@ def main():
         port = json.loads(proc.stdout.readline())["port"]
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
         serve_decode(client, 32, args.temperature, 0)  # warm-up
-        ratios = []
+        ratios, raw_ratios = [], []
         for r in range(args.rounds):
-            engine = bench_decode(chatai, model, args.tokens, args.threads, prompt_tokens(client, r + 1))
+            decode_prompt = prompt_tokens(client, r + 1)
+            before = bench_decode(chatai, model, args.tokens, args.threads, decode_prompt)
             served, counted = serve_decode(client, args.tokens, args.temperature, r + 1)
+            raw, _ = raw_decode(port, args.tokens, args.temperature, r + 1)
+            after = bench_decode(chatai, model, args.tokens, args.threads, decode_prompt)
+            engine = (before + after) / 2
             ratios.append(served / engine)
-            print(json.dumps({"round": r + 1, "bench_tokens_per_s": round(engine, 1),
-                              "serve_tokens_per_s": round(served, 1), "serve_tokens": counted,
-                              "ratio": round(served / engine, 3)}), flush=True)
-        print(json.dumps({"temperature": args.temperature, "ratio_median": round(statistics.median(ratios), 3),
-                          "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3)}))
+            raw_ratios.append(raw / engine)
+            print(json.dumps({"round": r + 1, "bench_tokens_per_s": [round(before, 1), round(after, 1)],
+                              "serve_tokens_per_s": round(served, 1), "raw_tokens_per_s": round(raw, 1),
+                              "serve_tokens": counted, "ratio": round(served / engine, 3),
+                              "raw_ratio": round(raw / engine, 3)}), flush=True)
+        print(json.dumps({"temperature": args.temperature,
+                          "ratio_median": round(statistics.median(ratios), 3),
+                          "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
+                          "raw_ratio_median": round(statistics.median(raw_ratios), 3),
+                          "raw_ratio_min": round(min(raw_ratios), 3), "raw_ratio_max": round(max(raw_ratios), 3)}))
     finally:
         proc.terminate()
         proc.wait(timeout=30)

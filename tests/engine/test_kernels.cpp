@@ -338,3 +338,63 @@ TEST_CASE("gated activations match double precision for every instruction set") 
     }
   }
 }
+
+TEST_CASE("attention tiles match one query at a time for every instruction set") {
+  std::mt19937 rng(21);
+  const std::int64_t kv_stride = 150, n = 75;
+  for (std::int64_t head_dim : {64, 37}) {
+    for (std::int64_t page_rows : {std::int64_t{16}, std::int64_t{3}}) {
+      for (float softcap : {0.0f, 1.5f}) {
+        const auto keys = random_values(rng, n * kv_stride, 1.0f);
+        const auto values = random_values(rng, n * kv_stride, 1.0f);
+        // Pages in reverse order in memory, 5 floats into each: keys by dimension, values by position.
+        const std::int64_t n_pages = (n + page_rows - 1) / page_rows, page_floats = 5 + page_rows * kv_stride;
+        std::vector<float> key_store(static_cast<std::size_t>(n_pages * page_floats), NAN), value_store(key_store.size(), NAN);
+        std::vector<const float*> key_pages, value_pages;
+        for (std::int64_t p = 0; p < n_pages; ++p) {
+          const std::int64_t at = (n_pages - 1 - p) * page_floats;
+          key_pages.push_back(key_store.data() + at);
+          value_pages.push_back(value_store.data() + at);
+          for (std::int64_t r = 0; r < page_rows && p * page_rows + r < n; ++r) {
+            const std::int64_t j = p * page_rows + r;
+            for (std::int64_t i = 0; i < kv_stride; ++i) key_store[at + 5 + i * page_rows + r] = keys[j * kv_stride + i];
+            std::copy_n(values.begin() + j * kv_stride, kv_stride, value_store.begin() + at + 5 + r * kv_stride);
+          }
+        }
+        const cpu::kv_columns key_rows{key_pages.data(), 5, page_rows};
+        const cpu::kv_rows value_rows{value_pages.data(), 5, page_rows, kv_stride};
+        // A run of positions 40..55 with three heads each; windows of 9 on some (Gemma's kind).
+        std::vector<std::vector<float>> qs;
+        std::vector<cpu::tile_query> tile;
+        std::vector<std::vector<float>> outs;
+        for (std::int64_t pos = 40; pos < 56; ++pos) {
+          for (int h = 0; h < 3; ++h) {
+            qs.push_back(random_values(rng, head_dim, 1.0f));
+            outs.emplace_back(static_cast<std::size_t>(head_dim + 1), -1.0f);
+            tile.push_back({nullptr, nullptr, h == 2 ? pos + 1 - 9 : 0, pos + 1});
+          }
+        }
+        for (std::size_t i = 0; i < tile.size(); ++i) {
+          tile[i].q = qs[i].data();
+          tile[i].out = outs[i].data();
+        }
+        for (cpu_isa isa : supported_cpu_isas()) {
+          CAPTURE(to_string(isa));
+          CAPTURE(head_dim);
+          CAPTURE(page_rows);
+          CAPTURE(softcap);
+          std::vector<float> scratch(2 * tile.size() + 80);
+          kernels_for(isa).attend_tile(head_dim, tile.data(), static_cast<std::int64_t>(tile.size()), key_rows, value_rows,
+                                       0.125f, softcap, scratch.data());
+          for (std::size_t i = 0; i < tile.size(); ++i) {
+            std::vector<float> want(static_cast<std::size_t>(head_dim)), scores(80);
+            kernels_for(isa).attend(head_dim, tile[i].q, key_rows, value_rows, tile[i].first, tile[i].n, 0.125f, softcap,
+                                    scores.data(), want.data());
+            for (std::int64_t c = 0; c < head_dim; ++c) CHECK(std::abs(outs[i][c] - want[c]) <= 1e-5);
+            CHECK(outs[i][head_dim] == -1.0f);
+          }
+        }
+      }
+    }
+  }
+}

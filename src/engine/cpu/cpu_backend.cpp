@@ -156,6 +156,13 @@ class cpu_backend final : public backend {
   }
 
  private:
+  // An attention tile: up to max_tile_tokens consecutive step tokens of one sequence.
+  struct attention_tile {
+    std::int64_t first_token = 0;
+    std::int64_t count = 0;
+  };
+  static constexpr std::int64_t max_tile_tokens = 16;
+
   status validate(const batch& step) const { return validate_batch(step, sequences_, hp_.n_vocab); }
 
   std::size_t page_floats() const { return static_cast<std::size_t>(hp_.n_layer * kv_page_tokens * hp_.kv_dim()); }
@@ -210,6 +217,7 @@ class cpu_backend final : public backend {
   // Lays out the step's tokens and sizes the buffers (reused between steps).
   void prepare(const batch& step, logits_out& out) {
     slots_.clear();
+    tiles_.clear();
     tokens_.clear();
     output_tokens_.clear();
     hidden_ = false;
@@ -221,6 +229,9 @@ class cpu_backend final : public backend {
       own_pages(s, s.length, s.length + n);
       const bool every = e.logits == logits_mode::all || e.logits == logits_mode::hidden;
       hidden_ |= e.logits == logits_mode::hidden;
+      for (std::int64_t i = 0; i < n; i += max_tile_tokens) {
+        tiles_.push_back({static_cast<std::int64_t>(slots_.size()) + i, std::min(max_tile_tokens, n - i)});
+      }
       for (std::int64_t i = 0; i < n; ++i) {
         const auto t = static_cast<std::int64_t>(slots_.size());
         slots_.push_back({&s, s.length + i});
@@ -247,8 +258,11 @@ class cpu_backend final : public backend {
     ffq_.resize(n_tokens * q8(hp_.n_ff));
     final_.resize(n_logits * hp_.n_embd);
     finalq_.resize(n_logits * q8(hp_.n_embd));
-    // Whole pages of scores per thread: the kernels write a page's at once.
-    const std::int64_t score_floats = (max_length + kv_page_tokens - 1) / kv_page_tokens * kv_page_tokens;
+    // Whole pages of scores per thread (the kernels write a page's at once), after a tile's
+    // running maxima and sums.
+    const std::int64_t score_floats = (max_length + kv_page_tokens - 1) / kv_page_tokens * kv_page_tokens +
+                                      2 * max_tile_tokens * hp_.n_head;
+    tile_queries_.resize(static_cast<std::size_t>(pool_.size()));
     scores_.resize(static_cast<std::size_t>(pool_.size()) * static_cast<std::size_t>(score_floats));
     rope_scratch_.resize(static_cast<std::size_t>(pool_.size() * hp_.rope_dim));
     out.width = hidden_ ? hp_.n_embd : hp_.n_vocab;
@@ -334,6 +348,28 @@ class cpu_backend final : public backend {
     kernels_.attend(hd, q, keys, values, first, n, hp_.attn_scale, hp_.attn_softcap, scores, o);
   }
 
+  // Attention of a tile's tokens (consecutive tokens of one sequence) for the heads of KV
+  // group g: each page of the group's keys and values read once for all of them.
+  void attend_tile(std::int64_t layer, const attention_tile& tile, std::int64_t g, std::vector<cpu::tile_query>& queries,
+                   float* scratch) {
+    const std::int64_t hd = hp_.head_dim, kv_dim = hp_.kv_dim(), group = hp_.n_head / hp_.n_head_kv;
+    const sequence_state& seq = *slots_[static_cast<std::size_t>(tile.first_token)].sequence;
+    queries.clear();
+    for (std::int64_t t = tile.first_token; t < tile.first_token + tile.count; ++t) {
+      const std::int64_t position = slots_[static_cast<std::size_t>(t)].position;
+      for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
+        queries.push_back({q_.data() + t * hp_.q_dim() + h * hd, attn_.data() + t * hp_.q_dim() + h * hd,
+                           hp_.first_visible(layer, position), position + 1});
+      }
+    }
+    const cpu::kv_columns keys{seq.key_pages.data(),
+                               static_cast<std::size_t>((layer * hp_.n_head_kv + g) * hd * kv_page_tokens), kv_page_tokens};
+    const cpu::kv_rows values{seq.value_pages.data(), static_cast<std::size_t>(layer * kv_page_tokens * kv_dim + g * hd),
+                              kv_page_tokens, kv_dim};
+    kernels_.attend_tile(hd, queries.data(), static_cast<std::int64_t>(queries.size()), keys, values, hp_.attn_scale,
+                         hp_.attn_softcap, scratch);
+  }
+
   // The whole step; every thread runs it, phases separated by barriers.
   void run_step(int thread, int n_threads, logits_out& out) {
     const auto n_tokens = static_cast<std::int64_t>(slots_.size());
@@ -408,8 +444,21 @@ class cpu_backend final : public backend {
       }
       pool_.barrier();
 
-      const auto [a_begin, a_end] = share(n_tokens * hp_.n_head, thread, n_threads);
-      for (std::int64_t item = a_begin; item < a_end; ++item) attend(li, item / hp_.n_head, item % hp_.n_head, scores);
+      // Items dealt round-robin: a prompt's later tokens attend to more positions, so contiguous
+      // shares would give the last thread most of the work. Tiles (a run of a sequence's tokens
+      // for the heads of one KV group) when there are enough of them to go round, else single
+      // (token, head) items.
+      const auto n_tile_items = static_cast<std::int64_t>(tiles_.size()) * hp_.n_head_kv;
+      if (n_tile_items >= 4 * n_threads) {
+        auto& queries = tile_queries_[static_cast<std::size_t>(thread)];
+        for (std::int64_t item = thread; item < n_tile_items; item += n_threads) {
+          attend_tile(li, tiles_[static_cast<std::size_t>(item / hp_.n_head_kv)], item % hp_.n_head_kv, queries, scores);
+        }
+      } else {
+        for (std::int64_t item = thread; item < n_tokens * hp_.n_head; item += n_threads) {
+          attend(li, item / hp_.n_head, item % hp_.n_head, scores);
+        }
+      }
       pool_.barrier();
 
       const bool wo_q8 = kernel(l.wo).activations == activation_kind::q8;
@@ -502,6 +551,8 @@ class cpu_backend final : public backend {
 
   // The current step.
   std::vector<token_slot> slots_;            // [n_tokens]
+  std::vector<attention_tile> tiles_;        // each entry's tokens, max_tile_tokens at a time
+  std::vector<std::vector<cpu::tile_query>> tile_queries_;  // [n_threads]: a tile's queries
   std::vector<token_id> tokens_;             // [n_tokens]
   std::vector<std::int64_t> output_tokens_;  // [n_outputs]: token indices whose logits or hidden states are wanted
   bool hidden_ = false;                      // the step asked for hidden states, not logits

@@ -54,6 +54,23 @@ using attention_fn = void (*)(std::int64_t head_dim, const float* q, const kv_co
                               std::int64_t first, std::int64_t n, float scale, float softcap, float* scores,
                               float* out);
 
+// One query of an attention tile: its vector and output (head_dim floats each) and the
+// positions [first, n) it attends to.
+struct tile_query {
+  const float* q = nullptr;
+  float* out = nullptr;
+  std::int64_t first = 0;
+  std::int64_t n = 0;
+};
+
+// What attention_fn computes, for `count` queries that share their keys and values (the heads
+// of one KV group over a run of a sequence's tokens): each page of keys and values is read
+// once for all of them, with an online softmax per query. scratch holds 2 * count floats plus
+// what attention_fn's scores need for the longest query.
+using attention_tile_fn = void (*)(std::int64_t head_dim, const tile_query* queries, std::int64_t count,
+                                   const kv_columns& keys, const kv_rows& values, float scale, float softcap,
+                                   float* scratch);
+
 // scores[j] = scale * q . k_j for the positions of the pages that hold [first, n), the plain
 // way (any page size).
 inline void score_columns(std::int64_t head_dim, const float* q, const kv_columns& keys, std::int64_t first,
@@ -130,6 +147,7 @@ struct kernel_table {
   row_dot_fn dot_q6_k = nullptr;
   quantize_q8_fn quantize_q8 = nullptr;
   attention_fn attend = nullptr;
+  attention_tile_fn attend_tile = nullptr;
   softmax_fn softmax = nullptr;
   gated_fn swiglu = nullptr;
   gated_fn geglu = nullptr;

@@ -495,6 +495,95 @@ inline float softmax_numerators(float* scores, std::int64_t n) {
   return sum;
 }
 
+void soft_cap(float* scores, std::int64_t n, float cap);
+void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values, std::int64_t first,
+            std::int64_t n, float scale, float softcap, float* scores, float* out);
+
+// A page at a time for every query of the tile: its 16 scores in two vectors (as attend), the
+// online softmax's maximum and sum updated, the output rescaled and the page's weighted values
+// added while the page is in cache.
+void attend_tile(std::int64_t head_dim, const tile_query* queries, std::int64_t count, const kv_columns& keys,
+                 const kv_rows& values, float scale, float softcap, float* scratch) {
+  if (keys.page_rows != 16) {
+    for (std::int64_t i = 0; i < count; ++i) {
+      const tile_query& t = queries[i];
+      attend(head_dim, t.q, keys, values, t.first, t.n, scale, softcap, scratch + 2 * count, t.out);
+    }
+    return;
+  }
+  float* run_max = scratch;
+  float* run_sum = scratch + count;
+  std::int64_t lo = INT64_MAX, hi = 0;
+  for (std::int64_t i = 0; i < count; ++i) {
+    run_max[i] = -INFINITY;
+    run_sum[i] = 0.0f;
+    std::fill(queries[i].out, queries[i].out + head_dim, 0.0f);
+    lo = std::min(lo, queries[i].first);
+    hi = std::max(hi, queries[i].n);
+  }
+  const __m256 s = _mm256_set1_ps(scale);
+  const __m256i index_lo = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), index_hi = _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15);
+  alignas(32) float p[16];
+  for (std::int64_t pg = lo / 16, j0 = pg * 16; j0 < hi; ++pg, j0 += 16) {
+    const float* base = keys.pages[pg] + keys.offset;
+    const float* rows = values.pages[pg] + values.offset;  // row r at rows + r * values.stride
+    for (std::int64_t qi = 0; qi < count; ++qi) {
+      const tile_query& t = queries[qi];
+      if (j0 >= t.n || j0 + 16 <= t.first) continue;
+      __m256 lo_acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, hi_acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+      std::int64_t i = 0;
+      for (; i + 2 <= head_dim; i += 2) {
+        for (int u = 0; u < 2; ++u) {
+          const __m256 qv = _mm256_broadcast_ss(t.q + i + u);
+          lo_acc[u] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(base + (i + u) * 16), lo_acc[u]);
+          hi_acc[u] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(base + (i + u) * 16 + 8), hi_acc[u]);
+        }
+      }
+      for (; i < head_dim; ++i) {
+        const __m256 qv = _mm256_broadcast_ss(t.q + i);
+        lo_acc[0] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(base + i * 16), lo_acc[0]);
+        hi_acc[0] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(base + i * 16 + 8), hi_acc[0]);
+      }
+      _mm256_store_ps(p, _mm256_mul_ps(_mm256_add_ps(lo_acc[0], lo_acc[1]), s));
+      _mm256_store_ps(p + 8, _mm256_mul_ps(_mm256_add_ps(hi_acc[0], hi_acc[1]), s));
+      if (softcap > 0.0f) soft_cap(p, 16, softcap);
+      const std::int64_t r_begin = std::max<std::int64_t>(t.first - j0, 0), r_end = std::min<std::int64_t>(t.n - j0, 16);
+      float page_max = -INFINITY;
+      for (std::int64_t r = r_begin; r < r_end; ++r) page_max = std::max(page_max, p[r]);
+      const float new_max = std::max(run_max[qi], page_max);
+      const float factor = run_max[qi] == -INFINITY ? 0.0f : std::exp(run_max[qi] - new_max);
+      const __m256 m = _mm256_set1_ps(new_max);
+      const __m256i b = _mm256_set1_epi32(static_cast<int>(r_begin)), e_ = _mm256_set1_epi32(static_cast<int>(r_end));
+      const auto valid = [&](__m256i index) {  // r_begin <= index < r_end
+        return _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_cmpgt_epi32(b, index), _mm256_cmpgt_epi32(e_, index)));
+      };
+      const __m256 e0 = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_load_ps(p), m)), valid(index_lo));
+      const __m256 e1 = _mm256_and_ps(exp_nonpositive(_mm256_sub_ps(_mm256_load_ps(p + 8), m)), valid(index_hi));
+      run_sum[qi] = run_sum[qi] * factor + hsum(_mm256_add_ps(e0, e1));
+      run_max[qi] = new_max;
+      _mm256_store_ps(p, e0);
+      _mm256_store_ps(p + 8, e1);
+      const __m256 f = _mm256_set1_ps(factor);
+      for (std::int64_t c = 0; c < head_dim; c += 8) {
+        const __m256i lanes = first_lanes(head_dim - c);
+        __m256 a = _mm256_mul_ps(_mm256_maskload_ps(t.out + c, lanes), f);
+        __m256 a2 = _mm256_setzero_ps();
+        std::int64_t r = r_begin;
+        for (; r + 1 < r_end; r += 2) {
+          a = _mm256_fmadd_ps(_mm256_set1_ps(p[r]), _mm256_maskload_ps(rows + r * values.stride + c, lanes), a);
+          a2 = _mm256_fmadd_ps(_mm256_set1_ps(p[r + 1]), _mm256_maskload_ps(rows + (r + 1) * values.stride + c, lanes), a2);
+        }
+        if (r < r_end) a = _mm256_fmadd_ps(_mm256_set1_ps(p[r]), _mm256_maskload_ps(rows + r * values.stride + c, lanes), a);
+        _mm256_maskstore_ps(t.out + c, lanes, _mm256_add_ps(a, a2));
+      }
+    }
+  }
+  for (std::int64_t qi = 0; qi < count; ++qi) {
+    const float inverse = 1.0f / run_sum[qi];
+    for (std::int64_t c = 0; c < head_dim; ++c) queries[qi].out[c] *= inverse;
+  }
+}
+
 float softmax(float* x, std::int64_t n, float scale) {
   __m256 top = _mm256_set1_ps(-INFINITY);
   std::int64_t j = 0;
@@ -635,7 +724,7 @@ void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const
 const kernel_table& avx2_kernels() noexcept {
   static const kernel_table table{cpu_isa::avx2, dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0,
                                   dot_q4_1, dot_q5_0, dot_q5_1, dot_q2_k, dot_q3_k, dot_q4_k,
-                                  dot_q5_k, dot_q6_k, quantize_q8, attend, softmax, swiglu, geglu};
+                                  dot_q5_k, dot_q6_k, quantize_q8, attend, attend_tile, softmax, swiglu, geglu};
   return table;
 }
 

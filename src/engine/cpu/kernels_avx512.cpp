@@ -548,6 +548,83 @@ inline float softmax_numerators(float* scores, std::int64_t n) {
   return _mm512_reduce_add_ps(total);
 }
 
+void soft_cap(float* scores, std::int64_t n, float cap);
+void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values, std::int64_t first,
+            std::int64_t n, float scale, float softcap, float* scores, float* out);
+
+// A page at a time for every query of the tile: its 16 scores in one vector (as attend), the
+// online softmax's maximum and sum updated, the output rescaled and the page's weighted values
+// added while the page is in cache.
+void attend_tile(std::int64_t head_dim, const tile_query* queries, std::int64_t count, const kv_columns& keys,
+                 const kv_rows& values, float scale, float softcap, float* scratch) {
+  if (keys.page_rows != 16) {
+    for (std::int64_t i = 0; i < count; ++i) {
+      const tile_query& t = queries[i];
+      attend(head_dim, t.q, keys, values, t.first, t.n, scale, softcap, scratch + 2 * count, t.out);
+    }
+    return;
+  }
+  float* run_max = scratch;
+  float* run_sum = scratch + count;
+  std::int64_t lo = INT64_MAX, hi = 0;
+  for (std::int64_t i = 0; i < count; ++i) {
+    run_max[i] = -INFINITY;
+    run_sum[i] = 0.0f;
+    std::fill(queries[i].out, queries[i].out + head_dim, 0.0f);
+    lo = std::min(lo, queries[i].first);
+    hi = std::max(hi, queries[i].n);
+  }
+  const __m512 s = _mm512_set1_ps(scale);
+  alignas(64) float p[16];
+  for (std::int64_t pg = lo / 16, j0 = pg * 16; j0 < hi; ++pg, j0 += 16) {
+    const float* base = keys.pages[pg] + keys.offset;
+    const float* rows = values.pages[pg] + values.offset;  // row r at rows + r * values.stride
+    for (std::int64_t qi = 0; qi < count; ++qi) {
+      const tile_query& t = queries[qi];
+      if (j0 >= t.n || j0 + 16 <= t.first) continue;
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      std::int64_t i = 0;
+      for (; i + 4 <= head_dim; i += 4) {
+        for (int u = 0; u < 4; ++u)
+          acc[u] = _mm512_fmadd_ps(_mm512_set1_ps(t.q[i + u]), _mm512_loadu_ps(base + (i + u) * 16), acc[u]);
+      }
+      for (; i < head_dim; ++i) acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(t.q[i]), _mm512_loadu_ps(base + i * 16), acc[0]);
+      __m512 sc = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])), s);
+      if (softcap > 0.0f) {
+        _mm512_store_ps(p, sc);
+        soft_cap(p, 16, softcap);
+        sc = _mm512_load_ps(p);
+      }
+      const std::int64_t r_begin = std::max<std::int64_t>(t.first - j0, 0), r_end = std::min<std::int64_t>(t.n - j0, 16);
+      const __mmask16 valid = static_cast<__mmask16>(first_lanes(r_end) & ~first_lanes(r_begin));
+      const float page_max = _mm512_mask_reduce_max_ps(valid, sc);
+      const float new_max = std::max(run_max[qi], page_max);
+      const float factor = run_max[qi] == -INFINITY ? 0.0f : std::exp(run_max[qi] - new_max);
+      const __m512 e = _mm512_maskz_mov_ps(valid, exp_nonpositive(_mm512_sub_ps(sc, _mm512_set1_ps(new_max))));
+      run_sum[qi] = run_sum[qi] * factor + _mm512_reduce_add_ps(e);
+      run_max[qi] = new_max;
+      _mm512_store_ps(p, e);
+      const __m512 f = _mm512_set1_ps(factor);
+      for (std::int64_t c = 0; c < head_dim; c += 16) {
+        const __mmask16 m = first_lanes(head_dim - c);
+        __m512 a = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, t.out + c), f);
+        __m512 b = _mm512_setzero_ps();
+        std::int64_t r = r_begin;
+        for (; r + 1 < r_end; r += 2) {
+          a = _mm512_fmadd_ps(_mm512_set1_ps(p[r]), _mm512_maskz_loadu_ps(m, rows + r * values.stride + c), a);
+          b = _mm512_fmadd_ps(_mm512_set1_ps(p[r + 1]), _mm512_maskz_loadu_ps(m, rows + (r + 1) * values.stride + c), b);
+        }
+        if (r < r_end) a = _mm512_fmadd_ps(_mm512_set1_ps(p[r]), _mm512_maskz_loadu_ps(m, rows + r * values.stride + c), a);
+        _mm512_mask_storeu_ps(t.out + c, m, _mm512_add_ps(a, b));
+      }
+    }
+  }
+  for (std::int64_t qi = 0; qi < count; ++qi) {
+    const float inverse = 1.0f / run_sum[qi];
+    for (std::int64_t c = 0; c < head_dim; ++c) queries[qi].out[c] *= inverse;
+  }
+}
+
 float softmax(float* x, std::int64_t n, float scale) {
   __m512 top = _mm512_set1_ps(-INFINITY);
   for (std::int64_t j = 0; j < n; j += 16)
@@ -688,7 +765,7 @@ CHATAI_COLUMN_DISPATCH(dot_q6_k)
 const kernel_table& avx512_kernels() noexcept {
   static const kernel_table table{cpu_isa::avx512, dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0,
                                   dot_q4_1, dot_q5_0, dot_q5_1, dot_q2_k, dot_q3_k, dot_q4_k,
-                                  dot_q5_k, dot_q6_k, quantize_q8, attend, softmax, swiglu, geglu};
+                                  dot_q5_k, dot_q6_k, quantize_q8, attend, attend_tile, softmax, swiglu, geglu};
   return table;
 }
 

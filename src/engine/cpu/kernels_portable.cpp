@@ -282,6 +282,14 @@ void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const
   for (std::int64_t i = 0; i < head_dim; ++i) out[i] *= inverse;
 }
 
+void attend_tile(std::int64_t head_dim, const tile_query* queries, std::int64_t count, const kv_columns& keys,
+                 const kv_rows& values, float scale, float softcap, float* scratch) {
+  for (std::int64_t i = 0; i < count; ++i) {
+    const tile_query& t = queries[i];
+    attend(head_dim, t.q, keys, values, t.first, t.n, scale, softcap, scratch + 2 * count, t.out);
+  }
+}
+
 float softmax(float* x, std::int64_t n, float scale) {
   float max = -INFINITY;
   for (std::int64_t j = 0; j < n; ++j) max = std::max(max, x[j]);
@@ -326,6 +334,7 @@ const kernel_table& portable_kernels() noexcept {
       columns<dot_q6_k_one>,
       quantize_q8,
       attend,
+      attend_tile,
       softmax,
       swiglu,
       geglu,
