@@ -3,7 +3,10 @@ at 1, 4, 16 and 32 streams, each asking for the same number of tokens through th
 chat API (the official openai client, include_usage for the exact token counts).
 
 Usage: .venv/bin/python benchmarks/serve_bench.py [--build build] [--model FILE]
-       [--streams 1,4,16,32] [--max-tokens 64] [--threads 0]
+       [--streams 1,4,16,32] [--max-tokens 64] [--threads 0] [--base-url URL]
+
+--base-url measures a server that is already running instead (another OpenAI-compatible
+server such as llama.cpp's llama-server, side by side with `chatai serve` on the same model).
 """
 
 import argparse
@@ -64,8 +67,15 @@ def main():
     parser.add_argument("--streams", default="1,4,16,32")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--base-url", default=None)
     args = parser.parse_args()
     levels = [int(s) for s in args.streams.split(",")]
+    if args.base_url:
+        client = openai.OpenAI(base_url=args.base_url, api_key="unused", max_retries=0, timeout=600)
+        run_level(client, 1, 4)  # warm-up
+        for streams in levels:
+            print(json.dumps(run_level(client, streams, args.max_tokens)), flush=True)
+        return
 
     proc = subprocess.Popen(
         [str(pathlib.Path(args.build) / "bin" / "chatai"), "--log-level", "warn", "serve", "--model",

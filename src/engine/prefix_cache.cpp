@@ -42,59 +42,85 @@ std::int64_t prefix_cache::reuse(std::span<const token_id> prompt, sequence_id t
   ++stats_.lookups;
   stats_.prompt_tokens += static_cast<std::int64_t>(prompt.size());
   if (prompt.size() < 2 || entries_.empty()) return 0;
+  // The whole pages first, by their chain hashes.
   const std::size_t most = (prompt.size() - 1) / static_cast<std::size_t>(page_);
   std::uint64_t h = chain_seed;
   std::size_t pages = 0;
-  std::uint64_t holder = 0;
+  const std::vector<std::uint64_t>* holders = nullptr;
   for (std::size_t p = 0; p < most; ++p) {
     for (std::int64_t i = 0; i < page_; ++i) h = mix(h, prompt[p * static_cast<std::size_t>(page_) + static_cast<std::size_t>(i)]);
     const auto found = by_chain_.find(h);
     if (found == by_chain_.end()) break;
     pages = p + 1;
-    holder = found->second.back();
+    holders = &found->second;
   }
   if (pages == 0) return 0;
-  entry& e = entries_.at(holder);
+  // Then, of the sequences holding those pages, the one whose next tokens go furthest along
+  // the prompt: a page shared part-way is copied when the new sequence writes into it.
   const auto n = static_cast<std::ptrdiff_t>(pages) * page_;
-  if (!std::equal(prompt.begin(), prompt.begin() + n, e.tokens.begin())) return 0;  // a hash collision
-  if (!compute_.share_prefix(e.sequence, target, n)) return 0;
+  const auto limit = static_cast<std::ptrdiff_t>(prompt.size()) - 1;  // the last token is computed
+  std::ptrdiff_t best = 0;
+  std::uint64_t best_id = 0;
+  for (auto it = holders->rbegin(); it != holders->rend(); ++it) {  // most recently indexed first
+    const entry& e = entries_.at(*it);
+    if (!std::equal(prompt.begin(), prompt.begin() + n, e.tokens.begin())) continue;  // a hash collision
+    const std::ptrdiff_t end = std::min(limit, static_cast<std::ptrdiff_t>(e.tokens.size()));
+    std::ptrdiff_t m = n;
+    while (m < end && prompt[static_cast<std::size_t>(m)] == e.tokens[static_cast<std::size_t>(m)]) ++m;
+    if (m > best) {
+      best = m;
+      best_id = *it;
+    }
+  }
+  if (best == 0) return 0;
+  entry& e = entries_.at(best_id);
+  if (!compute_.share_prefix(e.sequence, target, best)) return 0;
   e.used = ++clock_;
   ++stats_.hits;
-  stats_.reused_tokens += n;
-  return n;
+  stats_.reused_tokens += best;
+  return best;
 }
 
 void prefix_cache::keep(sequence_id sequence, std::vector<token_id> tokens) {
+  // More than the budget: its whole pages that fit.
+  if (enabled() && static_cast<std::int64_t>(tokens.size()) > max_tokens_) {
+    tokens.resize(static_cast<std::size_t>(max_tokens_ / page_ * page_));
+  }
   const std::size_t pages = enabled() ? tokens.size() / static_cast<std::size_t>(page_) : 0;
-  const auto n = static_cast<std::int64_t>(pages) * page_;
-  if (pages == 0 || n > max_tokens_ || !compute_.truncate_sequence(sequence, n)) {
+  const auto n = static_cast<std::int64_t>(tokens.size());
+  auto length = compute_.sequence_length(sequence);
+  if (pages == 0 || !length || *length < n || (*length > n && !compute_.truncate_sequence(sequence, n))) {
     (void)compute_.free_sequence(sequence);
     return;
   }
-  tokens.resize(static_cast<std::size_t>(n));
   auto chain = chain_of(tokens, pages);
-  const auto same_start = [&](const entry& e, std::size_t upto_pages) {
-    const auto m = static_cast<std::ptrdiff_t>(upto_pages) * page_;
-    return static_cast<std::ptrdiff_t>(e.tokens.size()) >= m && std::equal(tokens.begin(), tokens.begin() + m, e.tokens.begin());
+  // Whether `whole` begins with all of `part`.
+  const auto starts_with = [](const std::vector<token_id>& whole, const std::vector<token_id>& part) {
+    return whole.size() >= part.size() && std::equal(part.begin(), part.end(), whole.begin());
   };
-  // Already held whole by a kept sequence: nothing to add.
+  // Already held by a kept sequence: nothing to add.
   if (const auto found = by_chain_.find(chain.back()); found != by_chain_.end()) {
     for (const auto id : found->second) {
       entry& e = entries_.at(id);
-      if (!same_start(e, pages)) continue;
+      if (!starts_with(e.tokens, tokens)) continue;
       e.used = ++clock_;
       (void)compute_.free_sequence(sequence);
       return;
     }
   }
-  // Kept sequences that hold only a beginning of this one are of no more use.
+  // Kept sequences whose whole pages this one holds too, and no more tokens than it, are of
+  // no more use (what they hold past those pages is at most part of a page).
   for (std::size_t p = 0; p < pages; ++p) {
     const auto found = by_chain_.find(chain[p]);
     if (found == by_chain_.end()) continue;
     const auto holders = found->second;
     for (const auto id : holders) {
       const entry& e = entries_.at(id);
-      if (e.chain.size() == p + 1 && same_start(e, p + 1)) erase(id);
+      const auto whole = static_cast<std::ptrdiff_t>(p + 1) * page_;
+      if (e.chain.size() == p + 1 && e.tokens.size() <= tokens.size() &&
+          std::equal(e.tokens.begin(), e.tokens.begin() + whole, tokens.begin())) {
+        erase(id);
+      }
     }
   }
   const std::uint64_t id = next_id_++;

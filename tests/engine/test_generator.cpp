@@ -200,7 +200,6 @@ TEST_CASE("the prefix cache reuses earlier turns and changes no output") {
   // The second turn resends the first with the answer: all of it but a partial page is reused.
   const std::string answer = out[*first].text;
   const std::string turn2 = turn1 + answer + "<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n";
-  const auto held = static_cast<std::int64_t>(m.vocab->encode(turn1).size()) + 11;  // the last output was never fed
   auto second = g.add(greedy(*m.vocab, turn2, 12));
   REQUIRE(second);
   std::int64_t reported = -1;
@@ -213,10 +212,14 @@ TEST_CASE("the prefix cache reuses earlier turns and changes no output") {
       for (const auto& t : ev.tokens) second_out[ev.id].tokens.push_back(t.token);
     }
   }
-  // Whole pages of what both prompts share (the tokens at the seam may differ).
-  CHECK(reported % 16 == 0);
-  CHECK(reported >= (held / 16 - 2) * 16);
-  CHECK(reported <= held);
+  // All that both share, to the token (the answer's tokens at the seam may differ): the first
+  // turn's prompt and outputs as its cache holds them, against the second turn's prompt.
+  std::vector<token_id> kept = m.vocab->encode(turn1);
+  kept.insert(kept.end(), out[*first].tokens.begin(), out[*first].tokens.end() - 1);
+  const auto prompt2 = m.vocab->encode(turn2);
+  const auto common = static_cast<std::int64_t>(std::mismatch(kept.begin(), kept.end(), prompt2.begin(), prompt2.end()).first - kept.begin());
+  CHECK(common > static_cast<std::int64_t>(kept.size()) / 16 * 16);  // part of a page is reused here
+  CHECK(reported == common);
   CHECK(second_out[*second].tokens == uncached(turn2, 12));
   CHECK(g.prefix_stats().hits == 1);
   CHECK(g.prefix_stats().reused_tokens == reported);
@@ -237,6 +240,16 @@ TEST_CASE("the prefix cache reuses earlier turns and changes no output") {
     CHECK(all[ids[0]].tokens == alone);
     CHECK(all[ids[1]].tokens == alone);
     CHECK(g.prefix_stats().hits >= 4);  // the system prompt's pages, for each of the three
+    // The same prompt again: all of it but its last token comes from the cache.
+    const auto again = g.add(greedy(*m.vocab, question, 8));
+    REQUIRE(again);
+    std::int64_t cached = -1;
+    auto first_events = g.step();
+    REQUIRE(first_events);
+    for (auto& ev : *first_events)
+      if (ev.id == *again) cached = ev.cached_tokens;
+    CHECK(cached == static_cast<std::int64_t>(m.vocab->encode(question).size()) - 1);
+    run_all(g);
   }
 
   SUBCASE("the budget evicts the least recently used") {

@@ -3,10 +3,13 @@
 // again. Chat clients send the whole conversation each turn, so a turn reuses all of the
 // history that an earlier turn (or an earlier request with the same system prompt) computed.
 //
-// The unit is the backend's KV page (backend::page_tokens positions). A kept sequence is
-// indexed by a hash chain over its full pages: the hash of page i covers the tokens of pages
-// 0..i, so one lookup per page finds the longest cached prefix, and the tokens are compared
-// before a prefix is used (a hash collision costs a miss, never a wrong answer). Pages are
+// The index unit is the backend's KV page (backend::page_tokens positions). A kept sequence
+// is indexed by a hash chain over its full pages: the hash of page i covers the tokens of pages
+// 0..i, so one lookup per page finds the longest cached run of whole pages; the sequences
+// holding it are then compared token by token past it (into their partial last page, or to
+// where they part from the prompt), so a prefix is reused to the token, and the tokens are
+// always compared before a prefix is used (a hash collision costs a miss, never a wrong
+// answer). Pages are
 // shared by reference between the kept sequences and the sequences that took a prefix from
 // them (backend::share_prefix); a page is copied only when a sequence writes into a shared one.
 // Kept sequences are freed least recently used first when the tokens they hold exceed the
@@ -43,13 +46,14 @@ class prefix_cache {
   prefix_cache(const prefix_cache&) = delete;
   prefix_cache& operator=(const prefix_cache&) = delete;
 
-  // Starts the empty sequence `target` with the longest cached prefix of `prompt`: whole
-  // pages, and at most prompt.size() - 1 tokens, so that the last prompt token is computed and
-  // gives the logits of the first output. Returns the number of tokens taken (0: none).
+  // Starts the empty sequence `target` with the longest cached prefix of `prompt` that takes
+  // at least one whole page, and at most prompt.size() - 1 tokens, so that the last prompt
+  // token is computed and gives the logits of the first output. Returns the number of tokens
+  // taken (0: none).
   std::int64_t reuse(std::span<const token_id> prompt, sequence_id target);
 
-  // Takes over `sequence`, whose cache holds `tokens` (all of them, in order): it is kept,
-  // truncated to its full pages, for later prefixes, or freed at once when it holds no full
+  // Takes over `sequence`, whose cache holds `tokens` (all of them, in order; positions past
+  // them are dropped): it is kept for later prefixes, or freed at once when it holds no full
   // page, adds nothing to what is kept, or cannot be kept.
   void keep(sequence_id sequence, std::vector<token_id> tokens);
 
@@ -62,8 +66,8 @@ class prefix_cache {
  private:
   struct entry {
     sequence_id sequence = 0;
-    std::vector<token_id> tokens;       // a whole number of pages
-    std::vector<std::uint64_t> chain;   // chain[i]: the hash of pages 0..i
+    std::vector<token_id> tokens;       // what its cache holds: whole pages, then maybe part of one
+    std::vector<std::uint64_t> chain;   // chain[i]: the hash of pages 0..i, for its whole pages
     std::uint64_t used = 0;             // when it was last kept or reused (a counter)
   };
 
