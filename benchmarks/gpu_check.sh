@@ -132,7 +132,8 @@ for shape in $shapes; do
     row=$shape
     [ "$archs" = llama ] || row=$shape/$arch
     for type in $types; do
-      model=$scratch/$shape-$arch-$type.gguf
+      model=$scratch/$shape-$type.gguf
+      [ "$arch" = llama ] || model=$scratch/$shape-$arch-$type.gguf
       if [ ! -s "$model" ]; then
         log "synth $shape $arch $type"
         "$chatai" synth --shape "$shape" --arch "$arch" --type "$type" --seed 1 "${synth_flags[@]}" -o "$model" >&2

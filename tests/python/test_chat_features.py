@@ -281,9 +281,14 @@ def test_reasoning_goes_to_reasoning_content(build_dir, test_model, shared_dir):
             model=MODEL, messages=ASK, max_tokens=16, temperature=0, stream=True))
         assert streamed == reasoning and content == "" and finish == "length"
         # A JSON answer closes the thinking block first: the content is the JSON, no reasoning.
+        # (A schema with one property: a free json_object lets the small model run on past max_tokens.)
+        schema = {"type": "object", "properties": {"capital": {"type": "string"}}, "required": ["capital"],
+                  "additionalProperties": False}
         r = client.chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=200, temperature=0,
-                                           response_format={"type": "json_object"})
-        assert isinstance(json.loads(r.choices[0].message.content), dict)
+                                           response_format={"type": "json_schema",
+                                                            "json_schema": {"name": "capital", "schema": schema}})
+        assert r.choices[0].finish_reason == "stop"
+        assert isinstance(json.loads(r.choices[0].message.content)["capital"], str)
         assert not r.choices[0].message.model_extra.get("reasoning_content")
         r = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=4, reasoning_effort="low")
         assert r.choices[0].finish_reason == "length"
