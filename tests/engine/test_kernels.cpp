@@ -313,7 +313,7 @@ TEST_CASE("softmax kernels match double-precision exponentials for every instruc
   }
 }
 
-TEST_CASE("gated activations match double precision for every instruction set") {
+TEST_CASE("gated activations and soft caps match double precision for every instruction set") {
   std::mt19937 rng(13);
   for (std::int64_t n : {1, 7, 8, 17, 1000}) {
     auto gate = random_values(rng, n + 1, 12.0f);
@@ -335,6 +335,10 @@ TEST_CASE("gated activations match double precision for every instruction set") 
       }
       CHECK(silu[static_cast<std::size_t>(n)] == 7.0f);
       CHECK(gelu[static_cast<std::size_t>(n)] == 7.0f);
+      auto capped = gate;
+      kernels_for(isa).soft_cap(capped.data(), n, 5.0f);
+      for (std::int64_t i = 0; i < n; ++i) CHECK(std::abs(capped[i] - 5.0 * std::tanh(gate[i] / 5.0)) <= 1e-5);
+      CHECK(capped[static_cast<std::size_t>(n)] == 7.0f);
     }
   }
 }

@@ -523,9 +523,8 @@ class cpu_backend final : public backend {
     multiply(logits, n_outputs, thread, n_threads);
     if (hp_.final_softcap > 0.0f) {
       pool_.barrier();
-      const float cap = hp_.final_softcap;
       const auto [v_begin, v_end] = share(n_outputs * hp_.n_vocab, thread, n_threads);
-      for (std::int64_t i = v_begin; i < v_end; ++i) out.values[i] = cap * std::tanh(out.values[i] / cap);
+      kernels_.soft_cap(out.values.data() + v_begin, v_end - v_begin, hp_.final_softcap);
     }
   }
 

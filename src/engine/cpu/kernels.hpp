@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -71,6 +72,44 @@ using attention_tile_fn = void (*)(std::int64_t head_dim, const tile_query* quer
                                    const kv_columns& keys, const kv_rows& values, float scale, float softcap,
                                    float* scratch);
 
+// The tile one query at a time through `attend`: the portable kernels, and page sizes the
+// vector kernels do not tile.
+inline void attend_each(attention_fn attend, std::int64_t head_dim, const tile_query* queries, std::int64_t count,
+                        const kv_columns& keys, const kv_rows& values, float scale, float softcap, float* scratch) {
+  for (std::int64_t i = 0; i < count; ++i) {
+    const tile_query& t = queries[i];
+    attend(head_dim, t.q, keys, values, t.first, t.n, scale, softcap, scratch + 2 * count, t.out);
+  }
+}
+
+// A tile's online softmax state in scratch (running maxima, then sums), set out with zeroed
+// outputs; the positions [first, end) any of its queries attends to.
+struct tile_state {
+  float* run_max;
+  float* run_sum;
+  std::int64_t first = INT64_MAX;
+  std::int64_t end = 0;
+
+  tile_state(std::int64_t head_dim, const tile_query* queries, std::int64_t count, float* scratch)
+      : run_max(scratch), run_sum(scratch + count) {
+    for (std::int64_t i = 0; i < count; ++i) {
+      run_max[i] = -INFINITY;
+      run_sum[i] = 0.0f;
+      std::fill(queries[i].out, queries[i].out + head_dim, 0.0f);
+      first = std::min(first, queries[i].first);
+      end = std::max(end, queries[i].n);
+    }
+  }
+
+  // Divides each output by its query's sum.
+  void finish(std::int64_t head_dim, const tile_query* queries, std::int64_t count) const {
+    for (std::int64_t i = 0; i < count; ++i) {
+      const float inverse = 1.0f / run_sum[i];
+      for (std::int64_t c = 0; c < head_dim; ++c) queries[i].out[c] *= inverse;
+    }
+  }
+};
+
 // scores[j] = scale * q . k_j for the positions of the pages that hold [first, n), the plain
 // way (any page size).
 inline void score_columns(std::int64_t head_dim, const float* q, const kv_columns& keys, std::int64_t first,
@@ -120,6 +159,9 @@ inline void for_each_row_pair(const kv_rows& rows, std::int64_t first, std::int6
 // sum. An argument below -87 (a -inf logit among them) gives exactly 0.
 using softmax_fn = float (*)(float* x, std::int64_t n, float scale);
 
+// x[i] = cap * tanh(x[i] / cap) for i < n (Gemma's soft caps).
+using soft_cap_fn = void (*)(float* x, std::int64_t n, float cap);
+
 // gate[i] = act(gate[i]) * up[i] for i < n: SiLU (SwiGLU) or GELU by its tanh approximation
 // (GeGLU).
 using gated_fn = void (*)(float* gate, const float* up, std::int64_t n);
@@ -149,6 +191,7 @@ struct kernel_table {
   attention_fn attend = nullptr;
   attention_tile_fn attend_tile = nullptr;
   softmax_fn softmax = nullptr;
+  soft_cap_fn soft_cap = nullptr;
   gated_fn swiglu = nullptr;
   gated_fn geglu = nullptr;
 

@@ -557,26 +557,13 @@ void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const
 // added while the page is in cache.
 void attend_tile(std::int64_t head_dim, const tile_query* queries, std::int64_t count, const kv_columns& keys,
                  const kv_rows& values, float scale, float softcap, float* scratch) {
-  if (keys.page_rows != 16) {
-    for (std::int64_t i = 0; i < count; ++i) {
-      const tile_query& t = queries[i];
-      attend(head_dim, t.q, keys, values, t.first, t.n, scale, softcap, scratch + 2 * count, t.out);
-    }
-    return;
-  }
-  float* run_max = scratch;
-  float* run_sum = scratch + count;
-  std::int64_t lo = INT64_MAX, hi = 0;
-  for (std::int64_t i = 0; i < count; ++i) {
-    run_max[i] = -INFINITY;
-    run_sum[i] = 0.0f;
-    std::fill(queries[i].out, queries[i].out + head_dim, 0.0f);
-    lo = std::min(lo, queries[i].first);
-    hi = std::max(hi, queries[i].n);
-  }
+  if (keys.page_rows != 16) return attend_each(attend, head_dim, queries, count, keys, values, scale, softcap, scratch);
+  tile_state state(head_dim, queries, count, scratch);
+  float* run_max = state.run_max;
+  float* run_sum = state.run_sum;
   const __m512 s = _mm512_set1_ps(scale);
   alignas(64) float p[16];
-  for (std::int64_t pg = lo / 16, j0 = pg * 16; j0 < hi; ++pg, j0 += 16) {
+  for (std::int64_t pg = state.first / 16, j0 = pg * 16; j0 < state.end; ++pg, j0 += 16) {
     const float* base = keys.pages[pg] + keys.offset;
     const float* rows = values.pages[pg] + values.offset;  // row r at rows + r * values.stride
     for (std::int64_t qi = 0; qi < count; ++qi) {
@@ -619,10 +606,7 @@ void attend_tile(std::int64_t head_dim, const tile_query* queries, std::int64_t 
       }
     }
   }
-  for (std::int64_t qi = 0; qi < count; ++qi) {
-    const float inverse = 1.0f / run_sum[qi];
-    for (std::int64_t c = 0; c < head_dim; ++c) queries[qi].out[c] *= inverse;
-  }
+  state.finish(head_dim, queries, count);
 }
 
 float softmax(float* x, std::int64_t n, float scale) {
@@ -765,7 +749,7 @@ CHATAI_COLUMN_DISPATCH(dot_q6_k)
 const kernel_table& avx512_kernels() noexcept {
   static const kernel_table table{cpu_isa::avx512, dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0,
                                   dot_q4_1, dot_q5_0, dot_q5_1, dot_q2_k, dot_q3_k, dot_q4_k,
-                                  dot_q5_k, dot_q6_k, quantize_q8, attend, attend_tile, softmax, swiglu, geglu};
+                                  dot_q5_k, dot_q6_k, quantize_q8, attend, attend_tile, softmax, soft_cap, swiglu, geglu};
   return table;
 }
 

@@ -261,12 +261,14 @@ void quantize_q8(const float* src, std::byte* dst, std::int64_t n) {
   }
 }
 
+void soft_cap(float* x, std::int64_t n, float cap) {
+  for (std::int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] / cap);
+}
+
 void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const kv_rows& values, std::int64_t first,
             std::int64_t n, float scale, float softcap, float* scores, float* out) {
   score_columns(head_dim, q, keys, first, n, scale, scores);
-  if (softcap > 0.0f) {
-    for (std::int64_t j = first; j < n; ++j) scores[j] = softcap * std::tanh(scores[j] / softcap);
-  }
+  if (softcap > 0.0f) soft_cap(scores + first, n - first, softcap);
   float max = -INFINITY;
   for (std::int64_t j = first; j < n; ++j) max = std::max(max, scores[j]);
   float sum = 0.0f;
@@ -284,11 +286,9 @@ void attend(std::int64_t head_dim, const float* q, const kv_columns& keys, const
 
 void attend_tile(std::int64_t head_dim, const tile_query* queries, std::int64_t count, const kv_columns& keys,
                  const kv_rows& values, float scale, float softcap, float* scratch) {
-  for (std::int64_t i = 0; i < count; ++i) {
-    const tile_query& t = queries[i];
-    attend(head_dim, t.q, keys, values, t.first, t.n, scale, softcap, scratch + 2 * count, t.out);
-  }
+  attend_each(attend, head_dim, queries, count, keys, values, scale, softcap, scratch);
 }
+
 
 float softmax(float* x, std::int64_t n, float scale) {
   float max = -INFINITY;
@@ -336,6 +336,7 @@ const kernel_table& portable_kernels() noexcept {
       attend,
       attend_tile,
       softmax,
+      soft_cap,
       swiglu,
       geglu,
   };
