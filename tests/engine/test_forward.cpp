@@ -435,6 +435,16 @@ TEST_CASE("steps, batches and threads do not change the logits") {
     CHECK(all_logits(*make_backend(q, 2), a) == all_logits(*make_backend(q, 1), a));
   }
 
+  SUBCASE("three threads over a prompt of many attention tiles: every piece of every phase runs once") {
+    // Threads take their own share of a phase first and then what is left of the others'; a
+    // piece run twice or not at all would show in the logits. 9 tiles of 2 KV groups: enough
+    // items for the tiled attention at 1, 3 and 4 threads alike.
+    const auto long_prompt = synthetic_tokens(130, n_vocab);
+    const auto one = all_logits(*make_backend(m, 1), long_prompt);
+    CHECK(all_logits(*make_backend(m, 3), long_prompt) == one);
+    CHECK(all_logits(*make_backend(m, 4), long_prompt) == one);
+  }
+
   SUBCASE("one token at a time, last logits only") {
     auto b = make_backend(m, 2);
     auto seq = b->create_sequence(0);

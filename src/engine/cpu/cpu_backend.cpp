@@ -4,8 +4,10 @@
 #include "chatai/engine/cpu_backend.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 #include <thread>
@@ -27,6 +29,14 @@ using cpu::weight_kernel;
 
 // Weight bytes a thread applies to every token before moving on: they stay in L1/L2.
 constexpr std::size_t chunk_bytes = 32 * 1024;
+// Decode reads each row once, so its pieces can be small: the last piece of a phase, which
+// one thread finishes while the others wait at the barrier, is short.
+constexpr std::size_t decode_chunk_bytes = 8 * 1024;
+
+// A thread's position in its share of a phase's pieces, alone on its cache line.
+struct alignas(64) piece_cursor {
+  std::atomic<std::int64_t> next{0};
+};
 
 // Positions per KV page: the unit sequences share cached prefixes in.
 constexpr std::int64_t kv_page_tokens = 16;
@@ -79,7 +89,11 @@ std::pair<std::int64_t, std::int64_t> share(std::int64_t n, int index, int count
 class cpu_backend final : public backend {
  public:
   cpu_backend(std::shared_ptr<const model> m, const kernel_table& kernels, int n_threads)
-      : model_(std::move(m)), hp_(model_->hparams()), kernels_(kernels), pool_(n_threads) {
+      : model_(std::move(m)),
+        hp_(model_->hparams()),
+        kernels_(kernels),
+        pool_(n_threads),
+        cursors_(std::make_unique<piece_cursor[]>(static_cast<std::size_t>(phases_per_step() * pool_.size()))) {
     for (std::int64_t li = 0; li < hp_.n_layer; ++li) inv_freq_.push_back(model_->rope_inv_freq(li));
   }
 
@@ -265,6 +279,9 @@ class cpu_backend final : public backend {
     tile_queries_.resize(static_cast<std::size_t>(pool_.size()));
     scores_.resize(static_cast<std::size_t>(pool_.size()) * static_cast<std::size_t>(score_floats));
     rope_scratch_.resize(static_cast<std::size_t>(pool_.size() * hp_.rope_dim));
+    for (std::int64_t i = 0; i < phases_per_step() * pool_.size(); ++i) {
+      cursors_[static_cast<std::size_t>(i)].next.store(0, std::memory_order_relaxed);
+    }
     out.width = hidden_ ? hp_.n_embd : hp_.n_vocab;
     out.values.resize(output_tokens_.size() * static_cast<std::size_t>(out.width));
   }
@@ -285,32 +302,59 @@ class cpu_backend final : public backend {
     }
   }
 
-  // This thread's share of the rows of every product, each row applied to all tokens.
-  void multiply(std::span<const product> products, std::int64_t n_tokens, int thread, int n_threads) const {
+  // The rows of every product, each row applied to all tokens, in chunks of weights claimed
+  // as pieces of the phase (for_each_piece).
+  void multiply(std::span<const product> products, std::int64_t n_tokens, int phase, int thread, int n_threads) const {
+    const std::size_t bytes = n_tokens <= cpu::max_dot_columns ? decode_chunk_bytes : chunk_bytes;
     std::int64_t total = 0;
-    for (const product& p : products) total += p.w->rows;
-    auto [begin, end] = share(total, thread, n_threads);
-    std::int64_t offset = 0;
-    for (const product& p : products) {
-      const std::int64_t lo = std::max<std::int64_t>(begin - offset, 0);
-      const std::int64_t hi = std::min<std::int64_t>(end - offset, p.w->rows);
-      offset += p.w->rows;
-      if (lo >= hi) continue;
-      const bool q8 = p.kernel.activations == activation_kind::q8;
-      const std::byte* x = q8 ? p.x.q8 : reinterpret_cast<const std::byte*>(p.x.f32);
-      const std::size_t x_stride = q8 ? p.x.q8_stride : p.x.f32_stride;
-      const std::int64_t chunk = std::max<std::int64_t>(1, static_cast<std::int64_t>(chunk_bytes / p.w->row_bytes));
-      for (std::int64_t r0 = lo; r0 < hi; r0 += chunk) {
-        const std::int64_t r1 = std::min(hi, r0 + chunk);
-        for (std::int64_t t = 0; t < n_tokens; t += cpu::max_dot_columns) {
-          const int columns = static_cast<int>(std::min<std::int64_t>(cpu::max_dot_columns, n_tokens - t));
-          for (std::int64_t r = r0; r < r1; ++r) {
-            p.kernel.dot(p.w->cols, p.w->row(r), x + t * x_stride, x_stride, columns, p.y + t * p.y_stride + r, p.y_stride);
-          }
+    for (const product& p : products) total += chunks_of(p, bytes);
+    for_each_piece(phase, total, thread, n_threads, [&](std::int64_t c) {
+      const product* p = products.data();
+      while (c >= chunks_of(*p, bytes)) c -= chunks_of(*p++, bytes);
+      const bool q8 = p->kernel.activations == activation_kind::q8;
+      const std::byte* x = q8 ? p->x.q8 : reinterpret_cast<const std::byte*>(p->x.f32);
+      const std::size_t x_stride = q8 ? p->x.q8_stride : p->x.f32_stride;
+      const std::int64_t r0 = c * chunk_rows(*p, bytes);
+      const std::int64_t r1 = std::min(p->w->rows, r0 + chunk_rows(*p, bytes));
+      for (std::int64_t t = 0; t < n_tokens; t += cpu::max_dot_columns) {
+        const int columns = static_cast<int>(std::min<std::int64_t>(cpu::max_dot_columns, n_tokens - t));
+        for (std::int64_t r = r0; r < r1; ++r) {
+          p->kernel.dot(p->w->cols, p->w->row(r), x + t * x_stride, x_stride, columns, p->y + t * p->y_stride + r, p->y_stride);
         }
+      }
+    });
+  }
+
+  static std::int64_t chunk_rows(const product& p, std::size_t bytes) {
+    return std::max<std::int64_t>(1, static_cast<std::int64_t>(bytes / p.w->row_bytes));
+  }
+  static std::int64_t chunks_of(const product& p, std::size_t bytes) {
+    return (p.w->rows + chunk_rows(p, bytes) - 1) / chunk_rows(p, bytes);
+  }
+
+  // Calls work(i) once for each piece i in [0, n) of a phase, across the team: each thread
+  // takes the pieces of its own share first, then helps the others with what is left of
+  // theirs. With fixed shares a thread that loses its core for a while (to the server's I/O,
+  // a client, another job on the node) leaves the others waiting at the next barrier for
+  // the rest of its share; with one shared counter all threads would contend for its cache
+  // line. Each piece runs on exactly one thread, so results do not depend on who ran it.
+  template <class Work>
+  void for_each_piece(int phase, std::int64_t n, int thread, int n_threads, Work&& work) const {
+    piece_cursor* cursors = cursors_.get() + static_cast<std::ptrdiff_t>(phase) * n_threads;
+    for (int k = 0; k < n_threads; ++k) {
+      const int owner = (thread + k) % n_threads;
+      const auto [begin, end] = share(n, owner, n_threads);
+      std::atomic<std::int64_t>& next = cursors[owner].next;
+      for (std::int64_t i = begin + next.fetch_add(1, std::memory_order_relaxed); i < end;
+           i = begin + next.fetch_add(1, std::memory_order_relaxed)) {
+        work(i);
       }
     }
   }
+
+  // The phases of a step whose pieces are claimed (per layer: Q/K/V, attention, output,
+  // gate/up, down; then the logits), each with a cursor per thread, zeroed before the step.
+  std::int64_t phases_per_step() const noexcept { return 5 * hp_.n_layer + 1; }
 
   activations act(const float* f32, const std::byte* q8, std::int64_t n) const {
     return {f32, q8, static_cast<std::size_t>(n) * sizeof(float), cpu::q8_row_layout::bytes(n)};
@@ -384,6 +428,7 @@ class cpu_backend final : public backend {
         for (std::int64_t i = 0; i < n_embd; ++i) xr[i] *= hp_.embed_scale;
       }
     }
+    int phase = 0;  // whose cursors the next shared phase uses: every thread passes the same phases in order
     double* cos_sin = rope_scratch_.data() + static_cast<std::size_t>(thread * hp_.rope_dim);
     float* scores = scores_.data() + static_cast<std::size_t>(thread) * (scores_.size() / static_cast<std::size_t>(n_threads));
 
@@ -404,7 +449,7 @@ class cpu_backend final : public backend {
           {&l.wk, kernel(l.wk), hx, k_.data(), static_cast<std::size_t>(kv_dim)},
           {&l.wv, kernel(l.wv), hx, v_.data(), static_cast<std::size_t>(kv_dim)},
       };
-      multiply(qkv, n_tokens, thread, n_threads);
+      multiply(qkv, n_tokens, phase++, thread, n_threads);
       pool_.barrier();
 
       // Biases, head norms, rotary embedding, and the new keys and values into the caches.
@@ -444,20 +489,18 @@ class cpu_backend final : public backend {
       }
       pool_.barrier();
 
-      // Items dealt round-robin: a prompt's later tokens attend to more positions, so contiguous
-      // shares would give the last thread most of the work. Tiles (a run of a sequence's tokens
-      // for the heads of one KV group) when there are enough of them to go round, else single
-      // (token, head) items.
+      // Items are pieces of the phase: a prompt's later tokens attend to more positions, so the
+      // thread with the last share is helped by the others. Tiles (a run of a sequence's tokens for the heads of one KV
+      // group) when there are enough of them to go round, else single (token, head) items.
       const auto n_tile_items = static_cast<std::int64_t>(tiles_.size()) * hp_.n_head_kv;
       if (n_tile_items >= 4 * n_threads) {
         auto& queries = tile_queries_[static_cast<std::size_t>(thread)];
-        for (std::int64_t item = thread; item < n_tile_items; item += n_threads) {
+        for_each_piece(phase++, n_tile_items, thread, n_threads, [&](std::int64_t item) {
           attend_tile(li, tiles_[static_cast<std::size_t>(item / hp_.n_head_kv)], item % hp_.n_head_kv, queries, scores);
-        }
+        });
       } else {
-        for (std::int64_t item = thread; item < n_tokens * hp_.n_head; item += n_threads) {
-          attend(li, item / hp_.n_head, item % hp_.n_head, scores);
-        }
+        for_each_piece(phase++, n_tokens * hp_.n_head, thread, n_threads,
+                       [&](std::int64_t item) { attend(li, item / hp_.n_head, item % hp_.n_head, scores); });
       }
       pool_.barrier();
 
@@ -470,7 +513,7 @@ class cpu_backend final : public backend {
       }
       const product wo[1] = {{&l.wo, kernel(l.wo), act(attn_.data(), attnq_.data(), q_dim), proj_.data(),
                               static_cast<std::size_t>(n_embd)}};
-      multiply(wo, n_tokens, thread, n_threads);
+      multiply(wo, n_tokens, phase++, thread, n_threads);
       pool_.barrier();
 
       const bool ffn_q8 = kernel(l.w_gate).activations == activation_kind::q8 || kernel(l.w_up).activations == activation_kind::q8;
@@ -482,7 +525,7 @@ class cpu_backend final : public backend {
           {&l.w_gate, kernel(l.w_gate), hx, gate_.data(), static_cast<std::size_t>(n_ff)},
           {&l.w_up, kernel(l.w_up), hx, up_.data(), static_cast<std::size_t>(n_ff)},
       };
-      multiply(gate_up, n_tokens, thread, n_threads);
+      multiply(gate_up, n_tokens, phase++, thread, n_threads);
       pool_.barrier();
 
       const bool down_q8 = kernel(l.w_down).activations == activation_kind::q8;
@@ -496,7 +539,7 @@ class cpu_backend final : public backend {
 
       const product down[1] = {{&l.w_down, kernel(l.w_down), act(gate_.data(), ffq_.data(), n_ff), proj_.data(),
                                 static_cast<std::size_t>(n_embd)}};
-      multiply(down, n_tokens, thread, n_threads);
+      multiply(down, n_tokens, phase++, thread, n_threads);
       pool_.barrier();
     }
 
@@ -520,7 +563,7 @@ class cpu_backend final : public backend {
     pool_.barrier();
     const product logits[1] = {{&output, kernel(output), act(final_.data(), finalq_.data(), n_embd), out.values.data(),
                                 static_cast<std::size_t>(hp_.n_vocab)}};
-    multiply(logits, n_outputs, thread, n_threads);
+    multiply(logits, n_outputs, phase++, thread, n_threads);
     if (hp_.final_softcap > 0.0f) {
       pool_.barrier();
       const auto [v_begin, v_end] = share(n_outputs * hp_.n_vocab, thread, n_threads);
@@ -541,6 +584,7 @@ class cpu_backend final : public backend {
   model_hparams hp_;
   const kernel_table& kernels_;
   thread_pool pool_;
+  std::unique_ptr<piece_cursor[]> cursors_;  // [phases_per_step() × threads]: the next piece of each share
   std::vector<std::vector<double>> inv_freq_;  // [n_layer][rope_dim / 2]: rotary angle per position
   std::unordered_map<sequence_id, sequence_state> sequences_;
   sequence_id next_id_ = 1;
