@@ -490,8 +490,9 @@ class cpu_backend final : public backend {
       pool_.barrier();
 
       // Items are pieces of the phase: a prompt's later tokens attend to more positions, so the
-      // thread with the last share is helped by the others. Tiles (a run of a sequence's tokens for the heads of one KV
-      // group) when there are enough of them to go round, else single (token, head) items.
+      // thread with the last share is helped by the others. Tiles (a run of a sequence's tokens
+      // for the heads of one KV group) when there are enough of them to go round, else single
+      // (token, head) items.
       const auto n_tile_items = static_cast<std::int64_t>(tiles_.size()) * hp_.n_head_kv;
       if (n_tile_items >= 4 * n_threads) {
         auto& queries = tile_queries_[static_cast<std::size_t>(thread)];
