@@ -552,6 +552,9 @@ int handle_request(const gate_config& config, int in_fd, int out_fd,
   if (wait_for_backend_or_client(*ex, in_fd, out_fd) && ex->finished.load(std::memory_order_acquire)) {
     rec = record_of(*ex);
     code = ex->exit_code;
+    // The worker's copy of ex may outlive this call: the marker is released here, before the
+    // caller reports the request over (a session gate's end frame), not whenever that copy goes.
+    ex->marker.reset();
   } else {
     ex->client_gone = true;
     // The backend call stops at its next byte or deadline; the request is over for us now.

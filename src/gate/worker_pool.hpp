@@ -62,6 +62,7 @@ class worker_pool {
         jobs_.pop_front();
         lock.unlock();
         job();
+        job = nullptr;  // what the job holds (a request's files and descriptors) goes outside the lock
         lock.lock();
         continue;
       }
