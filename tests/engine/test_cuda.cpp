@@ -122,7 +122,7 @@ TEST_CASE("matrix-vector kernels match the reference for every type and 1 to 8 t
   for (ggml_type t : all_weight_types) {
     const auto w = quantized(t, random_values(rng, rows * cols, 0.05f));
     device_vector<std::byte> dw(w);
-    for (std::int64_t n : {1, 3, 8}) {
+    for (std::int64_t n : {1, 2, 3, 4, 5, 8}) {  // each width of kernel, full and partly used
       CAPTURE(to_string(t));
       CAPTURE(n);
       const auto x = random_values(rng, n * cols, 1.0f);
@@ -367,7 +367,9 @@ TEST_CASE("norm, SwiGLU and rotary embedding with the KV store match the referen
 TEST_CASE("split attention over scrambled pages matches the reference") {
   SKIP_WITHOUT_GPU();
   std::mt19937 rng(5);
-  for (std::int64_t head_dim : {64, 128}) {
+  // 64 and 128: two and one slices of threads per value pair with none idle; 80: three slices
+  // and eight idle threads; 256: the widest head, one slice.
+  for (std::int64_t head_dim : {64, 80, 128, 256}) {
     const rope_params p{8, 2, head_dim, head_dim, false};
     const kv_layout layout{2, 80, 16, p.n_head_kv * head_dim};
     std::vector<std::uint16_t> kc(layout.elements()), vc(layout.elements());

@@ -749,9 +749,9 @@ result<std::unique_ptr<backend>> create_cuda_backend(std::shared_ptr<const model
   if (!m) return error(errc::invalid_argument, "no model");
   if (!cuda_available()) return error(errc::unavailable, "device cuda: " + cuda_device_summary());
   if (options.max_step_tokens < 1) return error(errc::invalid_argument, "max_step_tokens must be at least 1");
-  if (m->hparams().head_dim > max_head_dim) {
+  if (m->hparams().head_dim > max_head_dim || m->hparams().head_dim % 2 != 0) {
     return error(errc::unsupported, "head_dim " + std::to_string(m->hparams().head_dim) +
-                                        " exceeds the CUDA backend's " + std::to_string(max_head_dim));
+                                        " is odd or exceeds the CUDA backend's " + std::to_string(max_head_dim));
   }
   auto b = std::make_unique<cuda_backend>(std::move(m), options);
   CHATAI_RETURN_IF_ERROR(b->init());

@@ -1,4 +1,4 @@
-// BF16 conversions for the GEMMs: one thread per 32-element chunk of a weight row, one per
+// BF16 conversions for the GEMMs: eight threads per 32-element chunk of a weight row, one per
 // activation.
 #include "check.hpp"
 #include "dequantize.cuh"
@@ -9,29 +9,28 @@ namespace {
 
 __device__ __forceinline__ std::uint32_t bf16_bits(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
 
+// Thread i takes elements [4 q, 4 q + 4), q = i % 8, of chunk i / 8 of the matrix (row by
+// row): a warp reads neighbouring weight bytes and writes 256 neighbouring bytes.
 template <ggml_type T>
 __global__ void dequantize_kernel(const std::byte* w, std::size_t row_bytes, std::int64_t rows, std::int64_t cols,
                                   std::uint16_t* out) {
   const std::int64_t chunks = cols / 32;
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= rows * chunks) return;
-  const std::int64_t r = i / chunks, c = i % chunks;
-  float v[32];
-  dequantize32<T>(w + static_cast<std::size_t>(r) * row_bytes, c, v);
-  uint4* o = reinterpret_cast<uint4*>(out + r * cols + c * 32);  // [4 × 8 bf16]
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const float* s = v + 8 * k;
-    o[k] = make_uint4(bf16_bits(s[0]) | (bf16_bits(s[1]) << 16), bf16_bits(s[2]) | (bf16_bits(s[3]) << 16),
-                      bf16_bits(s[4]) | (bf16_bits(s[5]) << 16), bf16_bits(s[6]) | (bf16_bits(s[7]) << 16));
-  }
+  if (i >= rows * chunks * lanes_per_chunk) return;
+  const std::int64_t chunk = i / lanes_per_chunk;
+  const int q = static_cast<int>(i % lanes_per_chunk);
+  const std::int64_t r = chunk / chunks, c = chunk % chunks;
+  float v[4];
+  dequantize4<T>(w + static_cast<std::size_t>(r) * row_bytes, c, q, v);
+  reinterpret_cast<uint2*>(out + r * cols + c * 32)[q] =  // [8 × 4 bf16]
+      make_uint2(bf16_bits(v[0]) | (bf16_bits(v[1]) << 16), bf16_bits(v[2]) | (bf16_bits(v[3]) << 16));
 }
 
 template <ggml_type T>
 status launch(const std::byte* w, std::size_t row_bytes, std::int64_t rows, std::int64_t cols, std::uint16_t* out,
               cudaStream_t stream) {
   constexpr unsigned threads = 256;
-  const std::int64_t items = rows * (cols / 32);
+  const std::int64_t items = rows * (cols / 32) * lanes_per_chunk;
   dequantize_kernel<T><<<static_cast<unsigned>((items + threads - 1) / threads), threads, 0, stream>>>(w, row_bytes, rows,
                                                                                                     cols, out);
   CHATAI_CUDA_CHECK_LAUNCH();

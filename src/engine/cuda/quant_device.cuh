@@ -301,4 +301,190 @@ CHATAI_HOST_DEVICE void dequantize32<ggml_type::q6_k>(const std::byte* row, std:
   }
 }
 
+
+// Four elements for kernels whose eight lanes on one 32-element chunk read neighbouring bytes:
+// v[0, 4) = elements [32 c + 4 q, 32 c + 4 q + 4) of the row, q in 0..lanes_per_chunk - 1.
+// The same values as dequantize32's, bit for bit.
+inline constexpr int lanes_per_chunk = 8;
+template <ggml_type T>
+CHATAI_HOST_DEVICE void dequantize4(const std::byte* row, std::int64_t c, int q, float (&v)[4]);
+
+// Four bytes from a 2-byte aligned address, little-endian.
+CHATAI_HOST_DEVICE std::uint32_t load_pair(const std::uint8_t* p) {
+  const auto* h = reinterpret_cast<const std::uint16_t*>(p);
+  return load(h) | (static_cast<std::uint32_t>(load(h + 1)) << 16);
+}
+
+// Byte i (0..3) of a little-endian word.
+CHATAI_HOST_DEVICE std::uint32_t byte_of(std::uint32_t word, int i) { return (word >> (8 * i)) & 0xffu; }
+
+template <>
+CHATAI_HOST_DEVICE void dequantize4<ggml_type::f32>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
+  const float4 f = load(reinterpret_cast<const float4*>(row) + c * 8 + q);
+  v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize4<ggml_type::f16>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
+  const uint2 u = load(reinterpret_cast<const uint2*>(row) + c * 8 + q);  // [4 halves]
+  v[0] = half_bits_to_float(static_cast<std::uint16_t>(u.x & 0xffffu));
+  v[1] = half_bits_to_float(static_cast<std::uint16_t>(u.x >> 16));
+  v[2] = half_bits_to_float(static_cast<std::uint16_t>(u.y & 0xffffu));
+  v[3] = half_bits_to_float(static_cast<std::uint16_t>(u.y >> 16));
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize4<ggml_type::bf16>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
+  const uint2 u = load(reinterpret_cast<const uint2*>(row) + c * 8 + q);  // [4 bf16]
+  v[0] = bf16_bits_to_float(u.x & 0xffffu);
+  v[1] = bf16_bits_to_float(u.x >> 16);
+  v[2] = bf16_bits_to_float(u.y & 0xffffu);
+  v[3] = bf16_bits_to_float(u.y >> 16);
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize4<ggml_type::q8_0>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
+  const auto* b = reinterpret_cast<const cpu::block_q8_0*>(row) + c;
+  const float d = half_bits_to_float(load(&b->d));
+  const std::uint32_t u = load_pair(reinterpret_cast<const std::uint8_t*>(b->qs) + 4 * q);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v[i] = d * static_cast<float>(static_cast<std::int8_t>(byte_of(u, i)));
+}
+
+// Elements [4 q, 4 q + 4) of a 32-element block with 16 bytes of nibbles (element j low in
+// byte j, element j + 16 high): the word of bytes [4 (q % 4), + 4) and the shift of q's half.
+struct nibble_word {
+  std::uint32_t word;
+  int shift;
+};
+CHATAI_HOST_DEVICE nibble_word nibbles_2byte_aligned(const std::uint8_t* qs, int q) {
+  return {load_pair(qs + 4 * (q % 4)), 4 * (q / 4)};
+}
+CHATAI_HOST_DEVICE nibble_word nibbles_4byte_aligned(const std::uint8_t* qs, int q) {
+  return {load(reinterpret_cast<const std::uint32_t*>(qs + 4 * (q % 4))), 4 * (q / 4)};
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize4<ggml_type::q4_0>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
+  const auto* b = reinterpret_cast<const cpu::block_q4_0*>(row) + c;
+  const float d = half_bits_to_float(load(&b->d));
+  const nibble_word n = nibbles_2byte_aligned(b->qs, q);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v[i] = d * static_cast<float>(static_cast<int>((byte_of(n.word, i) >> n.shift) & 0x0f) - 8);
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize4<ggml_type::q4_1>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
+  const auto* b = reinterpret_cast<const cpu::block_q4_1*>(row) + c;
+  const float d = half_bits_to_float(load(&b->d));
+  const float m = half_bits_to_float(load(&b->m));
+  const nibble_word n = nibbles_4byte_aligned(b->qs, q);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v[i] = d * static_cast<float>((byte_of(n.word, i) >> n.shift) & 0x0f) + m;
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize4<ggml_type::q5_0>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
+  const auto* b = reinterpret_cast<const cpu::block_q5_0*>(row) + c;
+  const float d = half_bits_to_float(load(&b->d));
+  const std::uint32_t high = load_pair(b->qh);
+  const nibble_word n = nibbles_2byte_aligned(b->qs, q);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v[i] = d * static_cast<float>(q5_level(byte_of(n.word, i) >> n.shift, high, 4 * q + i) - 16);
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize4<ggml_type::q5_1>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
+  const auto* b = reinterpret_cast<const cpu::block_q5_1*>(row) + c;
+  const float d = half_bits_to_float(load(&b->d));
+  const float m = half_bits_to_float(load(&b->m));
+  const std::uint32_t high = load(reinterpret_cast<const std::uint32_t*>(b->qh));
+  const nibble_word n = nibbles_4byte_aligned(b->qs, q);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v[i] = d * static_cast<float>(q5_level(byte_of(n.word, i) >> n.shift, high, 4 * q + i)) + m;
+}
+
+// In the K-quants, chunk c is sub-range k = c % 8 of super-block c / 8; element e of the
+// chunk is byte e of its 32 bytes of low bits, and e / 16 picks its 16-element scale.
+
+template <>
+CHATAI_HOST_DEVICE void dequantize4<ggml_type::q2_k>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
+  const auto* b = reinterpret_cast<const cpu::block_q2_k*>(row) + c / 8;
+  const int k = static_cast<int>(c % 8);
+  const std::uint8_t sc = load(b->scales + 2 * k + q / 4);
+  const float dl = half_bits_to_float(load(&b->d)) * static_cast<float>(sc & 0x0f);
+  const float ml = half_bits_to_float(load(&b->dmin)) * static_cast<float>(sc >> 4);
+  const std::uint32_t u = load(reinterpret_cast<const std::uint32_t*>(b->qs + 32 * (k / 4) + 4 * q));
+  const int shift = 2 * (k % 4);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v[i] = dl * static_cast<float>((byte_of(u, i) >> shift) & 3u) - ml;
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize4<ggml_type::q3_k>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
+  const auto* b = reinterpret_cast<const cpu::block_q3_k*>(row) + c / 8;
+  const int k = static_cast<int>(c % 8);
+  const float dl = half_bits_to_float(load(&b->d)) * static_cast<float>(q3_k_scale(b->scales, 2 * k + q / 4));
+  const std::uint32_t low = load_pair(b->qs + 32 * (k / 4) + 4 * q);
+  const std::uint32_t high = load_pair(b->hmask + 4 * q);
+  const int shift = 2 * (k % 4);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int l = static_cast<int>((byte_of(low, i) >> shift) & 3u);
+    const int h = static_cast<int>((byte_of(high, i) >> k) & 1u);
+    v[i] = dl * static_cast<float>(l + 4 * h - 4);
+  }
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize4<ggml_type::q4_k>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
+  const auto* b = reinterpret_cast<const cpu::block_q4_k*>(row) + c / 8;
+  const int j = static_cast<int>(c % 8);
+  int scale, min;
+  q4_k_scale_min(j, b->scales, scale, min);
+  const float d = half_bits_to_float(load(&b->d)) * static_cast<float>(scale);
+  const float m = half_bits_to_float(load(&b->dmin)) * static_cast<float>(min);
+  const std::uint32_t u = load(reinterpret_cast<const std::uint32_t*>(b->qs + 32 * (j / 2) + 4 * q));
+  const int shift = 4 * (j % 2);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v[i] = d * static_cast<float>((byte_of(u, i) >> shift) & 0x0f) - m;
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize4<ggml_type::q5_k>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
+  const auto* b = reinterpret_cast<const cpu::block_q5_k*>(row) + c / 8;
+  const int j = static_cast<int>(c % 8);
+  int scale, min;
+  q4_k_scale_min(j, b->scales, scale, min);
+  const float d = half_bits_to_float(load(&b->d)) * static_cast<float>(scale);
+  const float m = half_bits_to_float(load(&b->dmin)) * static_cast<float>(min);
+  const std::uint32_t u = load(reinterpret_cast<const std::uint32_t*>(b->qs + 32 * (j / 2) + 4 * q));
+  const std::uint32_t h = load(reinterpret_cast<const std::uint32_t*>(b->qh + 4 * q));
+  const int shift = 4 * (j % 2);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const std::uint32_t low = (byte_of(u, i) >> shift) & 0x0fu;
+    const std::uint32_t high = (byte_of(h, i) >> j) & 1u;
+    v[i] = d * static_cast<float>(low | (high << 4)) - m;
+  }
+}
+
+template <>
+CHATAI_HOST_DEVICE void dequantize4<ggml_type::q6_k>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
+  const auto* b = reinterpret_cast<const cpu::block_q6_k*>(row) + c / 8;
+  const int j = static_cast<int>(c % 8);
+  const int half = j / 4, quarter = j % 4;  // elements [128 half + 32 quarter, + 32)
+  const float d = half_bits_to_float(load(&b->d));
+  const std::uint32_t low = load_pair(b->ql + 64 * half + 32 * (quarter % 2) + 4 * q);
+  const std::uint32_t high = load_pair(b->qh + 32 * half + 4 * q);
+  const int s = load(b->scales + 8 * half + 2 * quarter + q / 4);
+  const int low_shift = 4 * (quarter / 2), high_shift = 2 * quarter;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int lo = static_cast<int>(byte_of(low, i) >> low_shift) & 0x0f;
+    const int hi = static_cast<int>(byte_of(high, i) >> high_shift) & 0x03;
+    v[i] = d * static_cast<float>(s * ((lo | (hi << 4)) - 32));
+  }
+}
+
 }  // namespace chatai::engine::cuda
