@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The CUDA backend on a GPU machine in one call, from the repository root: builds with CUDA
 # (Release), runs the GPU tests, synthesizes real-size models into a scratch folder, measures
-# device-to-device copy bandwidth and `chatai bench` decode and prefill speed, and prints a
-# table last: decode tokens/s at batch 1, 8 and 64 (each as a percentage of the bandwidth
-# roofline: batch x bandwidth / weight bytes read per step) and prefill tokens/s.
+# device-to-device copy bandwidth, the decode kernels alone (kernel_bench: microseconds and
+# GB/s of each matrix-vector kernel and of attention) and `chatai bench` decode and prefill
+# speed, and prints a table last: decode tokens/s at batch 1, 8 and 64 (each as a percentage
+# of the bandwidth roofline: batch x bandwidth / weight bytes read per step) and prefill
+# tokens/s.
 #
 # Usage: benchmarks/gpu_check.sh [--device cuda|cpu] [--quick] [--deps DIR] [--build-dir DIR]
 #                                [--scratch DIR] [--no-build] [--no-tests] [--shapes LIST] [--types LIST]
@@ -34,7 +36,7 @@ jobs=16
 cuda_arch=native
 archs=llama
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 need() { [ "$#" -ge 2 ] || { echo "gpu_check.sh: $1 needs a value" >&2; exit 2; }; }
 
 while [ "$#" -gt 0 ]; do
@@ -102,7 +104,7 @@ if [ "$build" = 1 ]; then
     -DCMAKE_CUDA_ARCHITECTURES="$cuda_arch" \
     -DCHATAI_BUILD_PYTHON=OFF -DCHATAI_BUILD_TESTS=ON -DCHATAI_BUILD_BENCHMARKS=ON >"$scratch/configure.log" 2>&1 ||
     { cat "$scratch/configure.log" >&2; exit 1; }
-  cmake --build "$build_dir" -j"$jobs" --target chatai_cli test_engine_cuda test_engine_cuda_host copy_bandwidth
+  cmake --build "$build_dir" -j"$jobs" --target chatai_cli test_engine_cuda test_engine_cuda_host copy_bandwidth kernel_bench
 fi
 chatai=$build_dir/bin/chatai
 [ -x "$chatai" ] || { echo "gpu_check.sh: no $chatai: build it first" >&2; exit 1; }
@@ -123,6 +125,10 @@ if [ "$device" = cuda ]; then
   bw_json=$("$build_dir/benchmarks/copy_bandwidth" 1024)
   echo "$bw_json" >&2
   bandwidth=$(sed -n 's/.*"bandwidth_gb_per_s":\([0-9.]*\).*/\1/p' <<<"$bw_json")
+  log "decode kernels alone (kernel_bench)"
+  kb_flags=()
+  [ "$quick" = 1 ] && kb_flags=(--quick)
+  "$build_dir/benchmarks/kernel_bench" "${kb_flags[@]}" >&2 || { echo "gpu_check.sh: kernel_bench FAILED" >&2; failed=1; }
 fi
 
 results=$scratch/results.txt
