@@ -16,6 +16,24 @@ using namespace chatai::engine;
 
 namespace {
 
+// f.template operator()<T>() for every weight type of the CUDA kernels.
+template <class F>
+void for_each_weight_type(F&& f) {
+  f.template operator()<ggml_type::f32>();
+  f.template operator()<ggml_type::f16>();
+  f.template operator()<ggml_type::bf16>();
+  f.template operator()<ggml_type::q8_0>();
+  f.template operator()<ggml_type::q4_0>();
+  f.template operator()<ggml_type::q4_1>();
+  f.template operator()<ggml_type::q5_0>();
+  f.template operator()<ggml_type::q5_1>();
+  f.template operator()<ggml_type::q2_k>();
+  f.template operator()<ggml_type::q3_k>();
+  f.template operator()<ggml_type::q4_k>();
+  f.template operator()<ggml_type::q5_k>();
+  f.template operator()<ggml_type::q6_k>();
+}
+
 template <ggml_type T>
 void check_type(std::mt19937& rng) {
   CAPTURE(to_string(T));
@@ -153,35 +171,11 @@ TEST_CASE("a warp's lanes take every element of a row exactly once") {
 TEST_CASE("a warp's products of one row and of two rows together equal the dequantized rows' for every type") {
   std::mt19937 rng(5);
   for (std::int64_t cols : {768, 2304}) {  // a partial step; two whole steps and a partial one
-    check_split<ggml_type::f32>(rng, cols);
-    check_split<ggml_type::f16>(rng, cols);
-    check_split<ggml_type::bf16>(rng, cols);
-    check_split<ggml_type::q8_0>(rng, cols);
-    check_split<ggml_type::q4_0>(rng, cols);
-    check_split<ggml_type::q4_1>(rng, cols);
-    check_split<ggml_type::q5_0>(rng, cols);
-    check_split<ggml_type::q5_1>(rng, cols);
-    check_split<ggml_type::q2_k>(rng, cols);
-    check_split<ggml_type::q3_k>(rng, cols);
-    check_split<ggml_type::q4_k>(rng, cols);
-    check_split<ggml_type::q5_k>(rng, cols);
-    check_split<ggml_type::q6_k>(rng, cols);
+    for_each_weight_type([&]<ggml_type T>() { check_split<T>(rng, cols); });
   }
 }
 
 TEST_CASE("the kernels' dequantization equals the scalar reference for every type") {
   std::mt19937 rng(21);
-  check_type<ggml_type::f32>(rng);
-  check_type<ggml_type::f16>(rng);
-  check_type<ggml_type::bf16>(rng);
-  check_type<ggml_type::q8_0>(rng);
-  check_type<ggml_type::q4_0>(rng);
-  check_type<ggml_type::q4_1>(rng);
-  check_type<ggml_type::q5_0>(rng);
-  check_type<ggml_type::q5_1>(rng);
-  check_type<ggml_type::q2_k>(rng);
-  check_type<ggml_type::q3_k>(rng);
-  check_type<ggml_type::q4_k>(rng);
-  check_type<ggml_type::q5_k>(rng);
-  check_type<ggml_type::q6_k>(rng);
+  for_each_weight_type([&]<ggml_type T>() { check_type<T>(rng); });
 }

@@ -230,14 +230,21 @@ CHATAI_HOST_DEVICE void q4_k_scale_min(int j, const std::uint8_t* q, int& scale,
   }
 }
 
+// The scale and min of sub-block j (0..7) of a Q4_K or Q5_K super-block b, in f32.
+template <class Block>
+CHATAI_HOST_DEVICE void k_sub_block_scale_min(const Block* b, int j, float& d, float& m) {
+  int scale, min;
+  q4_k_scale_min(j, b->scales, scale, min);
+  d = half_bits_to_float(load(&b->d)) * static_cast<float>(scale);
+  m = half_bits_to_float(load(&b->dmin)) * static_cast<float>(min);
+}
+
 template <>
 CHATAI_HOST_DEVICE void dequantize32<ggml_type::q4_k>(const std::byte* row, std::int64_t c, float (&v)[32]) {
   const auto* b = reinterpret_cast<const cpu::block_q4_k*>(row) + c / 8;
   const int j = static_cast<int>(c % 8);  // sub-block
-  int scale, min;
-  q4_k_scale_min(j, b->scales, scale, min);
-  const float d = half_bits_to_float(load(&b->d)) * static_cast<float>(scale);
-  const float m = half_bits_to_float(load(&b->dmin)) * static_cast<float>(min);
+  float d, m;
+  k_sub_block_scale_min(b, j, d, m);
   const uint4* qs = reinterpret_cast<const uint4*>(b->qs + 32 * (j / 2));  // 16-byte aligned: [2 × 16 bytes]
   const int shift = 4 * (j % 2);
 #pragma unroll
@@ -256,10 +263,8 @@ template <>
 CHATAI_HOST_DEVICE void dequantize32<ggml_type::q5_k>(const std::byte* row, std::int64_t c, float (&v)[32]) {
   const auto* b = reinterpret_cast<const cpu::block_q5_k*>(row) + c / 8;  // 176 bytes: 16-byte aligned
   const int j = static_cast<int>(c % 8);  // sub-block
-  int scale, min;
-  q4_k_scale_min(j, b->scales, scale, min);
-  const float d = half_bits_to_float(load(&b->d)) * static_cast<float>(scale);
-  const float m = half_bits_to_float(load(&b->dmin)) * static_cast<float>(min);
+  float d, m;
+  k_sub_block_scale_min(b, j, d, m);
   const uint4* qs = reinterpret_cast<const uint4*>(b->qs + 32 * (j / 2));  // [2 × 16 bytes]
   const uint4* qh = reinterpret_cast<const uint4*>(b->qh);                 // [2 × 16 bytes]
   const int shift = 4 * (j % 2);
@@ -440,10 +445,8 @@ template <>
 CHATAI_HOST_DEVICE void dequantize4<ggml_type::q4_k>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
   const auto* b = reinterpret_cast<const cpu::block_q4_k*>(row) + c / 8;
   const int j = static_cast<int>(c % 8);
-  int scale, min;
-  q4_k_scale_min(j, b->scales, scale, min);
-  const float d = half_bits_to_float(load(&b->d)) * static_cast<float>(scale);
-  const float m = half_bits_to_float(load(&b->dmin)) * static_cast<float>(min);
+  float d, m;
+  k_sub_block_scale_min(b, j, d, m);
   const std::uint32_t u = load(reinterpret_cast<const std::uint32_t*>(b->qs + 32 * (j / 2) + 4 * q));
   const int shift = 4 * (j % 2);
 #pragma unroll
@@ -454,10 +457,8 @@ template <>
 CHATAI_HOST_DEVICE void dequantize4<ggml_type::q5_k>(const std::byte* row, std::int64_t c, int q, float (&v)[4]) {
   const auto* b = reinterpret_cast<const cpu::block_q5_k*>(row) + c / 8;
   const int j = static_cast<int>(c % 8);
-  int scale, min;
-  q4_k_scale_min(j, b->scales, scale, min);
-  const float d = half_bits_to_float(load(&b->d)) * static_cast<float>(scale);
-  const float m = half_bits_to_float(load(&b->dmin)) * static_cast<float>(min);
+  float d, m;
+  k_sub_block_scale_min(b, j, d, m);
   const std::uint32_t u = load(reinterpret_cast<const std::uint32_t*>(b->qs + 32 * (j / 2) + 4 * q));
   const std::uint32_t h = load(reinterpret_cast<const std::uint32_t*>(b->qh + 4 * q));
   const int shift = 4 * (j % 2);
