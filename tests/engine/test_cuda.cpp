@@ -1,8 +1,8 @@
 // The CUDA backend on a GPU: every kernel against its CPU reference on random inputs (outputs
 // poisoned with NaN first, so unwritten elements fail), and whole-model logits of the CUDA
 // backend against the CPU backend on synthetic models of every weight type and on the real
-// model, and the hidden states and embeddings of both. Without a CUDA device every case prints
-// "no CUDA device: skipped" and returns.
+// model, and the hidden states and embeddings of both. Without a CUDA device every case that
+// needs one prints "no CUDA device: skipped" and returns.
 #include <doctest/doctest.h>
 
 #include <cuda_runtime.h>
@@ -154,6 +154,19 @@ TEST_CASE("matrix-vector kernels match the reference for every type and 1 to 8 t
       REQUIRE(all_finite(got_rows));
       CHECK(relative_error(got_rows, want_rows) < 1e-5);
     }
+  }
+}
+
+TEST_CASE("a matrix-vector launch refuses a token count outside 1 to 8 before it touches the device") {
+  // No device needed: the count is checked first.
+  for (std::int64_t n : {std::int64_t{0}, max_matvec_tokens + 1}) {
+    CAPTURE(n);
+    matvec_args a;
+    a.n_tokens = n;
+    const status st = launch_matvec(ggml_type::q8_0, a, nullptr);
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.err().code() == errc::invalid_argument);
+    CHECK(st.err().message().find("1 to 8 tokens") != std::string::npos);
   }
 }
 

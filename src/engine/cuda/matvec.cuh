@@ -9,6 +9,7 @@
 
 #include "chatai/core/status.hpp"
 #include "chatai/engine/tensor_type.hpp"
+#include "plan.hpp"
 
 namespace chatai::engine::cuda {
 
@@ -41,8 +42,13 @@ status launch_matvec_float(ggml_type type, const matvec_args& a, cudaStream_t st
 status launch_matvec_q32(ggml_type type, const matvec_args& a, cudaStream_t stream);     // q8_0, q4_*, q5_*
 status launch_matvec_kquant(ggml_type type, const matvec_args& a, cudaStream_t stream);  // q2_k .. q6_k
 
-// The kernel of `type`'s family. Errors: unsupported for a type without one.
+// The kernel of `type`'s family. Errors: invalid_argument for a token count outside
+// 1 .. max_matvec_tokens (nothing is launched); unsupported for a type without a kernel.
 inline status launch_matvec(ggml_type type, const matvec_args& a, cudaStream_t stream) {
+  if (a.n_tokens < 1 || a.n_tokens > max_matvec_tokens) {
+    return error(errc::invalid_argument, "a matrix-vector launch takes 1 to " + std::to_string(max_matvec_tokens) +
+                                             " tokens, not " + std::to_string(a.n_tokens));
+  }
   switch (type) {
     case ggml_type::f32:
     case ggml_type::f16:
