@@ -90,12 +90,8 @@ std::vector<float> warp_products_of_width(const std::byte* const (&rows)[R], con
 template <ggml_type T, int R>
 std::vector<float> warp_products(const std::byte* const (&rows)[R], const std::vector<float>& x, std::int64_t cols,
                                  int n_tokens) {
-  switch (cuda::matvec_width(n_tokens)) {
-    case 1: return warp_products_of_width<T, 1, R>(rows, x, cols, n_tokens);
-    case 2: return warp_products_of_width<T, 2, R>(rows, x, cols, n_tokens);
-    case 4: return warp_products_of_width<T, 4, R>(rows, x, cols, n_tokens);
-    default: return warp_products_of_width<T, 8, R>(rows, x, cols, n_tokens);
-  }
+  return cuda::with_matvec_width(
+      n_tokens, [&]<int N>() { return warp_products_of_width<T, N, R>(rows, x, cols, n_tokens); });
 }
 
 // 16-byte aligned storage, as the device allocations are.

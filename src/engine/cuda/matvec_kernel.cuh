@@ -84,12 +84,7 @@ status launch_matvec_width(const matvec_args& a, cudaStream_t stream) {
 
 template <ggml_type T>
 status launch_matvec_of(const matvec_args& a, cudaStream_t stream) {
-  switch (matvec_width(a.n_tokens)) {
-    case 1: return launch_matvec_width<T, 1>(a, stream);
-    case 2: return launch_matvec_width<T, 2>(a, stream);
-    case 4: return launch_matvec_width<T, 4>(a, stream);
-    default: return launch_matvec_width<T, 8>(a, stream);
-  }
+  return with_matvec_width(a.n_tokens, [&]<int N>() { return launch_matvec_width<T, N>(a, stream); });
 }
 
 }  // namespace chatai::engine::cuda

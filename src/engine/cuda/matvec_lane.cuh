@@ -21,6 +21,18 @@ inline constexpr int matvec_width(std::int64_t n_tokens) noexcept {
 }
 static_assert(matvec_width(max_matvec_tokens) == max_matvec_tokens);
 
+// f.template operator()<N>() for N = matvec_width(n_tokens): what runs a step of n tokens,
+// on the device (the launch) and in the host tests alike.
+template <class F>
+decltype(auto) with_matvec_width(std::int64_t n_tokens, F&& f) {
+  switch (matvec_width(n_tokens)) {
+    case 1: return f.template operator()<1>();
+    case 2: return f.template operator()<2>();
+    case 4: return f.template operator()<4>();
+    default: return f.template operator()<8>();
+  }
+}
+
 // Chunk groups whose weights a lane loads before its first product, for `Products` = weight
 // rows × activation rows: more bytes in flight for few products, fewer registers for many.
 template <int Products>

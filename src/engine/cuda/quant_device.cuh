@@ -306,7 +306,6 @@ CHATAI_HOST_DEVICE void dequantize32<ggml_type::q6_k>(const std::byte* row, std:
   }
 }
 
-
 // Four elements for kernels whose eight lanes on one 32-element chunk read neighbouring bytes:
 // v[0, 4) = elements [32 c + 4 q, 32 c + 4 q + 4) of the row, q in 0..lanes_per_chunk - 1.
 // The same values as dequantize32's, bit for bit.
